@@ -94,6 +94,9 @@ need_stubs=0
 for lib in "${STUB_LIBS[@]}"; do
   [ -f "$STUB_DIR/$lib" ] || need_stubs=1
 done
+# Rebuild when torch changed: the symbol lists come from its libraries.
+STAMP="torch==$TORCH_VERSION $(stat -c %s "$TORCH_LIB/libtorch_cuda.so" 2>/dev/null)"
+[ "$(cat "$STUB_DIR/.stamp" 2>/dev/null)" = "$STAMP" ] || need_stubs=1
 [ "${FORCE_STUBS:-0}" = 1 ] && need_stubs=1
 
 if [ "$need_stubs" = 1 ]; then
@@ -169,6 +172,7 @@ EOF
     gcc -shared -fPIC -O0 -o "$STUB_DIR/$lib" "$STUB_DIR/src/$base.c" \
         -Wl,-soname,"$lib" "${extra[@]}"
   done
+  echo "$STAMP" > "$STUB_DIR/.stamp"
 fi
 
 # ----------------------------------------------------------- frugal-env ---
