@@ -1,0 +1,126 @@
+//! The architecture of a model as plain data.
+
+use crate::{ModelError, Result};
+use serde::{Deserialize, Serialize};
+
+/// A Llama-style decoder: RMSNorm, RoPE, SwiGLU, no biases, optional
+/// grouped-query attention, optionally tied input/output embeddings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlamaConfig {
+    pub vocab_size: usize,
+    pub d_model: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    /// Key/value heads; `n_heads` means plain multi-head attention.
+    pub n_kv_heads: usize,
+    /// SwiGLU hidden width; [`swiglu_hidden`] gives the reference's default.
+    pub ffn_hidden: usize,
+    pub max_seq_len: usize,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    #[serde(default = "default_rms_eps")]
+    pub rms_eps: f64,
+    /// Output head shares the embedding matrix (the reference's choice).
+    #[serde(default = "default_true")]
+    pub tie_embeddings: bool,
+}
+
+fn default_rope_theta() -> f64 {
+    10_000.0
+}
+fn default_rms_eps() -> f64 {
+    1e-5
+}
+fn default_true() -> bool {
+    true
+}
+
+/// `8/3·d` rounded up to a multiple of 256, as in the reference.
+pub fn swiglu_hidden(d_model: usize) -> usize {
+    let h = (8 * d_model).div_ceil(3);
+    h.div_ceil(256) * 256
+}
+
+impl LlamaConfig {
+    /// A config with the reference's defaults for everything but the shape.
+    pub fn new(vocab_size: usize, d_model: usize, n_layers: usize, n_heads: usize) -> Self {
+        Self {
+            vocab_size,
+            d_model,
+            n_layers,
+            n_heads,
+            n_kv_heads: n_heads,
+            ffn_hidden: swiglu_hidden(d_model),
+            max_seq_len: 2048,
+            rope_theta: default_rope_theta(),
+            rms_eps: default_rms_eps(),
+            tie_embeddings: true,
+        }
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim()
+    }
+
+    /// Checks the shape is buildable; the message names the offending key.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(ModelError::InvalidConfig(m));
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("d_model", self.d_model),
+            ("n_layers", self.n_layers),
+            ("n_heads", self.n_heads),
+            ("n_kv_heads", self.n_kv_heads),
+            ("ffn_hidden", self.ffn_hidden),
+            ("max_seq_len", self.max_seq_len),
+        ] {
+            if v == 0 {
+                return bad(format!("{name} must be > 0"));
+            }
+        }
+        if self.d_model % self.n_heads != 0 {
+            return bad(format!(
+                "d_model {} is not divisible by n_heads {}",
+                self.d_model, self.n_heads
+            ));
+        }
+        if self.head_dim() % 2 != 0 {
+            return bad(format!("head dim {} must be even for RoPE", self.head_dim()));
+        }
+        if self.n_heads % self.n_kv_heads != 0 {
+            return bad(format!(
+                "n_heads {} is not a multiple of n_kv_heads {}",
+                self.n_heads, self.n_kv_heads
+            ));
+        }
+        if !(self.rms_eps > 0.0 && self.rope_theta > 0.0) {
+            return bad("rms_eps and rope_theta must be > 0".into());
+        }
+        Ok(())
+    }
+
+    /// Parameters per block: attention projections, MLP, two norms.
+    pub fn params_per_layer(&self) -> usize {
+        let d = self.d_model;
+        let attn = d * d * 2 + d * self.kv_dim() * 2;
+        let mlp = 3 * d * self.ffn_hidden;
+        attn + mlp + 2 * d
+    }
+
+    /// Total parameters, the tied embedding counted once.
+    pub fn param_count(&self) -> usize {
+        let emb = self.vocab_size * self.d_model;
+        let head = if self.tie_embeddings { 0 } else { emb };
+        emb + head + self.n_layers * self.params_per_layer() + self.d_model
+    }
+
+    /// Parameters outside the embedding (Kaplan's N).
+    pub fn non_embedding_params(&self) -> usize {
+        self.n_layers * self.params_per_layer() + self.d_model
+    }
+}

@@ -1,0 +1,435 @@
+//! Fused CPU kernels with hand-written backward passes.
+//!
+//! candle's composite ops allocate a tensor per elementwise step and keep
+//! every intermediate for backward; these kernels do each layer-level
+//! operation in one pass over contiguous f32 data and recompute what backward
+//! needs. Each is a candle custom op whose `bwd` is itself a (no-backward)
+//! custom op, so gradients flow exactly as through the composite version —
+//! `llama::tests` checks both paths agree. Non-CPU devices and non-f32 dtypes
+//! use the composite ops instead (see [`use_fused`]).
+
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result,
+    Shape, Tensor,
+};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Fused kernels apply to contiguous f32 tensors on the CPU.
+pub fn use_fused(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{what}: input must be contiguous"),
+    }
+}
+
+/// Rows of `n` elements processed in parallel chunks of whole rows.
+fn par_rows(out: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let rows_per_chunk = (16_384 / n.max(1)).max(1);
+    out.par_chunks_mut(rows_per_chunk * n)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            for (r, row) in chunk.chunks_mut(n).enumerate() {
+                f(c * rows_per_chunk + r, row);
+            }
+        });
+}
+
+// ---------------------------------------------------------------- RMSNorm
+
+struct RmsNorm {
+    eps: f32,
+}
+
+fn inv_rms(x: &[f32], eps: f32) -> f32 {
+    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    1.0 / (ms + eps).sqrt()
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "frugal-rms-norm"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (slice(s1, l1, "rms_norm")?, slice(s2, l2, "rms_norm")?);
+        let d = w.len();
+        let mut out = vec![0f32; x.len()];
+        par_rows(&mut out, d, |r, y| {
+            let xr = &x[r * d..(r + 1) * d];
+            let inv = inv_rms(xr, self.eps);
+            for j in 0..d {
+                y[j] = xr[j] * inv * w[j];
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = g.contiguous()?;
+        let dx = x.apply_op3_no_bwd(w, &g, &RmsNormBwdX { eps: self.eps })?;
+        let dw = x.apply_op2_no_bwd(&g, &RmsNormBwdW { eps: self.eps, d: w.elem_count() })?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// dx = r·(g∘w) − x·r³·mean(g∘w∘x)
+struct RmsNormBwdX {
+    eps: f32,
+}
+
+impl CustomOp3 for RmsNormBwdX {
+    fn name(&self) -> &'static str {
+        "frugal-rms-norm-bwd-x"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, w, g) = (slice(s1, l1, "rms bwd")?, slice(s2, l2, "rms bwd")?, slice(s3, l3, "rms bwd")?);
+        let d = w.len();
+        let mut out = vec![0f32; x.len()];
+        par_rows(&mut out, d, |r, dx| {
+            let (xr, gr) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
+            let inv = inv_rms(xr, self.eps);
+            let dot: f32 = (0..d).map(|j| gr[j] * w[j] * xr[j]).sum::<f32>() / d as f32;
+            let c = inv * inv * inv * dot;
+            for j in 0..d {
+                dx[j] = inv * gr[j] * w[j] - xr[j] * c;
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// dw = Σ_rows g∘x·r
+struct RmsNormBwdW {
+    eps: f32,
+    d: usize,
+}
+
+impl CustomOp2 for RmsNormBwdW {
+    fn name(&self) -> &'static str {
+        "frugal-rms-norm-bwd-w"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (slice(s1, l1, "rms bwd")?, slice(s2, l2, "rms bwd")?);
+        let d = self.d;
+        let rows = x.len() / d;
+        let chunk = rows.div_ceil(rayon::current_num_threads().max(1) * 4).max(1);
+        let partial: Vec<Vec<f64>> = (0..rows.div_ceil(chunk))
+            .into_par_iter()
+            .map(|c| {
+                let mut acc = vec![0f64; d];
+                for r in c * chunk..((c + 1) * chunk).min(rows) {
+                    let (xr, gr) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
+                    let inv = inv_rms(xr, self.eps);
+                    for j in 0..d {
+                        acc[j] += (gr[j] * xr[j] * inv) as f64;
+                    }
+                }
+                acc
+            })
+            .collect();
+        // Summed in chunk order: deterministic for a given thread count.
+        let mut dw = vec![0f64; d];
+        for p in partial {
+            for j in 0..d {
+                dw[j] += p[j];
+            }
+        }
+        let dw: Vec<f32> = dw.into_iter().map(|v| v as f32).collect();
+        Ok((CpuStorage::F32(dw), Shape::from(d)))
+    }
+}
+
+/// RMSNorm over the last dimension.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(&w.contiguous()?, RmsNorm { eps: eps as f32 })
+}
+
+// ------------------------------------------------- causal softmax (attention)
+
+/// softmax(scale·s + causal mask) over the last dim of `[.., T, S]` scores,
+/// query `i` seeing keys `0..=S−T+i`.
+struct CausalSoftmax {
+    scale: f32,
+}
+
+impl CustomOp1 for CausalSoftmax {
+    fn name(&self) -> &'static str {
+        "frugal-causal-softmax"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, "causal_softmax")?;
+        let dims = l.dims();
+        let (t, n) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+        let offset = n - t;
+        let mut out = vec![0f32; x.len()];
+        par_rows(&mut out, n, |r, y| {
+            let xr = &x[r * n..(r + 1) * n];
+            let visible = offset + (r % t) + 1;
+            let max = xr[..visible].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * self.scale;
+            let mut sum = 0f32;
+            for j in 0..visible {
+                let e = (xr[j] * self.scale - max).exp();
+                y[j] = e;
+                sum += e;
+            }
+            let inv = 1.0 / sum;
+            for v in &mut y[..visible] {
+                *v *= inv;
+            }
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+    fn bwd(&self, _x: &Tensor, p: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(p.apply_op2_no_bwd(&g.contiguous()?, &SoftmaxBwd { scale: self.scale })?))
+    }
+}
+
+/// dx = scale·p∘(g − Σ p∘g)
+struct SoftmaxBwd {
+    scale: f32,
+}
+
+impl CustomOp2 for SoftmaxBwd {
+    fn name(&self) -> &'static str {
+        "frugal-softmax-bwd"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (p, g) = (slice(s1, l1, "softmax bwd")?, slice(s2, l2, "softmax bwd")?);
+        let n = *l1.dims().last().unwrap_or(&1);
+        let mut out = vec![0f32; p.len()];
+        par_rows(&mut out, n, |r, dx| {
+            let (pr, gr) = (&p[r * n..(r + 1) * n], &g[r * n..(r + 1) * n]);
+            let dot: f32 = pr.iter().zip(gr).map(|(a, b)| a * b).sum();
+            for j in 0..n {
+                dx[j] = self.scale * pr[j] * (gr[j] - dot);
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// Causal attention probabilities from unscaled scores `[.., T, S]`.
+pub fn causal_softmax(scores: &Tensor, scale: f64) -> Result<Tensor> {
+    scores.contiguous()?.apply_op1(CausalSoftmax { scale: scale as f32 })
+}
+
+// ------------------------------------------------------------------ SwiGLU
+
+/// silu(a)·b
+struct SwiGlu;
+
+fn silu_parts(a: f32) -> (f32, f32) {
+    let s = 1.0 / (1.0 + (-a).exp());
+    (a * s, s)
+}
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "frugal-swiglu"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = (slice(s1, l1, "swiglu")?, slice(s2, l2, "swiglu")?);
+        let mut out = vec![0f32; a.len()];
+        out.par_chunks_mut(4096).enumerate().for_each(|(c, o)| {
+            let base = c * 4096;
+            for (i, v) in o.iter_mut().enumerate() {
+                *v = silu_parts(a[base + i]).0 * b[base + i];
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+    fn bwd(&self, a: &Tensor, b: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let both = a.apply_op3_no_bwd(b, &g.contiguous()?, &SwiGluBwd)?;
+        let shape = a.shape().clone();
+        Ok((Some(both.get(0)?.reshape(&shape)?), Some(both.get(1)?.reshape(shape)?)))
+    }
+}
+
+/// `[2, n]`: da = g·b·silu'(a), db = g·silu(a).
+struct SwiGluBwd;
+
+impl CustomOp3 for SwiGluBwd {
+    fn name(&self) -> &'static str {
+        "frugal-swiglu-bwd"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (a, b, g) = (slice(s1, l1, "swiglu bwd")?, slice(s2, l2, "swiglu bwd")?, slice(s3, l3, "swiglu bwd")?);
+        let n = a.len();
+        let mut out = vec![0f32; 2 * n];
+        let (da, db) = out.split_at_mut(n);
+        da.par_chunks_mut(4096)
+            .zip(db.par_chunks_mut(4096))
+            .enumerate()
+            .for_each(|(c, (da, db))| {
+                let base = c * 4096;
+                for i in 0..da.len() {
+                    let (x, gi, bi) = (a[base + i], g[base + i], b[base + i]);
+                    let (silu, s) = silu_parts(x);
+                    da[i] = gi * bi * s * (1.0 + x * (1.0 - s));
+                    db[i] = gi * silu;
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((2, n))))
+    }
+}
+
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
+}
+
+// -------------------------------------------------------------------- RoPE
+
+/// Rotary embedding (`rotate_half` layout) on `[B, H, T, hd]` at positions
+/// `pos..pos+T`; backward is the same rotation by the negated angle.
+#[derive(Clone)]
+struct Rope {
+    cos: Arc<Vec<f32>>,
+    sin: Arc<Vec<f32>>,
+    half: usize,
+    pos: usize,
+    sign: f32,
+}
+
+impl CustomOp1 for Rope {
+    fn name(&self) -> &'static str {
+        "frugal-rope"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, "rope")?;
+        let dims = l.dims();
+        let (t, hd) = (dims[2], dims[3]);
+        let half = self.half;
+        let mut out = vec![0f32; x.len()];
+        par_rows(&mut out, hd, |r, y| {
+            let p = self.pos + r % t;
+            let (c, sn) = (&self.cos[p * half..(p + 1) * half], &self.sin[p * half..(p + 1) * half]);
+            let xr = &x[r * hd..(r + 1) * hd];
+            for i in 0..half {
+                let (x1, x2, s) = (xr[i], xr[i + half], self.sign * sn[i]);
+                y[i] = x1 * c[i] - x2 * s;
+                y[i + half] = x2 * c[i] + x1 * s;
+            }
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let mut inverse = self.clone();
+        inverse.sign = -self.sign;
+        Ok(Some(g.contiguous()?.apply_op1(inverse)?))
+    }
+}
+
+/// Rotary tables as shared vectors for the fused kernel.
+#[derive(Debug, Clone)]
+pub struct RopeTables {
+    cos: Arc<Vec<f32>>,
+    sin: Arc<Vec<f32>>,
+    half: usize,
+}
+
+impl RopeTables {
+    pub fn new(cos: &Tensor, sin: &Tensor) -> Result<Self> {
+        Ok(Self {
+            half: cos.dim(1)?,
+            cos: Arc::new(cos.flatten_all()?.to_vec1()?),
+            sin: Arc::new(sin.flatten_all()?.to_vec1()?),
+        })
+    }
+
+    pub fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
+        let t = x.dim(2)?;
+        if (pos + t) * self.half > self.cos.len() {
+            candle_core::bail!("rope: positions {pos}..{} exceed the table", pos + t);
+        }
+        x.contiguous()?.apply_op1(Rope {
+            cos: self.cos.clone(),
+            sin: self.sin.clone(),
+            half: self.half,
+            pos,
+            sign: 1.0,
+        })
+    }
+}
+
+// ----------------------------------------------------------- cross-entropy
+
+/// Per-row `−log softmax(logits)[target]` for logits `[N, V]`, targets `[N]`.
+struct CrossEntropy;
+
+fn log_sum_exp(row: &[f32]) -> f32 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    max + row.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
+}
+
+fn targets(s: &CpuStorage, l: &Layout) -> Result<Vec<usize>> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("targets must be contiguous".into()))?;
+    Ok(match s {
+        CpuStorage::U32(v) => v[a..b].iter().map(|&x| x as usize).collect(),
+        CpuStorage::I64(v) => v[a..b].iter().map(|&x| x as usize).collect(),
+        _ => candle_core::bail!("cross_entropy: targets must be u32 or i64"),
+    })
+}
+
+impl CustomOp2 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "frugal-cross-entropy"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "cross_entropy")?;
+        let y = targets(s2, l2)?;
+        let v = l1.dims()[1];
+        if let Some(bad) = y.iter().find(|&&t| t >= v) {
+            candle_core::bail!("cross_entropy: target {bad} out of range for vocabulary {v}");
+        }
+        let out: Vec<f32> = (0..y.len())
+            .into_par_iter()
+            .map(|r| {
+                let row = &x[r * v..(r + 1) * v];
+                log_sum_exp(row) - row[y[r]]
+            })
+            .collect();
+        Ok((CpuStorage::F32(out), Shape::from(y.len())))
+    }
+    fn bwd(&self, x: &Tensor, y: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(x.apply_op3_no_bwd(y, &g.contiguous()?, &CrossEntropyBwd)?), None))
+    }
+}
+
+/// d logits = g_row · (softmax − onehot)
+struct CrossEntropyBwd;
+
+impl CustomOp3 for CrossEntropyBwd {
+    fn name(&self) -> &'static str {
+        "frugal-cross-entropy-bwd"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "cross_entropy bwd")?;
+        let y = targets(s2, l2)?;
+        let g = slice(s3, l3, "cross_entropy bwd")?;
+        let v = l1.dims()[1];
+        let mut out = vec![0f32; x.len()];
+        par_rows(&mut out, v, |r, dx| {
+            let row = &x[r * v..(r + 1) * v];
+            let lse = log_sum_exp(row);
+            for j in 0..v {
+                dx[j] = g[r] * (row[j] - lse).exp();
+            }
+            dx[y[r]] -= g[r];
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// Mean cross-entropy of logits `[N, V]` against targets `[N]`.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    logits
+        .contiguous()?
+        .apply_op2(&targets.contiguous()?, CrossEntropy)?
+        .mean_all()
+}

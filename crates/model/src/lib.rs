@@ -1,0 +1,24 @@
+//! A Llama-style decoder on candle, written to be trained as well as run.
+//!
+//! * [`config`]: the architecture as data, presets, parameter counts.
+//! * [`flops`]: exact FLOPs per token as pure functions.
+//! * [`params`]: named parameters (candle `Var`s), seeded init, safetensors I/O.
+//! * [`llama`]: the model itself — every op differentiable (candle's fused
+//!   `rms_norm`/`softmax_last_dim` have no backward and are not used here).
+//! * [`hf`]: Hugging Face `config.json` for export.
+
+pub mod config;
+pub mod error;
+pub mod flops;
+pub mod fused;
+pub mod hf;
+pub mod llama;
+pub mod params;
+pub mod presets;
+
+pub use config::LlamaConfig;
+pub use error::ModelError;
+pub use llama::Llama;
+pub use params::ParamStore;
+
+pub type Result<T> = std::result::Result<T, ModelError>;

@@ -1,0 +1,310 @@
+//! The Llama decoder. Every operation here has a backward in candle: RMSNorm,
+//! softmax and RoPE are written as composite tensor ops, because candle's
+//! fused `rms_norm`/`softmax_last_dim` kernels silently stop gradients.
+
+use crate::config::LlamaConfig;
+use crate::fused::{self, use_fused, RopeTables};
+use crate::params::ParamStore;
+use crate::Result;
+use candle_core::{Device, Tensor, D};
+
+/// One transformer block's weights (Linear weights are `[out, in]`).
+#[derive(Debug, Clone)]
+struct Block {
+    attn_norm: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    mlp_norm: Tensor,
+    gate: Tensor,
+    up: Tensor,
+    down: Tensor,
+}
+
+/// Keys and values of earlier positions, per layer, `[B, kv_heads, T, head_dim]`.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    pub layers: Vec<(Tensor, Tensor)>,
+}
+
+impl KvCache {
+    pub fn len(&self) -> usize {
+        self.layers.first().map(|(k, _)| k.dim(2).unwrap_or(0)).unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A Llama model bound to a set of parameter tensors.
+#[derive(Debug, Clone)]
+pub struct Llama {
+    pub config: LlamaConfig,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    lm_head: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+    rope_tables: Option<RopeTables>,
+    /// Use the fused CPU kernels of [`crate::fused`] (CPU and f32 only).
+    fused: bool,
+}
+
+impl Llama {
+    /// Builds the model over a parameter store; gradients flow to its vars.
+    pub fn new(config: &LlamaConfig, params: &ParamStore) -> Result<Self> {
+        let get = |n: &str| -> Result<Tensor> { Ok(params.get(n)?.as_tensor().clone()) };
+        let mut blocks = Vec::with_capacity(config.n_layers);
+        for i in 0..config.n_layers {
+            let p = |s: &str| get(&format!("model.layers.{i}.{s}"));
+            blocks.push(Block {
+                attn_norm: p("input_layernorm.weight")?,
+                q: p("self_attn.q_proj.weight")?,
+                k: p("self_attn.k_proj.weight")?,
+                v: p("self_attn.v_proj.weight")?,
+                o: p("self_attn.o_proj.weight")?,
+                mlp_norm: p("post_attention_layernorm.weight")?,
+                gate: p("mlp.gate_proj.weight")?,
+                up: p("mlp.up_proj.weight")?,
+                down: p("mlp.down_proj.weight")?,
+            });
+        }
+        let embed = get("model.embed_tokens.weight")?;
+        let lm_head = if config.tie_embeddings {
+            embed.clone()
+        } else {
+            get("lm_head.weight")?
+        };
+        let (cos, sin) = rope_tables(config, params.device())?;
+        let fused = params.device().is_cpu();
+        let rope_tables = if fused { Some(RopeTables::new(&cos, &sin)?) } else { None };
+        Ok(Self {
+            config: config.clone(),
+            embed,
+            blocks,
+            norm: get("model.norm.weight")?,
+            lm_head,
+            cos,
+            sin,
+            rope_tables,
+            fused,
+        })
+    }
+
+    /// Switches between the fused CPU kernels and plain candle ops (the
+    /// reference the fused kernels are tested against).
+    pub fn set_fused(&mut self, on: bool) -> Result<()> {
+        if on && self.rope_tables.is_none() {
+            self.rope_tables = Some(RopeTables::new(&self.cos, &self.sin)?);
+        }
+        self.fused = on && self.embed.device().is_cpu();
+        Ok(())
+    }
+
+    fn apply_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        if self.fused && use_fused(x) {
+            Ok(fused::rms_norm(x, w, self.config.rms_eps)?)
+        } else {
+            rms_norm(x, w, self.config.rms_eps)
+        }
+    }
+
+    fn rotate(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
+        match (&self.rope_tables, self.fused && use_fused(x)) {
+            (Some(t), true) => Ok(t.apply(x, pos)?),
+            _ => rope(x, &self.cos, &self.sin, pos),
+        }
+    }
+
+    /// Final hidden states `[B, T, d]` (after the last norm) for token ids
+    /// `[B, T]` starting at position `cache.len()`; appends to `cache` when given.
+    pub fn hidden(&self, ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let pos = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let c = &self.config;
+        if pos + t > c.max_seq_len {
+            return Err(crate::ModelError::InvalidConfig(format!(
+                "sequence of {} tokens exceeds max_seq_len {}",
+                pos + t,
+                c.max_seq_len
+            )));
+        }
+        let mut x = self
+            .embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, c.d_model))?;
+        let mask = if self.fused { None } else { Some(causal_mask(t, pos, x.device())?) };
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| (c, i));
+            let h = self.apply_norm(&x, &blk.attn_norm)?;
+            let a = self.attention(blk, &h, pos, mask.as_ref(), layer_cache)?;
+            x = (x + a)?;
+            let h = self.apply_norm(&x, &blk.mlp_norm)?;
+            let (gate, up) = (linear(&h, &blk.gate)?, linear(&h, &blk.up)?);
+            let act = if self.fused && use_fused(&gate) {
+                fused::swiglu(&gate, &up)?
+            } else {
+                (gate.silu()? * up)?
+            };
+            x = (x + linear(&act, &blk.down)?)?;
+        }
+        self.apply_norm(&x, &self.norm)
+    }
+
+    fn attention(
+        &self,
+        blk: &Block,
+        x: &Tensor,
+        pos: usize,
+        mask: Option<&Tensor>,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, t, _) = x.dims3()?;
+        let hd = c.head_dim();
+        let heads = |w: &Tensor, n: usize| -> Result<Tensor> {
+            Ok(linear(x, w)?.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = self.rotate(&heads(&blk.q, c.n_heads)?, pos)?;
+        let mut k = self.rotate(&heads(&blk.k, c.n_kv_heads)?, pos)?;
+        let mut v = heads(&blk.v, c.n_kv_heads)?;
+        if let Some((cache, i)) = cache {
+            if let Some((pk, pv)) = cache.layers.get(i) {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+                cache.layers[i] = (k.clone(), v.clone());
+            } else {
+                cache.layers.push((k.clone(), v.clone()));
+            }
+        }
+        let rep = c.n_heads / c.n_kv_heads;
+        let (k, v) = (repeat_kv(&k, rep)?, repeat_kv(&v, rep)?);
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores = q.matmul(&k.t()?)?;
+        let probs = match mask {
+            Some(mask) => {
+                candle_nn::ops::softmax(&(scores * scale)?.broadcast_add(mask)?, D::Minus1)?
+            }
+            None => fused::causal_softmax(&scores, scale)?,
+        };
+        let y = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c.d_model))?;
+        linear(&y, &blk.o)
+    }
+
+    /// The output projection `[V, d]` (the embedding when tied).
+    pub fn output_weight(&self) -> &Tensor {
+        &self.lm_head
+    }
+
+    /// Logits `[B, T, V]`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let h = self.hidden(ids, None)?;
+        linear(&h, &self.lm_head)
+    }
+
+    /// Mean next-token cross-entropy for inputs and targets `[B, T]`.
+    pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let logits = self.forward(ids)?;
+        let v = self.config.vocab_size;
+        let logits = logits.reshape(((), v))?;
+        let targets = targets.flatten_all()?;
+        if self.fused && use_fused(&logits) {
+            Ok(fused::cross_entropy(&logits, &targets)?)
+        } else {
+            Ok(candle_nn::loss::cross_entropy(&logits, &targets)?)
+        }
+    }
+
+    /// `log p(target | prefix)` for every position, `[B, T]`; the full
+    /// log-softmax is formed per position but only the targets are kept.
+    pub fn target_log_probs(
+        &self,
+        ids: &Tensor,
+        targets: &Tensor,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let h = self.hidden(ids, cache)?;
+        let logits = linear(&h, &self.lm_head)?;
+        let lsm = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        Ok(lsm
+            .gather(&targets.reshape((b, t, 1))?, D::Minus1)?
+            .reshape((b, t))?)
+    }
+}
+
+/// `x · wᵀ` for `x` of any rank with the feature dimension last.
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let (rows, inner) = (dims[..dims.len() - 1].iter().product::<usize>(), dims[dims.len() - 1]);
+    let y = x.reshape((rows, inner))?.matmul(&w.t()?)?;
+    let mut out = dims;
+    let last = out.len() - 1;
+    out[last] = w.dim(0)?;
+    Ok(y.reshape(out)?)
+}
+
+/// RMSNorm over the last dimension, as differentiable tensor ops.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    let x = x.broadcast_div(&(ms + eps)?.sqrt()?)?;
+    Ok(x.broadcast_mul(w)?)
+}
+
+/// cos/sin tables `[max_seq_len, head_dim/2]`, computed in f64 once. They are
+/// constants, never variables (candle-transformers' llama2_c makes them
+/// trainable zeros, which zeroes q and k).
+fn rope_tables(c: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
+    let half = c.head_dim() / 2;
+    let mut cos = Vec::with_capacity(c.max_seq_len * half);
+    let mut sin = Vec::with_capacity(c.max_seq_len * half);
+    for p in 0..c.max_seq_len {
+        for i in 0..half {
+            // Hugging Face computes inv_freq in f32; match it.
+            let inv = (1.0 / c.rope_theta.powf((2 * i) as f64 / c.head_dim() as f64)) as f32;
+            let angle = p as f32 * inv;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (c.max_seq_len, half), device)?,
+        Tensor::from_vec(sin, (c.max_seq_len, half), device)?,
+    ))
+}
+
+/// Rotary embedding in Hugging Face's `rotate_half` layout on `[B, H, T, hd]`.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, pos: usize) -> Result<Tensor> {
+    let (_, _, t, hd) = x.dims4()?;
+    let half = hd / 2;
+    let cos = cos.narrow(0, pos, t)?;
+    let sin = sin.narrow(0, pos, t)?;
+    let x1 = x.narrow(D::Minus1, 0, half)?;
+    let x2 = x.narrow(D::Minus1, half, half)?;
+    let y1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+    let y2 = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
+    Ok(Tensor::cat(&[y1, y2], D::Minus1)?)
+}
+
+/// Additive causal mask `[t, pos + t]` for queries at positions `pos..pos+t`.
+fn causal_mask(t: usize, pos: usize, device: &Device) -> Result<Tensor> {
+    let total = pos + t;
+    let data: Vec<f32> = (0..t)
+        .flat_map(|i| (0..total).map(move |j| if j <= pos + i { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    Ok(Tensor::from_vec(data, (t, total), device)?)
+}
+
+/// Repeats each key/value head `rep` times for grouped-query attention.
+fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
+    if rep == 1 {
+        return Ok(x.clone());
+    }
+    let (b, h, t, d) = x.dims4()?;
+    Ok(Tensor::cat(&vec![x; rep], 2)?.reshape((b, h * rep, t, d))?)
+}
+
+#[cfg(test)]
+mod tests;
