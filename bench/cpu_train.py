@@ -204,6 +204,13 @@ def run_one_wait4(cmd, env, timeout):
     return result, meas, stderr[-2000:]
 
 
+def loadavg():
+    try:
+        return float(open("/proc/loadavg").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def fmt_rate(xs):
     if not xs:
         return "–"
@@ -228,6 +235,10 @@ def main(args):
               f"ffn {c['ffn']} -> {param_count(**c):,} params "
               f"({param_count(**c) - c['vocab'] * c['d_model']:,} non-embedding)", file=sys.stderr)
 
+    load0 = loadavg()
+    if load0 is not None and load0 > 0.5:
+        print(f"warning: load average {load0:.2f} before starting: other work on this machine "
+              f"will slow both programs (compare wall and cpu times per run)", file=sys.stderr)
     runner = run_one if os.access("/usr/bin/time", os.X_OK) else run_one_wait4
     runs = []
     t_start = time.monotonic()
@@ -292,12 +303,14 @@ def main(args):
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(row)
-    print(f"\ntotal wall time {time.monotonic() - t_start:.0f} s", file=sys.stderr)
+    print(f"\ntotal wall time {time.monotonic() - t_start:.0f} s; load average {load0} before, "
+          f"{loadavg()} after", file=sys.stderr)
 
     if args.out:
         torch_v = next((x["result"].get("torch") for x in runs if x["result"] and x["impl"] == "torch"), None)
         with open(args.out, "w") as f:
             json.dump({"argv": sys.argv, "host": platform.node(), "cpus": os.cpu_count(),
+                       "loadavg_before": load0, "loadavg_after": loadavg(),
                        "batch": args.batch, "seq": args.seq, "sizes": {s: SIZES[s] for s in args.sizes},
                        "torch": torch_v, "summary": summary, "runs": runs}, f, indent=1)
         print(f"wrote {args.out}", file=sys.stderr)
