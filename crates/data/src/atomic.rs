@@ -15,10 +15,16 @@ where
 {
     let dir = parent_of(path);
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".tmp-");
+    // Temporary files default to 0600; cache and data set files are meant to
+    // be shared like any file the user writes.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    let tmp = builder.tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
     let (file, tmp_path) = tmp.into_parts();
     let mut writer = BufWriter::with_capacity(1 << 20, file);
     fill(&mut writer)?;

@@ -75,9 +75,9 @@ impl BatchSampler {
         }
         let mut windows = Vec::with_capacity(self.batch_size);
         for i in 0..self.batch_size as u64 {
-            let c = cursor.checked_add(i).ok_or_else(|| {
-                Error::InvalidArgument(format!("cursor {cursor} overflows"))
-            })?;
+            let c = cursor
+                .checked_add(i)
+                .ok_or_else(|| Error::InvalidArgument(format!("cursor {cursor} overflows")))?;
             windows.push(self.window_at(c));
         }
         let mut batch = read_windows(shard, self.seq_len, &windows)?;
@@ -108,6 +108,9 @@ pub fn fixed_eval_batches(
     n_batches: usize,
 ) -> Result<Vec<Batch>> {
     let windows = window_count(shard.len(), seq_len)? as u128;
+    if batch_size == 0 {
+        return Err(Error::InvalidArgument("batch_size must be positive".into()));
+    }
     let wanted = (batch_size as u128) * (n_batches as u128);
     let mut out = Vec::with_capacity(n_batches);
     for b in 0..n_batches {

@@ -44,7 +44,10 @@ mod tests {
         let s = |x: &str| Some(x.into());
         assert_eq!(resolve(s("/a"), s("/x"), s("/h")), PathBuf::from("/a"));
         assert_eq!(resolve(None, s("/x"), s("/h")), PathBuf::from("/x/frugal"));
-        assert_eq!(resolve(s(""), s(""), s("/h")), PathBuf::from("/h/.cache/frugal"));
+        assert_eq!(
+            resolve(s(""), s(""), s("/h")),
+            PathBuf::from("/h/.cache/frugal")
+        );
         assert_eq!(resolve(None, None, None), PathBuf::from(".cache/frugal"));
     }
 }

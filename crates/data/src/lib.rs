@@ -13,6 +13,8 @@ pub mod corpus;
 pub mod dataset;
 pub mod documents;
 pub mod error;
+#[cfg(feature = "parquet")]
+mod parquet_reader;
 pub mod shard;
 pub mod split;
 pub mod tokenizer;

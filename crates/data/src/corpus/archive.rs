@@ -75,7 +75,10 @@ where
 pub fn zip_extract(path: &Path, member: &str, dest: &Path) -> Result<()> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let zip_err = |e: zip::result::ZipError| {
-        Error::io(path, std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        )
     };
     let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(zip_err)?;
     let mut entry = match archive.by_name(member) {

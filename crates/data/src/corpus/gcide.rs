@@ -181,7 +181,8 @@ fn entity(inner: &str) -> Option<String> {
     let stripped = inner.trim_start_matches(|c| MARKS.contains(c));
     let stripped = stripped.trim_end_matches('^');
     let marked = stripped.len() < inner.len();
-    let letters = (1..=2).contains(&stripped.len()) && stripped.bytes().all(|b| b.is_ascii_alphabetic());
+    let letters =
+        (1..=2).contains(&stripped.len()) && stripped.bytes().all(|b| b.is_ascii_alphabetic());
     (marked && letters).then(|| stripped.to_string())
 }
 

@@ -49,8 +49,8 @@ pub fn entry_dir(root: &Path, spec: &Spec) -> PathBuf {
 pub fn installed(root: &Path, spec: &Spec) -> Option<Manifest> {
     let dir = entry_dir(root, spec);
     let manifest: Manifest = crate::atomic::read_json(&dir.join(MANIFEST_FILE)).ok()?;
-    let complete = manifest.sha256 == spec.sha256
-        && manifest.files.iter().all(|f| dir.join(f).is_file());
+    let complete =
+        manifest.sha256 == spec.sha256 && manifest.files.iter().all(|f| dir.join(f).is_file());
     complete.then_some(manifest)
 }
 

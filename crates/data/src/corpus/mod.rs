@@ -137,7 +137,10 @@ fn fetch_one(root: &Path, spec: &'static Spec) -> Result<Fetched> {
         return Ok(fetched(root, spec, manifest));
     }
     let Some(package) = spec.package else {
-        return Err(Error::InvalidArgument(format!("`{}` has no package", spec.name)));
+        return Err(Error::InvalidArgument(format!(
+            "`{}` has no package",
+            spec.name
+        )));
     };
     let downloads = root.join("downloads");
     std::fs::create_dir_all(&downloads).map_err(|e| Error::io(&downloads, e))?;

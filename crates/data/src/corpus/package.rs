@@ -84,9 +84,10 @@ impl Package {
             Package::Npm { name, version } => {
                 ("npm", vec!["pack".into(), format!("{name}@{version}")])
             }
-            Package::Debian { name, version } => {
-                ("apt-get", vec!["download".into(), format!("{name}={version}")])
-            }
+            Package::Debian { name, version } => (
+                "apt-get",
+                vec!["download".into(), format!("{name}={version}")],
+            ),
         }
     }
 

@@ -89,7 +89,8 @@ pub const SPECS: &[Spec] = &[
     },
     Spec {
         name: "gcide",
-        description: "GCIDE dictionary (Webster 1913 + WordNet) as plain text, 300 entries per document",
+        description:
+            "GCIDE dictionary (Webster 1913 + WordNet) as plain text, 300 entries per document",
         kind: Kind::Text,
         package: Some(Package::Debian {
             name: "dict-gcide",

