@@ -131,7 +131,9 @@ fn window_count(shard_len: usize, seq_len: usize) -> Result<usize> {
     if seq_len == 0 {
         return Err(Error::InvalidArgument("seq_len must be positive".into()));
     }
-    let window = seq_len + 1;
+    let window = seq_len
+        .checked_add(1)
+        .ok_or_else(|| Error::InvalidArgument(format!("seq_len {seq_len} is too large")))?;
     if shard_len < window {
         return Err(Error::InvalidArgument(format!(
             "the shard has {shard_len} tokens, fewer than one window of seq_len + 1 = {window}"

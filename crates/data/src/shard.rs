@@ -72,6 +72,13 @@ pub fn write_shard(tokenizer: &Tokenizer, docs: &[Document], path: &Path) -> Res
             path.display()
         )));
     }
+    if tokenizer.get_truncation().is_some() || tokenizer.get_padding().is_some() {
+        return Err(Error::InvalidArgument(
+            "the tokenizer truncates or pads, which would cut or pad documents; \
+             load it with tokenizer::load, which drops both"
+                .into(),
+        ));
+    }
     let vocab_size = tokenizer::vocab_size(tokenizer);
     let dtype = Dtype::for_vocab(vocab_size);
     let eot_id = tokenizer::eot_id(tokenizer)?;

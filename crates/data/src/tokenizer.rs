@@ -62,6 +62,10 @@ where
 }
 
 /// Loads any Hugging Face `tokenizer.json`.
+///
+/// Truncation and padding settings are dropped: documents are encoded
+/// whole for pre-training, and a `max_length` left in a downloaded file
+/// would otherwise cut every document silently.
 pub fn load(path: &Path) -> Result<Tokenizer> {
     if !path.is_file() {
         return Err(Error::io(
@@ -69,8 +73,13 @@ pub fn load(path: &Path) -> Result<Tokenizer> {
             std::io::Error::new(std::io::ErrorKind::NotFound, "tokenizer file not found"),
         ));
     }
-    Tokenizer::from_file(path)
-        .map_err(|e| Error::Tokenizer(format!("cannot load {}: {e}", path.display())))
+    let mut tokenizer = Tokenizer::from_file(path)
+        .map_err(|e| Error::Tokenizer(format!("cannot load {}: {e}", path.display())))?;
+    tokenizer
+        .with_truncation(None)
+        .map_err(Error::tokenizer)?
+        .with_padding(None);
+    Ok(tokenizer)
 }
 
 /// Saves `tokenizer` as compact JSON, atomically. The bytes written are

@@ -114,3 +114,20 @@ fn large_vocabularies_use_u32_tokens() {
     assert!(ids[0] > 65_535, "{ids:?}");
     assert_eq!(ids, tokenizer::encode(&tok, &text).unwrap());
 }
+
+#[test]
+fn a_truncating_tokenizer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = scenes();
+    let mut tok = tokenizer::train_bpe(
+        docs.iter().map(|d| d.text.as_str()),
+        300,
+        &dir.path().join("tok.json"),
+    )
+    .unwrap();
+    tok.with_truncation(Some(tokenizers::TruncationParams::default()))
+        .unwrap();
+    let err = write_shard(&tok, &docs, &dir.path().join("s.bin")).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    assert!(!dir.path().join("s.bin").exists());
+}

@@ -66,3 +66,20 @@ fn bad_arguments_and_files_are_typed_errors() {
     let err = tokenizer::load(&garbage).unwrap_err();
     assert!(matches!(err, Error::Tokenizer(_)), "{err:?}");
 }
+
+#[test]
+fn loading_drops_truncation_so_documents_stay_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tok.json");
+    let texts: Vec<String> = scenes().into_iter().map(|d| d.text).collect();
+    let mut tok = tokenizer::train_bpe(&texts, 500, &out).unwrap();
+    let truncation = tokenizers::TruncationParams {
+        max_length: 8,
+        ..Default::default()
+    };
+    tok.with_truncation(Some(truncation)).unwrap();
+    assert_eq!(tokenizer::encode(&tok, &texts[0]).unwrap().len(), 8);
+    tokenizer::save(&tok, &out).unwrap();
+    let loaded = tokenizer::load(&out).unwrap();
+    assert!(tokenizer::encode(&loaded, &texts[0]).unwrap().len() > 100);
+}
