@@ -8,7 +8,14 @@ use frugal_data::{corpus, dataset, tokenizer};
 use std::path::PathBuf;
 use std::time::Instant;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let name = args.next().unwrap_or_else(|| "default".into());
     let vocab: usize = args.next().map_or(Ok(16_384), |v| v.parse())?;

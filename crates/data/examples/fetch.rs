@@ -2,7 +2,14 @@
 //!
 //! `cargo run -p frugal-data --example fetch -- [NAME...]`
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let names: Vec<String> = std::env::args().skip(1).collect();
     if names.is_empty() {
         for c in frugal_data::corpus::list() {
