@@ -160,13 +160,16 @@ pub struct Approach3Fit {
     pub top: Vec<StartResult>,
 }
 
+/// A point with its objective and gradient.
+type Evaluation = ([f64; 5], f64, [f64; 5]);
+
 /// The problem as argmin sees it. argmin asks for cost and gradient
 /// separately, usually at the same point, so the last evaluation is cached to
 /// compute the log-sum-exp pass once.
 struct Problem<'a> {
     data: &'a LogData,
     delta: f64,
-    cache: RefCell<Option<([f64; 5], f64, [f64; 5])>>,
+    cache: RefCell<Option<Evaluation>>,
 }
 
 impl Problem<'_> {

@@ -11,8 +11,10 @@
 /// 1.5 * 2^52: adding it rounds a small f64 to an integer held in the low
 /// mantissa bits (the classic "magic number" round).
 const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0;
-const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
-const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+/// ln 2 split as in fdlibm: LN2_HI has trailing zero bits so k * LN2_HI is
+/// exact for the k we meet, and LN2_LO carries the rest.
+const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
 const INV_LN2: f64 = std::f64::consts::LOG2_E;
 
 /// e^x. Inputs are clamped to [-708, 709] so that the result stays a normal
@@ -78,9 +80,14 @@ pub fn ln(x: f64) -> f64 {
     p = p * s + 1.0 / 5.0;
     p = p * s + 1.0 / 3.0;
     let ln_m = 2.0 * f + 2.0 * f * s * p;
-    // `x - x` is +0 for finite x and NaN for NaN, whose bits would otherwise
-    // decode to an ordinary-looking exponent and mantissa.
-    e * LN2_HI + (ln_m + e * LN2_LO) + (x - x)
+    let result = e * LN2_HI + (ln_m + e * LN2_LO);
+    // A NaN's bits decode to an ordinary-looking exponent and mantissa, so
+    // pass it through explicitly (a select, which still vectorises).
+    if x.is_nan() {
+        x
+    } else {
+        result
+    }
 }
 
 #[cfg(test)]
