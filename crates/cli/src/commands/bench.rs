@@ -1,0 +1,94 @@
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use clap::{Args, Subcommand};
+use frugal_model::{Llama, LlamaConfig, ParamStore};
+use frugal_train::optim::{clip_grad_norm, collect_grads, AdamW, AdamWConfig};
+use rand::{Rng, SeedableRng};
+use std::time::Instant;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Training-step throughput on random tokens; prints one JSON line.
+    Train(TrainBenchArgs),
+}
+
+#[derive(Args)]
+pub struct TrainBenchArgs {
+    #[arg(long, default_value_t = 8192)]
+    pub vocab: usize,
+    #[arg(long, default_value_t = 128)]
+    pub d_model: usize,
+    #[arg(long, default_value_t = 4)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+    #[arg(long)]
+    pub kv_heads: Option<usize>,
+    #[arg(long)]
+    pub ffn: Option<usize>,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 256)]
+    pub seq: usize,
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+pub fn run(c: BenchCommand) -> Result<()> {
+    match c {
+        BenchCommand::Train(a) => train(&a),
+    }
+}
+
+fn train(a: &TrainBenchArgs) -> Result<()> {
+    let device = Device::Cpu;
+    let mut c = LlamaConfig::new(a.vocab, a.d_model, a.layers, a.heads);
+    c.n_kv_heads = a.kv_heads.unwrap_or(a.heads);
+    if let Some(f) = a.ffn {
+        c.ffn_hidden = f;
+    }
+    c.max_seq_len = a.seq;
+    let params = ParamStore::init(&c, &device, a.seed)?;
+    let mut opt = AdamW::new(AdamWConfig::default(), &params)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
+    let n = a.batch * a.seq;
+    let mut times = Vec::new();
+    let (mut first, mut last) = (f32::NAN, f32::NAN);
+    for i in 0..a.warmup + a.steps {
+        let ids: Vec<u32> = (0..n).map(|_| rng.gen_range(0..a.vocab as u32)).collect();
+        let tg: Vec<u32> = (0..n).map(|_| rng.gen_range(0..a.vocab as u32)).collect();
+        let t0 = Instant::now();
+        let model = Llama::new(&c, &params)?;
+        let x = Tensor::from_vec(ids, (a.batch, a.seq), &device)?;
+        let y = Tensor::from_vec(tg, (a.batch, a.seq), &device)?;
+        let loss = model.loss(&x, &y)?;
+        let mut grads = collect_grads(&params, &loss.backward()?)?;
+        clip_grad_norm(&mut grads, 1.0)?;
+        opt.step(&params, &grads, 1e-3)?;
+        let l = loss.to_scalar::<f32>()?;
+        if i >= a.warmup {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+        if i == 0 {
+            first = l;
+        }
+        last = l;
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
+    let out = serde_json::json!({
+        "impl": "frugal",
+        "params": c.param_count(),
+        "tokens_per_s": n as f64 / median,
+        "step_ms_median": median * 1e3,
+        "loss_first": first,
+        "loss_last": last,
+        "threads": candle_core::utils::get_num_threads(),
+    });
+    println!("{out}");
+    Ok(())
+}

@@ -1,0 +1,58 @@
+use crate::device;
+use anyhow::{Context, Result};
+use clap::Args;
+use frugal_data::batch::fixed_eval_batches;
+use frugal_data::dataset::Dataset;
+use frugal_model::Llama;
+use frugal_train::checkpoint::{load_model, run_dir_of};
+use frugal_train::trainer::{evaluate, CONFIG_FILE};
+use frugal_train::TrainConfig;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// A checkpoint directory (RUN_DIR/checkpoints/step-NNNNNNN).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Dataset directory (default: the one the run trained on).
+    #[arg(long)]
+    pub dataset: Option<PathBuf>,
+    /// Number of validation batches (default: the run's eval.batches).
+    #[arg(long)]
+    pub batches: Option<usize>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// The run's config, found beside a checkpoint.
+pub fn run_config(ckpt: &std::path::Path) -> Result<TrainConfig> {
+    let run = run_dir_of(ckpt).context("checkpoint path has no run directory above it")?;
+    Ok(TrainConfig::from_file(&run.join(CONFIG_FILE), &[])?)
+}
+
+pub fn run(a: &EvalArgs) -> Result<()> {
+    let device = device::parse(&a.device)?;
+    let (config, params) = load_model(&a.checkpoint, &device)?;
+    let cfg = run_config(&a.checkpoint)?;
+    let ds_dir = a.dataset.clone().unwrap_or(cfg.data.dataset.clone());
+    let ds =
+        Dataset::open(&ds_dir).with_context(|| format!("opening dataset {}", ds_dir.display()))?;
+    if ds.meta.vocab_size as usize != config.vocab_size {
+        anyhow::bail!(
+            "dataset vocabulary {} does not match the model's {}",
+            ds.meta.vocab_size,
+            config.vocab_size
+        );
+    }
+    let n = a.batches.unwrap_or(cfg.eval.batches);
+    let batches = fixed_eval_batches(&ds.val, cfg.train.seq_len, cfg.train.batch_size, n)?;
+    let model = Llama::new(&config, &params)?;
+    let loss = evaluate(&model, &batches, cfg.train.seq_len, &device)?;
+    println!(
+        "{{\"checkpoint\": {:?}, \"val_loss\": {loss:.6}, \"perplexity\": {:.4}, \"tokens\": {}}}",
+        a.checkpoint.display().to_string(),
+        loss.exp(),
+        batches.iter().map(|b| b.inputs.len()).sum::<usize>()
+    );
+    Ok(())
+}

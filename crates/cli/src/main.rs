@@ -1,0 +1,92 @@
+//! `frugal`: a thin command line over the frugal libraries.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod commands;
+mod device;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "frugal",
+    version,
+    about = "Compute-saving training methods on candle"
+)]
+struct Cli {
+    /// CPU threads for tensor ops (default: all cores; set for reproducible timings).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch, list and prepare corpora.
+    #[command(subcommand)]
+    Data(commands::data::DataCommand),
+    /// Train a byte-level BPE tokenizer.
+    #[command(subcommand)]
+    Tokenizer(commands::tokenizer::TokenizerCommand),
+    /// Train a Llama-style model from a TOML config (resumes if RUN_DIR has checkpoints).
+    Train(commands::train::TrainArgs),
+    /// Validation loss and perplexity of a checkpoint.
+    Eval(commands::eval::EvalArgs),
+    /// Sample text from a checkpoint.
+    Generate(commands::generate::GenerateArgs),
+    /// Export a checkpoint to another format.
+    #[command(subcommand)]
+    Export(commands::export::ExportCommand),
+    /// Micro-benchmarks (training throughput).
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
+    /// Fetch the default corpus, train a tokenizer and a tiny model, show what it learned.
+    Demo(commands::demo::DemoArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        // candle and rayon read this once, before their thread pools start.
+        std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FRUGAL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(cli.command) {
+        eprintln!("error: {}", one_line(&e));
+        std::process::exit(1);
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Data(c) => commands::data::run(c),
+        Command::Tokenizer(c) => commands::tokenizer::run(c),
+        Command::Train(a) => commands::train::run(&a),
+        Command::Eval(a) => commands::eval::run(&a),
+        Command::Generate(a) => commands::generate::run(&a),
+        Command::Export(c) => commands::export::run(c),
+        Command::Bench(c) => commands::bench::run(c),
+        Command::Demo(a) => commands::demo::run(&a),
+    }
+}
+
+/// The error and its causes on one line: "context: cause: cause".
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}

@@ -1,0 +1,187 @@
+//! End-to-end use of the CLI on a tiny model: train, eval, generate, export,
+//! and clear one-line errors (never a panic) for bad input.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+fn fails_with(cmd: &mut std::process::Command, needle: &str) {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    assert!(
+        !err.contains("panicked"),
+        "panic instead of an error: {err}"
+    );
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line in: {err}"));
+    assert!(
+        line.contains(needle),
+        "error line {line:?} lacks {needle:?}"
+    );
+}
+
+#[test]
+fn train_eval_generate_export_and_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = tiny_dataset(tmp.path());
+    let cfg = tiny_config(tmp.path(), &ds, 12);
+    let run = tmp.path().join("run");
+    let out = run_ok(
+        frugal()
+            .arg("train")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&run)
+            .arg("--quiet"),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done: step 12"));
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    for key in ["step", "tokens", "lr", "train_loss"] {
+        assert!(first.get(key).is_some(), "metrics lack {key}");
+    }
+    let evals = metrics.lines().filter(|l| l.contains("val_loss")).count();
+    assert_eq!(evals, 3, "eval every 5 steps plus the last: {metrics}");
+
+    let ckpt = run.join("checkpoints/step-0000012");
+    let out = run_ok(frugal().arg("eval").arg("--checkpoint").arg(&ckpt));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let loss = v["val_loss"].as_f64().unwrap();
+    assert!(loss > 0.0 && loss < (512f64).ln() + 0.5, "{loss}");
+    // The eval command agrees with the loss the run logged at its last step.
+    let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    assert!((last["val_loss"].as_f64().unwrap() - loss).abs() < 1e-5);
+
+    let out = run_ok(
+        frugal()
+            .arg("generate")
+            .arg("--checkpoint")
+            .arg(&ckpt)
+            .args(["--prompt", "The king", "--max-tokens", "10"]),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("The king"));
+
+    let hf = tmp.path().join("hf");
+    run_ok(
+        frugal()
+            .args(["export", "hf"])
+            .arg("--checkpoint")
+            .arg(&ckpt)
+            .arg("--out")
+            .arg(&hf),
+    );
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert!(hf.join(f).exists(), "{f}");
+    }
+
+    // Same run directory, different model: refused.
+    fails_with(
+        frugal()
+            .arg("train")
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--set", "model.preset=micro"])
+            .arg("--out")
+            .arg(&run),
+        "different configuration",
+    );
+    check_errors(tmp.path(), &cfg);
+}
+
+fn check_errors(tmp: &Path, cfg: &Path) {
+    let train = |extra: &[&str]| {
+        let mut c = frugal();
+        c.arg("train")
+            .arg("--config")
+            .arg(cfg)
+            .arg("--out")
+            .arg(tmp.join("e"));
+        c.args(extra);
+        c
+    };
+    fails_with(
+        &mut train(&["--set", "model.preset=giant"]),
+        "unknown model preset 'giant'",
+    );
+    fails_with(&mut train(&["--set", "train.lrr=1"]), "unknown field");
+    fails_with(&mut train(&["--set", "train.steps=0"]), "train.steps");
+    fails_with(
+        &mut train(&["--set", "data.dataset=\"/nonexistent\""]),
+        "/nonexistent",
+    );
+    fails_with(
+        frugal()
+            .arg("train")
+            .arg("--config")
+            .arg(tmp.join("missing.toml"))
+            .arg("--out")
+            .arg(tmp.join("e")),
+        "missing.toml",
+    );
+    std::fs::write(tmp.join("bad.toml"), "[model\npreset = 1").unwrap();
+    fails_with(
+        frugal()
+            .arg("train")
+            .arg("--config")
+            .arg(tmp.join("bad.toml"))
+            .arg("--out")
+            .arg(tmp.join("e")),
+        "bad.toml",
+    );
+    fails_with(
+        frugal()
+            .arg("train")
+            .arg("--config")
+            .arg(cfg)
+            .arg("--out")
+            .arg("/proc/frugal-cannot-write"),
+        "frugal-cannot-write",
+    );
+    let empty = tmp.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    fails_with(
+        frugal()
+            .args(["data", "prepare"])
+            .arg("--input")
+            .arg(&empty)
+            .arg("--tokenizer")
+            .arg(tmp.join("tok.json"))
+            .arg("--out")
+            .arg(tmp.join("x")),
+        "empty corpus",
+    );
+    fails_with(
+        frugal()
+            .arg("eval")
+            .arg("--checkpoint")
+            .arg(tmp.join("nope")),
+        "nope",
+    );
+    // A checkpoint whose weights do not fit its recorded shape.
+    let run = tmp.join("run");
+    let bad = run.join("checkpoints/step-0000099");
+    std::fs::create_dir_all(&bad).unwrap();
+    let state = std::fs::read_to_string(run.join("checkpoints/step-0000012/state.json")).unwrap();
+    std::fs::write(
+        bad.join("state.json"),
+        state.replace("\"d_model\": 64", "\"d_model\": 128"),
+    )
+    .unwrap();
+    std::fs::copy(
+        run.join("checkpoints/step-0000012/model.safetensors"),
+        bad.join("model.safetensors"),
+    )
+    .unwrap();
+    fails_with(
+        frugal().arg("eval").arg("--checkpoint").arg(&bad),
+        "different model shape",
+    );
+    std::fs::remove_dir_all(&bad).unwrap();
+}

@@ -1,0 +1,85 @@
+//! Shared fixtures for the CLI's integration tests: a tiny tokenizer and
+//! dataset built from the real text committed under crates/data/tests/fixtures.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn frugal() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_frugal"));
+    // Fixed thread count: CPU results are bit-identical for a given count.
+    c.arg("--threads").arg("1");
+    c
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn frugal");
+    assert!(
+        out.status.success(),
+        "frugal failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn fixture_texts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/tests/fixtures")
+}
+
+/// Tokenizer (vocab 512) and dataset from the fixture text, in `dir`.
+pub fn tiny_dataset(dir: &Path) -> PathBuf {
+    let tok = dir.join("tok.json");
+    let ds = dir.join("ds");
+    run_ok(
+        frugal()
+            .args(["tokenizer", "train", "--vocab", "512"])
+            .arg("--input")
+            .arg(fixture_texts())
+            .arg("--out")
+            .arg(&tok),
+    );
+    run_ok(
+        frugal()
+            .args(["data", "prepare", "--val-fraction", "0.2"])
+            .arg("--input")
+            .arg(fixture_texts())
+            .arg("--tokenizer")
+            .arg(&tok)
+            .arg("--out")
+            .arg(&ds),
+    );
+    ds
+}
+
+/// A nano model config over `dataset`, checkpointing every step.
+pub fn tiny_config(dir: &Path, dataset: &Path, steps: u64) -> PathBuf {
+    let path = dir.join("tiny.toml");
+    let text = format!(
+        r#"
+[model]
+preset = "nano"
+[data]
+dataset = {:?}
+[train]
+seq_len = 32
+batch_size = 4
+steps = {steps}
+lr = 3e-3
+log_every = 1
+[schedule]
+kind = "wsd"
+warmup_steps = 5
+[eval]
+every = 5
+batches = 2
+[checkpoint]
+every = 1
+"#,
+        dataset.display().to_string()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}

@@ -1,0 +1,204 @@
+//! AdamW with PyTorch's semantics and global-norm gradient clipping.
+//!
+//! The state (first and second moments, step count) is plain named tensors so
+//! it checkpoints as safetensors and resumes bit-identically.
+
+use crate::Result;
+use candle_core::{Tensor, Var};
+use frugal_model::ParamStore;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        }
+    }
+}
+
+/// Gradients by parameter name, in name order.
+pub type Grads = BTreeMap<String, Tensor>;
+
+/// Collects the gradients of every parameter from a backward pass; a missing
+/// gradient becomes zeros (a parameter the loss does not touch).
+pub fn collect_grads(
+    params: &ParamStore,
+    store: &candle_core::backprop::GradStore,
+) -> Result<Grads> {
+    let mut out = BTreeMap::new();
+    for (name, var) in params.iter() {
+        let g = match store.get(var.as_tensor()) {
+            Some(g) => g.clone(),
+            None => var.zeros_like()?,
+        };
+        out.insert(name.clone(), g);
+    }
+    Ok(out)
+}
+
+/// Adds `other` into `acc` (gradient accumulation).
+pub fn add_grads(acc: &mut Grads, other: Grads) -> Result<()> {
+    for (name, g) in other {
+        let sum = match acc.remove(&name) {
+            Some(a) => (a + g)?,
+            None => g,
+        };
+        acc.insert(name, sum);
+    }
+    Ok(())
+}
+
+/// The global L2 norm of all gradients, summed in name order (deterministic).
+pub fn global_norm(grads: &Grads) -> Result<f64> {
+    let mut total = 0f64;
+    for g in grads.values() {
+        total += g
+            .sqr()?
+            .sum_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
+    }
+    Ok(total.sqrt())
+}
+
+/// Scales gradients so their global norm is at most `max_norm` (PyTorch's
+/// `clip_grad_norm_`: coefficient `max_norm / (norm + 1e-6)`, capped at 1).
+/// Returns the norm before clipping.
+pub fn clip_grad_norm(grads: &mut Grads, max_norm: f64) -> Result<f64> {
+    let norm = global_norm(grads)?;
+    let coef = max_norm / (norm + 1e-6);
+    if max_norm > 0.0 && coef < 1.0 {
+        for g in grads.values_mut() {
+            *g = g.affine(coef, 0.0)?;
+        }
+    }
+    Ok(norm)
+}
+
+/// AdamW: decoupled weight decay, bias-corrected moments.
+#[derive(Debug, Clone)]
+pub struct AdamW {
+    pub config: AdamWConfig,
+    /// Completed optimizer steps.
+    pub step: u64,
+    m: BTreeMap<String, Tensor>,
+    v: BTreeMap<String, Tensor>,
+}
+
+impl AdamW {
+    pub fn new(config: AdamWConfig, params: &ParamStore) -> Result<Self> {
+        let mut m = BTreeMap::new();
+        let mut v = BTreeMap::new();
+        for (name, var) in params.iter() {
+            m.insert(name.clone(), var.zeros_like()?);
+            v.insert(name.clone(), var.zeros_like()?);
+        }
+        Ok(Self {
+            config,
+            step: 0,
+            m,
+            v,
+        })
+    }
+
+    /// One update with learning rate `lr`, in PyTorch's order of operations:
+    /// `p ← p(1 − lr·wd)`, `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
+    /// `p ← p − (lr/(1−β₁ᵗ)) · m / (√v/√(1−β₂ᵗ) + ε)`.
+    pub fn step(&mut self, params: &ParamStore, grads: &Grads, lr: f64) -> Result<()> {
+        self.step += 1;
+        let c = self.config;
+        let t = self.step as i32;
+        let bc1 = 1.0 - c.beta1.powi(t);
+        let bc2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
+        for (name, var) in params.iter() {
+            let Some(g) = grads.get(name) else { continue };
+            let (m, v) = (&self.m[name], &self.v[name]);
+            let m = (m.affine(c.beta1, 0.0)? + g.affine(1.0 - c.beta1, 0.0)?)?;
+            let v = (v.affine(c.beta2, 0.0)? + g.sqr()?.affine(1.0 - c.beta2, 0.0)?)?;
+            let decay = if params.decays(name) {
+                c.weight_decay
+            } else {
+                0.0
+            };
+            update_param(var, &m, &v, lr, decay, bc1, bc2_sqrt, c.eps)?;
+            self.m.insert(name.clone(), m);
+            self.v.insert(name.clone(), v);
+        }
+        Ok(())
+    }
+
+    /// Moments as `m.NAME` / `v.NAME` tensors for a checkpoint.
+    pub fn state_tensors(&self) -> HashMap<String, Tensor> {
+        let mut out = HashMap::new();
+        for (k, t) in &self.m {
+            out.insert(format!("m.{k}"), t.clone());
+        }
+        for (k, t) in &self.v {
+            out.insert(format!("v.{k}"), t.clone());
+        }
+        out
+    }
+
+    /// Restores moments saved by [`AdamW::state_tensors`].
+    pub fn load_state(&mut self, mut tensors: HashMap<String, Tensor>, step: u64) -> Result<()> {
+        for (prefix, map) in [("m", &mut self.m), ("v", &mut self.v)] {
+            for (k, slot) in map.iter_mut() {
+                let key = format!("{prefix}.{k}");
+                let t = tensors.remove(&key).ok_or_else(|| {
+                    crate::TrainError::ckpt("optimizer.safetensors", format!("missing '{key}'"))
+                })?;
+                if t.dims() != slot.dims() {
+                    return Err(crate::TrainError::ckpt(
+                        "optimizer.safetensors",
+                        format!(
+                            "'{key}' has shape {:?}, expected {:?}",
+                            t.dims(),
+                            slot.dims()
+                        ),
+                    ));
+                }
+                *slot = t;
+            }
+        }
+        self.step = step;
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn update_param(
+    var: &Var,
+    m: &Tensor,
+    v: &Tensor,
+    lr: f64,
+    decay: f64,
+    bc1: f64,
+    bc2_sqrt: f64,
+    eps: f64,
+) -> Result<()> {
+    let p = var.as_tensor();
+    let p = if decay > 0.0 {
+        p.affine(1.0 - lr * decay, 0.0)?
+    } else {
+        p.clone()
+    };
+    let denom = (v.sqrt()?.affine(1.0 / bc2_sqrt, 0.0)? + eps)?;
+    let p = (p - (m / denom)?.affine(lr / bc1, 0.0)?)?;
+    var.set(&p)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

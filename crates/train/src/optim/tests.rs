@@ -1,0 +1,96 @@
+use super::*;
+use candle_core::Device;
+use frugal_model::LlamaConfig;
+
+/// Two AdamW steps on one weight, computed by hand in f64.
+#[test]
+fn adamw_matches_hand_computation() {
+    let c = LlamaConfig::new(5, 4, 1, 2);
+    let params = ParamStore::init(&c, &Device::Cpu, 1).unwrap();
+    let name = "model.layers.0.self_attn.q_proj.weight".to_string();
+    let norm = "model.norm.weight".to_string();
+    let p0: Vec<f32> = params
+        .get(&name)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let cfg = AdamWConfig {
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+    };
+    let mut opt = AdamW::new(cfg, &params).unwrap();
+    let gvals: Vec<Vec<f32>> = vec![
+        (0..16).map(|i| (i as f32 - 7.5) * 0.01).collect(),
+        (0..16)
+            .map(|i| ((i * 7) % 5) as f32 * 0.02 - 0.03)
+            .collect(),
+    ];
+    let lr = 0.01;
+    let (mut m, mut v, mut p) = (
+        vec![0f64; 16],
+        vec![0f64; 16],
+        p0.iter().map(|&x| x as f64).collect::<Vec<_>>(),
+    );
+    for (step, g) in gvals.iter().enumerate() {
+        let mut grads = Grads::new();
+        for (n, var) in params.iter() {
+            grads.insert(n.clone(), var.zeros_like().unwrap());
+        }
+        grads.insert(
+            name.clone(),
+            Tensor::from_vec(g.clone(), (4, 4), &Device::Cpu).unwrap(),
+        );
+        grads.insert(norm.clone(), Tensor::full(0.5f32, 4, &Device::Cpu).unwrap());
+        opt.step(&params, &grads, lr).unwrap();
+        let t = (step + 1) as i32;
+        for i in 0..16 {
+            let gi = g[i] as f64;
+            p[i] *= 1.0 - lr * 0.1;
+            m[i] = 0.9 * m[i] + 0.1 * gi;
+            v[i] = 0.95 * v[i] + 0.05 * gi * gi;
+            let mhat = m[i] / (1.0 - 0.9f64.powi(t));
+            let denom = v[i].sqrt() / (1.0 - 0.95f64.powi(t)).sqrt() + 1e-8;
+            p[i] -= lr * mhat / denom;
+        }
+    }
+    let got: Vec<f32> = params
+        .get(&name)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    for i in 0..16 {
+        assert!(
+            (got[i] as f64 - p[i]).abs() < 1e-6,
+            "{i}: {} vs {}",
+            got[i],
+            p[i]
+        );
+    }
+    // The norm weight has no weight decay: two steps of a constant gradient
+    // 0.5 move it by exactly lr each (m̂ = g, √v̂ = |g|).
+    let w: Vec<f32> = params.get(&norm).unwrap().to_vec1().unwrap();
+    for x in w {
+        assert!((x as f64 - (1.0 - 2.0 * lr)).abs() < 1e-6, "{x}");
+    }
+    assert_eq!(opt.step, 2);
+}
+
+#[test]
+fn clipping_scales_to_max_norm() {
+    let mut g = Grads::new();
+    g.insert("a".into(), Tensor::new(&[3f32, 0.0], &Device::Cpu).unwrap());
+    g.insert("b".into(), Tensor::new(&[4f32], &Device::Cpu).unwrap());
+    let norm = clip_grad_norm(&mut g, 1.0).unwrap();
+    assert!((norm - 5.0).abs() < 1e-9);
+    assert!((global_norm(&g).unwrap() - 1.0).abs() < 1e-5);
+    // Below the threshold nothing changes.
+    let norm = clip_grad_norm(&mut g, 10.0).unwrap();
+    assert!((norm - 1.0).abs() < 1e-5);
+    assert!((global_norm(&g).unwrap() - 1.0).abs() < 1e-5);
+}
