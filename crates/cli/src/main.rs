@@ -40,6 +40,8 @@ enum Command {
     /// Export a checkpoint to another format.
     #[command(subcommand)]
     Export(commands::export::ExportCommand),
+    /// Fit a Chinchilla scaling law (approaches 3 and 2) to (N, D, loss) points.
+    Fit(commands::fit::FitArgs),
     /// Micro-benchmarks (training throughput).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -74,6 +76,7 @@ fn run(command: Command) -> Result<()> {
         Command::Eval(a) => commands::eval::run(&a),
         Command::Generate(a) => commands::generate::run(&a),
         Command::Export(c) => commands::export::run(c),
+        Command::Fit(a) => commands::fit::run(&a),
         Command::Bench(c) => commands::bench::run(c),
         Command::Demo(a) => commands::demo::run(&a),
     }

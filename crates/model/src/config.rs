@@ -90,7 +90,10 @@ impl LlamaConfig {
             ));
         }
         if self.head_dim() % 2 != 0 {
-            return bad(format!("head dim {} must be even for RoPE", self.head_dim()));
+            return bad(format!(
+                "head dim {} must be even for RoPE",
+                self.head_dim()
+            ));
         }
         if self.n_heads % self.n_kv_heads != 0 {
             return bad(format!(

@@ -115,7 +115,10 @@ mod tests {
             g.attention_projections,
             8.0 * (2.0 * 512.0 * 384.0 * (384.0 + 256.0) + 2.0 * 512.0 * 384.0 * 384.0)
         );
-        assert_eq!(training_flops(&c, 512, 2.0), 2.0 * training_flops_per_token(&c, 512));
+        assert_eq!(
+            training_flops(&c, 512, 2.0),
+            2.0 * training_flops_per_token(&c, 512)
+        );
         assert_eq!(six_nd(&c, 10.0), 60.0 * c.param_count() as f64);
     }
 }

@@ -9,8 +9,7 @@
 //! use the composite ops instead (see [`use_fused`]).
 
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result,
-    Shape, Tensor,
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
 };
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -55,7 +54,13 @@ impl CustomOp2 for RmsNorm {
     fn name(&self) -> &'static str {
         "frugal-rms-norm"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (x, w) = (slice(s1, l1, "rms_norm")?, slice(s2, l2, "rms_norm")?);
         let d = w.len();
         let mut out = vec![0f32; x.len()];
@@ -68,10 +73,22 @@ impl CustomOp2 for RmsNorm {
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
-    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = g.contiguous()?;
         let dx = x.apply_op3_no_bwd(w, &g, &RmsNormBwdX { eps: self.eps })?;
-        let dw = x.apply_op2_no_bwd(&g, &RmsNormBwdW { eps: self.eps, d: w.elem_count() })?;
+        let dw = x.apply_op2_no_bwd(
+            &g,
+            &RmsNormBwdW {
+                eps: self.eps,
+                d: w.elem_count(),
+            },
+        )?;
         Ok((Some(dx), Some(dw)))
     }
 }
@@ -85,8 +102,20 @@ impl CustomOp3 for RmsNormBwdX {
     fn name(&self) -> &'static str {
         "frugal-rms-norm-bwd-x"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, w, g) = (slice(s1, l1, "rms bwd")?, slice(s2, l2, "rms bwd")?, slice(s3, l3, "rms bwd")?);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, g) = (
+            slice(s1, l1, "rms bwd")?,
+            slice(s2, l2, "rms bwd")?,
+            slice(s3, l3, "rms bwd")?,
+        );
         let d = w.len();
         let mut out = vec![0f32; x.len()];
         par_rows(&mut out, d, |r, dx| {
@@ -112,11 +141,19 @@ impl CustomOp2 for RmsNormBwdW {
     fn name(&self) -> &'static str {
         "frugal-rms-norm-bwd-w"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (x, g) = (slice(s1, l1, "rms bwd")?, slice(s2, l2, "rms bwd")?);
         let d = self.d;
         let rows = x.len() / d;
-        let chunk = rows.div_ceil(rayon::current_num_threads().max(1) * 4).max(1);
+        let chunk = rows
+            .div_ceil(rayon::current_num_threads().max(1) * 4)
+            .max(1);
         let partial: Vec<Vec<f64>> = (0..rows.div_ceil(chunk))
             .into_par_iter()
             .map(|c| {
@@ -145,7 +182,8 @@ impl CustomOp2 for RmsNormBwdW {
 
 /// RMSNorm over the last dimension.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    x.contiguous()?.apply_op2(&w.contiguous()?, RmsNorm { eps: eps as f32 })
+    x.contiguous()?
+        .apply_op2(&w.contiguous()?, RmsNorm { eps: eps as f32 })
 }
 
 // ------------------------------------------------- causal softmax (attention)
@@ -169,7 +207,10 @@ impl CustomOp1 for CausalSoftmax {
         par_rows(&mut out, n, |r, y| {
             let xr = &x[r * n..(r + 1) * n];
             let visible = offset + (r % t) + 1;
-            let max = xr[..visible].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * self.scale;
+            let max = xr[..visible]
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+                * self.scale;
             let mut sum = 0f32;
             for j in 0..visible {
                 let e = (xr[j] * self.scale - max).exp();
@@ -184,7 +225,10 @@ impl CustomOp1 for CausalSoftmax {
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
     fn bwd(&self, _x: &Tensor, p: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(p.apply_op2_no_bwd(&g.contiguous()?, &SoftmaxBwd { scale: self.scale })?))
+        Ok(Some(p.apply_op2_no_bwd(
+            &g.contiguous()?,
+            &SoftmaxBwd { scale: self.scale },
+        )?))
     }
 }
 
@@ -197,7 +241,13 @@ impl CustomOp2 for SoftmaxBwd {
     fn name(&self) -> &'static str {
         "frugal-softmax-bwd"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (p, g) = (slice(s1, l1, "softmax bwd")?, slice(s2, l2, "softmax bwd")?);
         let n = *l1.dims().last().unwrap_or(&1);
         let mut out = vec![0f32; p.len()];
@@ -214,7 +264,9 @@ impl CustomOp2 for SoftmaxBwd {
 
 /// Causal attention probabilities from unscaled scores `[.., T, S]`.
 pub fn causal_softmax(scores: &Tensor, scale: f64) -> Result<Tensor> {
-    scores.contiguous()?.apply_op1(CausalSoftmax { scale: scale as f32 })
+    scores.contiguous()?.apply_op1(CausalSoftmax {
+        scale: scale as f32,
+    })
 }
 
 // ------------------------------------------------------------------ SwiGLU
@@ -231,7 +283,13 @@ impl CustomOp2 for SwiGlu {
     fn name(&self) -> &'static str {
         "frugal-swiglu"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (a, b) = (slice(s1, l1, "swiglu")?, slice(s2, l2, "swiglu")?);
         let mut out = vec![0f32; a.len()];
         out.par_chunks_mut(4096).enumerate().for_each(|(c, o)| {
@@ -242,10 +300,19 @@ impl CustomOp2 for SwiGlu {
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
-    fn bwd(&self, a: &Tensor, b: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let both = a.apply_op3_no_bwd(b, &g.contiguous()?, &SwiGluBwd)?;
         let shape = a.shape().clone();
-        Ok((Some(both.get(0)?.reshape(&shape)?), Some(both.get(1)?.reshape(shape)?)))
+        Ok((
+            Some(both.get(0)?.reshape(&shape)?),
+            Some(both.get(1)?.reshape(shape)?),
+        ))
     }
 }
 
@@ -256,8 +323,20 @@ impl CustomOp3 for SwiGluBwd {
     fn name(&self) -> &'static str {
         "frugal-swiglu-bwd"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (a, b, g) = (slice(s1, l1, "swiglu bwd")?, slice(s2, l2, "swiglu bwd")?, slice(s3, l3, "swiglu bwd")?);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, b, g) = (
+            slice(s1, l1, "swiglu bwd")?,
+            slice(s2, l2, "swiglu bwd")?,
+            slice(s3, l3, "swiglu bwd")?,
+        );
         let n = a.len();
         let mut out = vec![0f32; 2 * n];
         let (da, db) = out.split_at_mut(n);
@@ -306,7 +385,10 @@ impl CustomOp1 for Rope {
         let mut out = vec![0f32; x.len()];
         par_rows(&mut out, hd, |r, y| {
             let p = self.pos + r % t;
-            let (c, sn) = (&self.cos[p * half..(p + 1) * half], &self.sin[p * half..(p + 1) * half]);
+            let (c, sn) = (
+                &self.cos[p * half..(p + 1) * half],
+                &self.sin[p * half..(p + 1) * half],
+            );
             let xr = &x[r * hd..(r + 1) * hd];
             for i in 0..half {
                 let (x1, x2, s) = (xr[i], xr[i + half], self.sign * sn[i]);
@@ -380,7 +462,13 @@ impl CustomOp2 for CrossEntropy {
     fn name(&self) -> &'static str {
         "frugal-cross-entropy"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let x = slice(s1, l1, "cross_entropy")?;
         let y = targets(s2, l2)?;
         let v = l1.dims()[1];
@@ -396,8 +484,17 @@ impl CustomOp2 for CrossEntropy {
             .collect();
         Ok((CpuStorage::F32(out), Shape::from(y.len())))
     }
-    fn bwd(&self, x: &Tensor, y: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(x.apply_op3_no_bwd(y, &g.contiguous()?, &CrossEntropyBwd)?), None))
+    fn bwd(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((
+            Some(x.apply_op3_no_bwd(y, &g.contiguous()?, &CrossEntropyBwd)?),
+            None,
+        ))
     }
 }
 
@@ -408,7 +505,15 @@ impl CustomOp3 for CrossEntropyBwd {
     fn name(&self) -> &'static str {
         "frugal-cross-entropy-bwd"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let x = slice(s1, l1, "cross_entropy bwd")?;
         let y = targets(s2, l2)?;
         let g = slice(s3, l3, "cross_entropy bwd")?;

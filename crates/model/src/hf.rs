@@ -55,8 +55,14 @@ pub fn from_hf_config(v: &Value) -> Result<LlamaConfig> {
         n_kv_heads: get("num_key_value_heads").unwrap_or(n_heads),
         ffn_hidden: get("intermediate_size")?,
         max_seq_len: get("max_position_embeddings")?,
-        rope_theta: v.get("rope_theta").and_then(Value::as_f64).unwrap_or(10_000.0),
-        rms_eps: v.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-5),
+        rope_theta: v
+            .get("rope_theta")
+            .and_then(Value::as_f64)
+            .unwrap_or(10_000.0),
+        rms_eps: v
+            .get("rms_norm_eps")
+            .and_then(Value::as_f64)
+            .unwrap_or(1e-5),
         tie_embeddings: v
             .get("tie_word_embeddings")
             .and_then(Value::as_bool)

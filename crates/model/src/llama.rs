@@ -30,7 +30,10 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn len(&self) -> usize {
-        self.layers.first().map(|(k, _)| k.dim(2).unwrap_or(0)).unwrap_or(0)
+        self.layers
+            .first()
+            .map(|(k, _)| k.dim(2).unwrap_or(0))
+            .unwrap_or(0)
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -79,7 +82,11 @@ impl Llama {
         };
         let (cos, sin) = rope_tables(config, params.device())?;
         let fused = params.device().is_cpu();
-        let rope_tables = if fused { Some(RopeTables::new(&cos, &sin)?) } else { None };
+        let rope_tables = if fused {
+            Some(RopeTables::new(&cos, &sin)?)
+        } else {
+            None
+        };
         Ok(Self {
             config: config.clone(),
             embed,
@@ -135,7 +142,11 @@ impl Llama {
             .embed
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((b, t, c.d_model))?;
-        let mask = if self.fused { None } else { Some(causal_mask(t, pos, x.device())?) };
+        let mask = if self.fused {
+            None
+        } else {
+            Some(causal_mask(t, pos, x.device())?)
+        };
         for (i, blk) in self.blocks.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
             let h = self.apply_norm(&x, &blk.attn_norm)?;
@@ -165,7 +176,10 @@ impl Llama {
         let (b, t, _) = x.dims3()?;
         let hd = c.head_dim();
         let heads = |w: &Tensor, n: usize| -> Result<Tensor> {
-            Ok(linear(x, w)?.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+            Ok(linear(x, w)?
+                .reshape((b, t, n, hd))?
+                .transpose(1, 2)?
+                .contiguous()?)
         };
         let q = self.rotate(&heads(&blk.q, c.n_heads)?, pos)?;
         let mut k = self.rotate(&heads(&blk.k, c.n_kv_heads)?, pos)?;
@@ -189,7 +203,10 @@ impl Llama {
             }
             None => fused::causal_softmax(&scores, scale)?,
         };
-        let y = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, c.d_model))?;
+        let y = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, t, c.d_model))?;
         linear(&y, &blk.o)
     }
 
@@ -238,7 +255,10 @@ impl Llama {
 /// `x · wᵀ` for `x` of any rank with the feature dimension last.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let dims = x.dims().to_vec();
-    let (rows, inner) = (dims[..dims.len() - 1].iter().product::<usize>(), dims[dims.len() - 1]);
+    let (rows, inner) = (
+        dims[..dims.len() - 1].iter().product::<usize>(),
+        dims[dims.len() - 1],
+    );
     let y = x.reshape((rows, inner))?.matmul(&w.t()?)?;
     let mut out = dims;
     let last = out.len() - 1;

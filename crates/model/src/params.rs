@@ -50,19 +50,69 @@ pub fn param_specs(c: &LlamaConfig) -> Vec<ParamSpec> {
     )];
     for i in 0..c.n_layers {
         let p = |s: &str| format!("model.layers.{i}.{s}");
-        out.push(spec(p("input_layernorm.weight"), vec![d], Init::Ones, false));
-        out.push(spec(p("self_attn.q_proj.weight"), vec![d, d], Init::Normal(std), true));
-        out.push(spec(p("self_attn.k_proj.weight"), vec![kv, d], Init::Normal(std), true));
-        out.push(spec(p("self_attn.v_proj.weight"), vec![kv, d], Init::Normal(std), true));
-        out.push(spec(p("self_attn.o_proj.weight"), vec![d, d], Init::Normal(resid_std), true));
-        out.push(spec(p("post_attention_layernorm.weight"), vec![d], Init::Ones, false));
-        out.push(spec(p("mlp.gate_proj.weight"), vec![f, d], Init::Normal(std), true));
-        out.push(spec(p("mlp.up_proj.weight"), vec![f, d], Init::Normal(std), true));
-        out.push(spec(p("mlp.down_proj.weight"), vec![d, f], Init::Normal(resid_std), true));
+        out.push(spec(
+            p("input_layernorm.weight"),
+            vec![d],
+            Init::Ones,
+            false,
+        ));
+        out.push(spec(
+            p("self_attn.q_proj.weight"),
+            vec![d, d],
+            Init::Normal(std),
+            true,
+        ));
+        out.push(spec(
+            p("self_attn.k_proj.weight"),
+            vec![kv, d],
+            Init::Normal(std),
+            true,
+        ));
+        out.push(spec(
+            p("self_attn.v_proj.weight"),
+            vec![kv, d],
+            Init::Normal(std),
+            true,
+        ));
+        out.push(spec(
+            p("self_attn.o_proj.weight"),
+            vec![d, d],
+            Init::Normal(resid_std),
+            true,
+        ));
+        out.push(spec(
+            p("post_attention_layernorm.weight"),
+            vec![d],
+            Init::Ones,
+            false,
+        ));
+        out.push(spec(
+            p("mlp.gate_proj.weight"),
+            vec![f, d],
+            Init::Normal(std),
+            true,
+        ));
+        out.push(spec(
+            p("mlp.up_proj.weight"),
+            vec![f, d],
+            Init::Normal(std),
+            true,
+        ));
+        out.push(spec(
+            p("mlp.down_proj.weight"),
+            vec![d, f],
+            Init::Normal(resid_std),
+            true,
+        ));
     }
     out.push(spec("model.norm.weight".into(), vec![d], Init::Ones, false));
     if !c.tie_embeddings {
-        out.push(spec("lm_head.weight".into(), vec![c.vocab_size, d], Init::Normal(std), true));
+        out.push(spec(
+            "lm_head.weight".into(),
+            vec![c.vocab_size, d],
+            Init::Normal(std),
+            true,
+        ));
     }
     out
 }
@@ -88,11 +138,15 @@ impl ParamStore {
             let data: Vec<f32> = match s.init {
                 Init::Ones => vec![1.0; n],
                 Init::Normal(std) => {
-                    let dist = Normal::new(0.0, std).map_err(|e| ModelError::InvalidConfig(e.to_string()))?;
+                    let dist = Normal::new(0.0, std)
+                        .map_err(|e| ModelError::InvalidConfig(e.to_string()))?;
                     (0..n).map(|_| dist.sample(&mut rng) as f32).collect()
                 }
             };
-            map.insert(s.name.clone(), Tensor::from_vec(data, s.shape.as_slice(), device)?);
+            map.insert(
+                s.name.clone(),
+                Tensor::from_vec(data, s.shape.as_slice(), device)?,
+            );
         }
         Self::from_tensors(c, map, "initialisation")
     }
@@ -108,10 +162,12 @@ impl ParamStore {
         let mut decay = BTreeMap::new();
         let mut device = Device::Cpu;
         for s in param_specs(c) {
-            let t = tensors.remove(&s.name).ok_or_else(|| ModelError::MissingParam {
-                name: s.name.clone(),
-                source_name: source_name.to_string(),
-            })?;
+            let t = tensors
+                .remove(&s.name)
+                .ok_or_else(|| ModelError::MissingParam {
+                    name: s.name.clone(),
+                    source_name: source_name.to_string(),
+                })?;
             if t.dims() != s.shape.as_slice() {
                 return Err(ModelError::ShapeMismatch {
                     name: s.name,
@@ -123,7 +179,11 @@ impl ParamStore {
             vars.insert(s.name.clone(), Var::from_tensor(&t.to_dtype(DType::F32)?)?);
             decay.insert(s.name, s.decay);
         }
-        Ok(Self { vars, decay, device })
+        Ok(Self {
+            vars,
+            decay,
+            device,
+        })
     }
 
     /// Loads a safetensors file written by [`ParamStore::save`] (or a

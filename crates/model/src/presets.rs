@@ -55,7 +55,11 @@ pub fn preset(name: &str) -> Result<Preset> {
         .copied()
         .ok_or_else(|| ModelError::UnknownPreset {
             name: name.to_string(),
-            known: PRESETS.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
+            known: PRESETS
+                .iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+                .join(", "),
         })
 }
 
@@ -125,7 +129,11 @@ mod tests {
     fn tiny_presets_span_half_to_twenty_million() {
         let vocab = 8192;
         let n = |name: &str| preset(name).unwrap().config(vocab, 256).param_count();
-        assert!(n("nano") >= 400_000 && n("nano") < 1_000_000, "{}", n("nano"));
+        assert!(
+            n("nano") >= 400_000 && n("nano") < 1_000_000,
+            "{}",
+            n("nano")
+        );
         assert!(n("medium") > 10_000_000 && n("medium") <= 20_000_000);
         assert!(preset("NoSuch").is_err());
         assert!(preset("124M").is_ok());

@@ -54,17 +54,21 @@ fn train(a: &TrainBenchArgs) -> Result<()> {
     c.max_seq_len = a.seq;
     let params = ParamStore::init(&c, &device, a.seed)?;
     let mut opt = AdamW::new(AdamWConfig::default(), &params)?;
+    // One fixed batch of B×(T+1) random tokens reused every step, as the
+    // PyTorch reference (bench/torch_llama.py) does, so the loss falls.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
     let n = a.batch * a.seq;
+    let tokens: Vec<u32> = (0..a.batch * (a.seq + 1))
+        .map(|_| rng.gen_range(0..a.vocab as u32))
+        .collect();
+    let rows = Tensor::from_vec(tokens, (a.batch, a.seq + 1), &device)?;
+    let x = rows.narrow(1, 0, a.seq)?.contiguous()?;
+    let y = rows.narrow(1, 1, a.seq)?.contiguous()?;
     let mut times = Vec::new();
     let (mut first, mut last) = (f32::NAN, f32::NAN);
     for i in 0..a.warmup + a.steps {
-        let ids: Vec<u32> = (0..n).map(|_| rng.gen_range(0..a.vocab as u32)).collect();
-        let tg: Vec<u32> = (0..n).map(|_| rng.gen_range(0..a.vocab as u32)).collect();
         let t0 = Instant::now();
         let model = Llama::new(&c, &params)?;
-        let x = Tensor::from_vec(ids, (a.batch, a.seq), &device)?;
-        let y = Tensor::from_vec(tg, (a.batch, a.seq), &device)?;
         let loss = model.loss(&x, &y)?;
         let mut grads = collect_grads(&params, &loss.backward()?)?;
         clip_grad_norm(&mut grads, 1.0)?;

@@ -119,7 +119,7 @@ fn prepare_data(dir: &Path, vocab: usize) -> Result<PathBuf> {
         t.elapsed().as_secs_f64()
     );
     let t = Instant::now();
-    let meta = frugal_data::dataset::prepare(docs, &tok_path, &ds_dir, 0.01, 0)?;
+    let meta = frugal_data::dataset::prepare(docs, &tok_path, &ds_dir, 0.02, 0)?;
     println!(
         "tokenised: {} train / {} validation tokens in {:.0} s",
         meta.train.n_tokens,

@@ -3,6 +3,7 @@ pub mod data;
 pub mod demo;
 pub mod eval;
 pub mod export;
+pub mod fit;
 pub mod generate;
 pub mod tokenizer;
 pub mod train;

@@ -12,12 +12,23 @@ fn tiny(kv_heads: usize) -> (LlamaConfig, ParamStore) {
 }
 
 fn ids(b: usize, t: usize, v: u32, seed: u32) -> Tensor {
-    let data: Vec<u32> = (0..b * t).map(|i| (i as u32 * 31 + seed * 17 + 5) % v).collect();
+    let data: Vec<u32> = (0..b * t)
+        .map(|i| (i as u32 * 31 + seed * 17 + 5) % v)
+        .collect();
     Tensor::from_vec(data, (b, t), &Device::Cpu).unwrap()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 /// The trap of data-and-gpu.md: a fused op without backward would leave some
@@ -30,8 +41,16 @@ fn every_parameter_receives_a_gradient() {
         let loss = m.loss(&ids(2, 16, 97, 0), &ids(2, 16, 97, 1)).unwrap();
         let grads = loss.backward().unwrap();
         for (name, var) in p.iter() {
-            let g = grads.get(var).unwrap_or_else(|| panic!("no gradient for {name}"));
-            let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            let g = grads
+                .get(var)
+                .unwrap_or_else(|| panic!("no gradient for {name}"));
+            let norm = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(norm > 0.0 && norm.is_finite(), "{name}: |g|² = {norm}");
         }
     }
@@ -69,9 +88,13 @@ fn kv_cache_matches_full_pass() {
         let x = ids(3, 12, 97, 3);
         let full = m.hidden(&x, None).unwrap();
         let mut cache = KvCache::default();
-        let a = m.hidden(&x.narrow(1, 0, 5).unwrap(), Some(&mut cache)).unwrap();
+        let a = m
+            .hidden(&x.narrow(1, 0, 5).unwrap(), Some(&mut cache))
+            .unwrap();
         assert_eq!(cache.len(), 5);
-        let b = m.hidden(&x.narrow(1, 5, 7).unwrap(), Some(&mut cache)).unwrap();
+        let b = m
+            .hidden(&x.narrow(1, 5, 7).unwrap(), Some(&mut cache))
+            .unwrap();
         let joined = Tensor::cat(&[a, b], 1).unwrap();
         assert!(max_abs_diff(&full, &joined) < 1e-5);
     }
@@ -94,7 +117,10 @@ fn seeded_init_is_reproducible_and_checked_on_load() {
     let (c, p) = tiny(4);
     let q = ParamStore::init(&c, &Device::Cpu, 7).unwrap();
     for (name, v) in p.iter() {
-        assert_eq!(max_abs_diff(v.as_tensor(), q.get(name).unwrap().as_tensor()), 0.0);
+        assert_eq!(
+            max_abs_diff(v.as_tensor(), q.get(name).unwrap().as_tensor()),
+            0.0
+        );
     }
     let mut other = c.clone();
     other.d_model = 64;
@@ -125,16 +151,31 @@ fn fused_kernels_match_composite_ops() {
         let (l1, g1) = &results[1];
         assert!((l0 - l1).abs() < 1e-5, "loss {l0} vs {l1}");
         for ((name, a), (_, b)) in g0.iter().zip(g1) {
-            let scale = a.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            let scale = a
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             let diff = max_abs_diff(a, b);
-            assert!(diff <= 1e-4 * scale.max(1e-3), "{name}: {diff} (scale {scale})");
+            assert!(
+                diff <= 1e-4 * scale.max(1e-3),
+                "{name}: {diff} (scale {scale})"
+            );
         }
         // Cached decoding through the fused path matches the full pass too.
         m.set_fused(true).unwrap();
         let full = m.hidden(&x, None).unwrap();
         let mut cache = KvCache::default();
-        let a = m.hidden(&x.narrow(1, 0, 9).unwrap(), Some(&mut cache)).unwrap();
-        let b = m.hidden(&x.narrow(1, 9, 7).unwrap(), Some(&mut cache)).unwrap();
+        let a = m
+            .hidden(&x.narrow(1, 0, 9).unwrap(), Some(&mut cache))
+            .unwrap();
+        let b = m
+            .hidden(&x.narrow(1, 9, 7).unwrap(), Some(&mut cache))
+            .unwrap();
         assert!(max_abs_diff(&full, &Tensor::cat(&[a, b], 1).unwrap()) < 1e-5);
     }
 }
