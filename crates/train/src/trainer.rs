@@ -227,7 +227,7 @@ impl Trainer {
             &self.run_dir,
             &self.state,
             self.params.tensors(),
-            self.optimizer.state_tensors(),
+            self.optimizer.state_tensors()?,
             Vec::new(),
         )
     }
