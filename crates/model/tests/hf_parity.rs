@@ -12,7 +12,9 @@ use frugal_model::{Llama, ParamStore};
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf_parity").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf_parity")
+        .join(name)
 }
 
 #[test]
@@ -21,7 +23,10 @@ fn logits_match_transformers_within_1e4() {
     let config_json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fixture("config.json")).unwrap()).unwrap();
     let config = from_hf_config(&config_json).unwrap();
-    assert!(config.n_kv_heads < config.n_heads, "fixture should exercise GQA");
+    assert!(
+        config.n_kv_heads < config.n_heads,
+        "fixture should exercise GQA"
+    );
     let params = ParamStore::load(&config, &fixture("model.safetensors"), &dev).unwrap();
     let reference = load_safetensors(&fixture("logits.safetensors"), &dev).unwrap();
     let ids = reference["input_ids"].to_dtype(DType::U32).unwrap();
@@ -33,13 +38,28 @@ fn logits_match_transformers_within_1e4() {
         model.set_fused(fused).unwrap();
         let logits = model.forward(&ids).unwrap();
         assert_eq!(logits.dims(), expected.dims());
-        let diff = (logits - expected).unwrap().abs().unwrap().flatten_all().unwrap();
+        let diff = (logits - expected)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap();
         let max = diff.max(0).unwrap().to_scalar::<f32>().unwrap();
         eprintln!("fused={fused}: max |Δlogit| = {max:e}");
         assert!(max < 1e-4, "fused={fused}: max |Δlogit| = {max}");
         // The comparison is not vacuous: logits vary across the vocabulary.
-        let spread = expected.max_keepdim(2).unwrap().sub(&expected.min_keepdim(2).unwrap()).unwrap();
-        let spread = spread.flatten_all().unwrap().min(0).unwrap().to_scalar::<f32>().unwrap();
+        let spread = expected
+            .max_keepdim(2)
+            .unwrap()
+            .sub(&expected.min_keepdim(2).unwrap())
+            .unwrap();
+        let spread = spread
+            .flatten_all()
+            .unwrap()
+            .min(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(spread > 1.0, "{spread}");
     }
 }

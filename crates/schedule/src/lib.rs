@@ -275,7 +275,11 @@ pub fn one_cycle(step: u64, warmup: u64, total: u64, final_factor: f64) -> f64 {
     let phase1_end = warmup as f64 - 1.0;
     let phase2_end = total as f64 - 1.0;
     if s <= phase1_end {
-        let pct = if phase1_end > 0.0 { s / phase1_end } else { 1.0 };
+        let pct = if phase1_end > 0.0 {
+            s / phase1_end
+        } else {
+            1.0
+        };
         cos_anneal(initial, 1.0, pct)
     } else {
         let span = phase2_end - phase1_end;

@@ -26,7 +26,10 @@ fn cooldown_shapes_match_their_formulas() {
             f + (1.0 - f) * (1.0 - t.sqrt())
         ));
         assert!(close(CooldownShape::Cosine.factor(t, f), cos));
-        assert!(close(CooldownShape::MirrorCosine.factor(t, f), 2.0 * lin - cos));
+        assert!(close(
+            CooldownShape::MirrorCosine.factor(t, f),
+            2.0 * lin - cos
+        ));
         assert!(close(
             CooldownShape::Square.factor(t, f),
             f + (1.0 - f) * (1.0 - t * t)
@@ -66,7 +69,10 @@ fn every_shape_in_wsd_at_several_steps() {
         let s = Schedule::wsd(10, 200, 0.2, shape, f).unwrap();
         for step in [160u64, 170, 180, 199] {
             let t = (step - 160) as f64 / 40.0;
-            assert!(close(s.multiplier(step), shape.factor(t, f)), "{shape} {step}");
+            assert!(
+                close(s.multiplier(step), shape.factor(t, f)),
+                "{shape} {step}"
+            );
         }
         assert!(close(s.multiplier(200), f));
     }

@@ -136,7 +136,11 @@ impl AdamW {
         let bc2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
         for (name, var) in params.iter() {
             let Some(g) = grads.get(name) else { continue };
-            let decay = if params.decays(name) { c.weight_decay } else { 0.0 };
+            let decay = if params.decays(name) {
+                c.weight_decay
+            } else {
+                0.0
+            };
             if let Some((m, v)) = self.host.get_mut(name) {
                 let step = HostStep {
                     decay: (1.0 - lr * decay) as f32,
@@ -169,8 +173,14 @@ impl AdamW {
         let mut out = HashMap::new();
         for (k, (m, v)) in &self.host {
             let n = m.len();
-            out.insert(format!("m.{k}"), Tensor::from_slice(m, n, &candle_core::Device::Cpu)?);
-            out.insert(format!("v.{k}"), Tensor::from_slice(v, n, &candle_core::Device::Cpu)?);
+            out.insert(
+                format!("m.{k}"),
+                Tensor::from_slice(m, n, &candle_core::Device::Cpu)?,
+            );
+            out.insert(
+                format!("v.{k}"),
+                Tensor::from_slice(v, n, &candle_core::Device::Cpu)?,
+            );
         }
         for (k, t) in &self.m {
             out.insert(format!("m.{k}"), t.clone());
@@ -189,7 +199,10 @@ impl AdamW {
                 let t = tensors.remove(&key).ok_or_else(|| {
                     crate::TrainError::ckpt("optimizer.safetensors", format!("missing '{key}'"))
                 })?;
-                let data: Vec<f32> = t.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+                let data: Vec<f32> = t
+                    .flatten_all()?
+                    .to_dtype(candle_core::DType::F32)?
+                    .to_vec1()?;
                 if data.len() != slot.len() {
                     return Err(crate::TrainError::ckpt(
                         "optimizer.safetensors",
