@@ -213,11 +213,11 @@ impl Trainer {
     }
 
     fn is_eval_step(&self, step: u64) -> bool {
-        step == self.total_steps || (self.cfg.eval.every > 0 && step % self.cfg.eval.every == 0)
+        step == self.total_steps || (self.cfg.eval.every > 0 && step.is_multiple_of(self.cfg.eval.every))
     }
 
     fn is_checkpoint_step(&self, step: u64) -> bool {
-        step == self.total_steps || step % self.cfg.checkpoint.every == 0
+        step == self.total_steps || step.is_multiple_of(self.cfg.checkpoint.every)
     }
 
     /// Writes a checkpoint of the current state (metrics synced first).
@@ -248,7 +248,7 @@ impl Trainer {
                 None
             };
             let log_every = self.cfg.train.log_every.max(1);
-            if val.is_some() || step % log_every == 0 || step == self.total_steps {
+            if val.is_some() || step.is_multiple_of(log_every) || step == self.total_steps {
                 metrics.write(&Record {
                     step,
                     tokens: self.state.tokens,
