@@ -213,7 +213,8 @@ impl Trainer {
     }
 
     fn is_eval_step(&self, step: u64) -> bool {
-        step == self.total_steps || (self.cfg.eval.every > 0 && step.is_multiple_of(self.cfg.eval.every))
+        step == self.total_steps
+            || (self.cfg.eval.every > 0 && step.is_multiple_of(self.cfg.eval.every))
     }
 
     fn is_checkpoint_step(&self, step: u64) -> bool {
