@@ -42,9 +42,6 @@ enum Command {
     Export(commands::export::ExportCommand),
     /// Fit a Chinchilla scaling law (approaches 3 and 2) to (N, D, loss) points.
     Fit(commands::fit::FitArgs),
-    /// ProLong long-dependency scores of documents, and selection by score.
-    #[command(subcommand)]
-    Prolong(commands::prolong::ProlongCommand),
     /// Micro-benchmarks (training throughput).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -88,7 +85,6 @@ fn run(command: Command) -> Result<()> {
         Command::Generate(a) => commands::generate::run(&a),
         Command::Export(c) => commands::export::run(c),
         Command::Fit(a) => commands::fit::run(&a),
-        Command::Prolong(c) => commands::prolong::run(c),
         Command::Bench(c) => commands::bench::run(c),
         Command::Demo(a) => commands::demo::run(&a),
     }

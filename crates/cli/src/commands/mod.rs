@@ -5,6 +5,5 @@ pub mod eval;
 pub mod export;
 pub mod fit;
 pub mod generate;
-pub mod prolong;
 pub mod tokenizer;
 pub mod train;
