@@ -33,6 +33,8 @@ enum Command {
     Tokenizer(commands::tokenizer::TokenizerCommand),
     /// Train a Llama-style model from a TOML config (resumes if RUN_DIR has checkpoints).
     Train(commands::train::TrainArgs),
+    /// Branch a cooldown off a run's checkpoint (resumes if OUT has one).
+    Cooldown(commands::cooldown::CooldownArgs),
     /// Validation loss and perplexity of a checkpoint.
     Eval(commands::eval::EvalArgs),
     /// Sample text from a checkpoint.
@@ -42,6 +44,9 @@ enum Command {
     Export(commands::export::ExportCommand),
     /// Fit a Chinchilla scaling law (approaches 3 and 2) to (N, D, loss) points.
     Fit(commands::fit::FitArgs),
+    /// Scaling studies: WSD runs with cooldown branches vs cosine grids.
+    #[command(subcommand)]
+    Study(commands::study::StudyCommand),
     /// Micro-benchmarks (training throughput).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -81,10 +86,12 @@ fn run(command: Command) -> Result<()> {
         Command::Data(c) => commands::data::run(c),
         Command::Tokenizer(c) => commands::tokenizer::run(c),
         Command::Train(a) => commands::train::run(&a),
+        Command::Cooldown(a) => commands::cooldown::run(&a),
         Command::Eval(a) => commands::eval::run(&a),
         Command::Generate(a) => commands::generate::run(&a),
         Command::Export(c) => commands::export::run(c),
         Command::Fit(a) => commands::fit::run(&a),
+        Command::Study(c) => commands::study::run(c),
         Command::Bench(c) => commands::bench::run(c),
         Command::Demo(a) => commands::demo::run(&a),
     }

@@ -5,7 +5,7 @@
 use crate::{Result, TrainError};
 use frugal_model::presets::preset;
 use frugal_model::LlamaConfig;
-use frugal_schedule::{CooldownShape, Schedule};
+use frugal_schedule::{Cooldown, CooldownShape, Schedule};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -22,6 +22,9 @@ pub struct TrainConfig {
     pub eval: EvalSection,
     #[serde(default)]
     pub checkpoint: CheckpointSection,
+    /// Weight averaging (SWA / EMA); off unless configured.
+    #[serde(default, skip_serializing_if = "AveragingSection::is_off")]
+    pub averaging: AveragingSection,
 }
 
 /// A preset name, optionally with any field overridden.
@@ -100,6 +103,13 @@ pub struct ScheduleSection {
     pub final_factor: f64,
     /// Cosine: final LR as a fraction of the peak (the paper's 10 %).
     pub cosine_final: f64,
+    /// A cooldown inserted at this step into the schedule of `kind` (how a
+    /// branch made by `frugal cooldown` continues its parent); with
+    /// `cooldown_steps` it replaces WSD's fraction-based cooldown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooldown_start: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooldown_steps: Option<u64>,
 }
 
 impl Default for ScheduleSection {
@@ -111,6 +121,8 @@ impl Default for ScheduleSection {
             cooldown_shape: CooldownShape::OneMinusSqrt,
             final_factor: 0.0,
             cosine_final: 0.1,
+            cooldown_start: None,
+            cooldown_steps: None,
         }
     }
 }
@@ -138,12 +150,60 @@ impl Default for EvalSection {
 pub struct CheckpointSection {
     /// Checkpoint every this many steps (and at the last step).
     pub every: u64,
+    /// Extra steps to checkpoint at: the branch points of a study's
+    /// constant-LR run, which need not be multiples of `every`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub at: Vec<u64>,
 }
 
 impl Default for CheckpointSection {
     fn default() -> Self {
-        Self { every: 200 }
+        Self {
+            every: 200,
+            at: Vec::new(),
+        }
     }
+}
+
+/// `[averaging]`: optional `[averaging.swa]` and `[averaging.ema]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AveragingSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swa: Option<SwaSection>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ema: Option<EmaSection>,
+}
+
+impl AveragingSection {
+    pub fn is_off(&self) -> bool {
+        self.swa.is_none() && self.ema.is_none()
+    }
+}
+
+/// Stochastic weight averaging in windows: a snapshot every `interval`
+/// steps, a uniform mean per window of `horizon` steps, reset per window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwaSection {
+    pub interval: u64,
+    pub horizon: u64,
+}
+
+/// Exponential moving average updated every `interval` steps from `start`
+/// (default: the end of warmup).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmaSection {
+    pub decay: f64,
+    #[serde(default = "one")]
+    pub interval: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<u64>,
+}
+
+fn one() -> u64 {
+    1
 }
 
 impl TrainConfig {
@@ -193,6 +253,21 @@ impl TrainConfig {
         }
         if self.eval.batches == 0 {
             return bad("eval.batches must be > 0");
+        }
+        if let Some(swa) = &self.averaging.swa {
+            if swa.interval == 0 || swa.horizon == 0 || swa.horizon % swa.interval != 0 {
+                return bad(
+                    "averaging.swa needs interval > 0 and a horizon that is a multiple of it",
+                );
+            }
+        }
+        if let Some(ema) = &self.averaging.ema {
+            if !(0.0..1.0).contains(&ema.decay) || ema.interval == 0 {
+                return bad("averaging.ema needs decay in [0, 1) and interval > 0");
+            }
+        }
+        if self.schedule.cooldown_start.is_some() != self.schedule.cooldown_steps.is_some() {
+            return bad("schedule.cooldown_start and schedule.cooldown_steps go together");
         }
         if self.model.preset.is_none()
             && (self.model.d_model.is_none()
@@ -250,6 +325,20 @@ impl TrainConfig {
     pub fn schedule(&self) -> Result<Schedule> {
         let s = &self.schedule;
         let total = self.train.steps;
+        if let (Some(start), Some(steps)) = (s.cooldown_start, s.cooldown_steps) {
+            // An explicit cooldown: the base shape of `kind` (WSD's base is
+            // the constant LR) with the cooldown inserted where it says.
+            let base = match s.kind {
+                ScheduleKind::Constant | ScheduleKind::Wsd => Schedule::constant(s.warmup_steps),
+                ScheduleKind::Cosine => Schedule::cosine(s.warmup_steps, total, s.cosine_final)?,
+            };
+            return Ok(base.with_cooldown(Cooldown {
+                start,
+                steps,
+                shape: s.cooldown_shape,
+                final_factor: s.final_factor,
+            })?);
+        }
         Ok(match s.kind {
             ScheduleKind::Constant => Schedule::constant(s.warmup_steps),
             ScheduleKind::Wsd => Schedule::wsd(

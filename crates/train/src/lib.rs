@@ -6,7 +6,11 @@
 //! * [`metrics`]: `metrics.jsonl`, truncated on resume so a resumed run's
 //!   file is byte-identical to an uninterrupted one.
 //! * [`trainer`]: the loop that ties them together.
+//! * [`averaging`]: windowed SWA and EMA of the weights, checkpointed.
+//! * [`branch`]: cooldown branches continuing a run from a checkpoint.
 
+pub mod averaging;
+pub mod branch;
 pub mod checkpoint;
 pub mod config;
 pub mod error;

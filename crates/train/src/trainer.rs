@@ -2,6 +2,7 @@
 //! clipping, AdamW, periodic evaluation on fixed batches, checkpoints, and
 //! resumption from the latest complete checkpoint.
 
+use crate::averaging::{self, Averager};
 use crate::checkpoint::{self, TrainState};
 use crate::config::TrainConfig;
 use crate::fsutil::{create_dir, write_atomic};
@@ -46,6 +47,8 @@ pub struct Trainer {
     sampler: BatchSampler,
     eval_batches: Vec<Batch>,
     resumed_from: Option<u64>,
+    /// SWA / EMA of the weights, when the config asks for them.
+    pub averager: Averager,
 }
 
 impl Trainer {
@@ -116,7 +119,9 @@ impl Trainer {
         let eval_batches =
             fixed_eval_batches(&dataset.val, t.seq_len, t.batch_size, cfg.eval.batches)?;
         let state = TrainState::new(model_config.clone(), t.seed);
+        let averager = Averager::new(&cfg.averaging, cfg.schedule.warmup_steps);
         Ok(Self {
+            averager,
             cfg,
             run_dir: run_dir.to_path_buf(),
             model_config,
@@ -147,6 +152,7 @@ impl Trainer {
         self.params.copy_from(&params.tensors())?;
         self.optimizer
             .load_state(loaded.optimizer, loaded.state.step)?;
+        self.averager.restore(dir, &self.device)?;
         self.state = loaded.state;
         Ok(())
     }
@@ -218,7 +224,9 @@ impl Trainer {
     }
 
     fn is_checkpoint_step(&self, step: u64) -> bool {
-        step == self.total_steps || step.is_multiple_of(self.cfg.checkpoint.every)
+        step == self.total_steps
+            || step.is_multiple_of(self.cfg.checkpoint.every)
+            || self.cfg.checkpoint.at.contains(&step)
     }
 
     /// Writes a checkpoint of the current state (metrics synced first).
@@ -229,8 +237,20 @@ impl Trainer {
             &self.state,
             self.params.tensors(),
             self.optimizer.state_tensors()?,
-            Vec::new(),
+            self.averager.checkpoint_files(&self.device)?,
         )
+    }
+
+    /// Validation loss of a set of averaged weights.
+    fn evaluate_weights(
+        &self,
+        weights: Option<std::collections::HashMap<String, Tensor>>,
+    ) -> Result<Option<f64>> {
+        let Some(w) = weights else {
+            return Ok(None);
+        };
+        let store = ParamStore::from_tensors(&self.model_config, w, "weight average")?;
+        Ok(Some(self.evaluate(&store)?))
     }
 
     /// Trains until `total_steps`, checkpointing and evaluating on schedule.
@@ -243,10 +263,20 @@ impl Trainer {
         while self.state.step < self.total_steps {
             let (loss, norm, lr) = self.train_step()?;
             let step = self.state.step;
-            let val = if self.is_eval_step(step) {
-                Some(self.evaluate(&self.params)?)
+            self.averager.observe(step, &self.params)?;
+            let (val, val_swa, val_ema) = if self.is_eval_step(step) {
+                let swa = match &self.averager.swa {
+                    Some(s) => s.mean()?,
+                    None => None,
+                };
+                let ema = self.averager.ema.as_ref().and_then(|e| e.weights());
+                (
+                    Some(self.evaluate(&self.params)?),
+                    self.evaluate_weights(swa)?,
+                    self.evaluate_weights(ema)?,
+                )
             } else {
-                None
+                (None, None, None)
             };
             let log_every = self.cfg.train.log_every.max(1);
             if val.is_some() || step.is_multiple_of(log_every) || step == self.total_steps {
@@ -257,9 +287,16 @@ impl Trainer {
                     train_loss: loss,
                     grad_norm: norm,
                     val_loss: val,
-                    val_loss_swa: None,
-                    val_loss_ema: None,
+                    val_loss_swa: val_swa,
+                    val_loss_ema: val_ema,
                 })?;
+            }
+            // A finished SWA window is saved before the checkpoint that
+            // forgets it, so a crash in between only re-saves the same bytes.
+            if let Some(swa) = &mut self.averager.swa {
+                if let Some(mean) = swa.end_window(step)? {
+                    averaging::save_window(&self.run_dir, step, mean)?;
+                }
             }
             if self.is_checkpoint_step(step) {
                 last.2 = Some(self.save_checkpoint(&mut metrics)?);
@@ -338,6 +375,9 @@ fn describe_difference(a: &TrainConfig, b: &TrainConfig) -> String {
     }
     if a.checkpoint != b.checkpoint {
         out.push("checkpoint");
+    }
+    if a.averaging != b.averaging {
+        out.push("averaging");
     }
     format!("sections differ: {}", out.join(", "))
 }

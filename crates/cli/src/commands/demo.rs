@@ -74,6 +74,9 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         })?;
         println!("--- {prompt}\n{text}\n");
     }
+    section("study: a tiny scaling study (WSD + cooldown branches vs a cosine grid)");
+    let report = super::study::demo(&dir, &dataset_dir)?;
+    println!("study report: {}", report.display());
     println!("demo finished in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
 }

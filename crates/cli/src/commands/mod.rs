@@ -1,9 +1,11 @@
 pub mod bench;
+pub mod cooldown;
 pub mod data;
 pub mod demo;
 pub mod eval;
 pub mod export;
 pub mod fit;
 pub mod generate;
+pub mod study;
 pub mod tokenizer;
 pub mod train;

@@ -1,0 +1,199 @@
+//! `frugal study plan|run|fit|report`: scaling studies from a spec.
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use frugal_data::dataset::Dataset;
+use frugal_study::local::{self, LocalOptions};
+use frugal_study::plan::{Family, Plan};
+use frugal_study::results::{self, FamilyFit};
+use frugal_study::StudySpec;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Args, Clone)]
+pub struct StudyArgs {
+    /// The study description (TOML).
+    #[arg(long)]
+    pub spec: PathBuf,
+    /// Study directory: runs/, configs/, logs/, plan.json, fit.json, report.md.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Override a value of the spec's [base] run config (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+#[derive(Subcommand)]
+pub enum StudyCommand {
+    /// Print the run graph, FLOPs per family and the saving of wsd over cosine.
+    Plan(StudyArgs),
+    /// Execute the graph with a local worker pool (re-run to resume).
+    Run {
+        #[command(flatten)]
+        args: StudyArgs,
+        /// Jobs at once.
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
+        /// CPU threads per job (default: cores / jobs).
+        #[arg(long)]
+        threads_per_job: Option<usize>,
+    },
+    /// Fit the scaling law to the finished (N, D) points; writes fit.json.
+    Fit(StudyArgs),
+    /// Write report.md (and points.csv, fit.json).
+    Report(StudyArgs),
+}
+
+pub fn run(c: StudyCommand) -> Result<()> {
+    match c {
+        StudyCommand::Plan(a) => {
+            let plan = load_plan(&a)?;
+            print!("{}", plan.describe());
+            Ok(())
+        }
+        StudyCommand::Run {
+            args,
+            jobs,
+            threads_per_job,
+        } => run_study(&args, jobs, threads_per_job).map(|_| ()),
+        StudyCommand::Fit(a) => {
+            let plan = load_plan(&a)?;
+            let fits = fit(&plan, &a.out)?;
+            for f in &fits {
+                let l = &f.fit.law;
+                println!(
+                    "{:?}: {} points  E {:.4}  A {:.4e}  B {:.4e}  alpha {:.4}  beta {:.4}",
+                    f.family, f.points, l.e, l.a, l.b, l.alpha, l.beta
+                );
+            }
+            Ok(())
+        }
+        StudyCommand::Report(a) => {
+            let path = report(&a)?;
+            println!("report: {}", path.display());
+            Ok(())
+        }
+    }
+}
+
+/// Builds the plan and records it as plan.json in the study directory.
+pub fn load_plan(a: &StudyArgs) -> Result<Plan> {
+    let spec = StudySpec::from_file(&a.spec)?;
+    let first = spec.run_config(&spec.sizes[0], &a.overrides)?;
+    let ds = Dataset::open(&first.data.dataset)
+        .with_context(|| format!("opening the dataset {}", first.data.dataset.display()))?;
+    let plan = Plan::build(&spec, &a.overrides, ds.meta.vocab_size as usize)?;
+    std::fs::create_dir_all(&a.out)?;
+    std::fs::write(a.out.join("plan.json"), serde_json::to_vec_pretty(&plan)?)?;
+    Ok(plan)
+}
+
+pub fn run_study(a: &StudyArgs, jobs: usize, threads: Option<usize>) -> Result<local::RunReport> {
+    let plan = load_plan(a)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let opts = LocalOptions {
+        exe: std::env::current_exe()?,
+        jobs,
+        threads_per_job: Some(threads.unwrap_or((cores / jobs.max(1)).max(1))),
+        progress_every: Duration::from_secs(5),
+    };
+    let r = local::run(&plan, &a.out, &opts)?;
+    if !r.skipped.is_empty() {
+        eprintln!("already finished: {}", r.skipped.join(" "));
+    }
+    eprintln!(
+        "study: {} jobs run, {} already finished",
+        r.ran.len(),
+        r.skipped.len()
+    );
+    Ok(r)
+}
+
+fn fit(plan: &Plan, out: &Path) -> Result<Vec<FamilyFit>> {
+    let res = results::collect(plan, out)?;
+    let mut fits = Vec::new();
+    for fam in [Family::Wsd, Family::Cosine] {
+        match results::fit_family(&res, fam) {
+            Ok(f) => fits.push(f),
+            Err(e) => eprintln!("no {fam:?} fit: {e}"),
+        }
+    }
+    std::fs::write(out.join("fit.json"), serde_json::to_vec_pretty(&fits)?)?;
+    Ok(fits)
+}
+
+/// Writes report.md, points.csv and fit.json; returns report.md's path.
+pub fn report(a: &StudyArgs) -> Result<PathBuf> {
+    let plan = load_plan(a)?;
+    let res = results::collect(&plan, &a.out)?;
+    let mut csv = String::from("id,size,family,N,D,C,loss\n");
+    for p in &res.points {
+        csv.push_str(&format!(
+            "{},{},{:?},{},{},{:.6e},{}\n",
+            p.id, p.size, p.family, p.n, p.d, p.flops, p.loss
+        ));
+    }
+    std::fs::write(a.out.join("points.csv"), csv)?;
+    let fits = fit(&plan, &a.out)?;
+    let figures = frugal_study::plots::write_all(&plan, &a.out, &res, &fits, &a.out.join("plots"))?;
+    let mut md = results::report_markdown(&plan, &res, &fits);
+    md.push_str("## Figures\n\n");
+    for f in figures {
+        if let Ok(rel) = f.strip_prefix(&a.out) {
+            md.push_str(&format!("![{0}]({0})\n\n", rel.display()));
+        }
+    }
+    let path = a.out.join("report.md");
+    std::fs::write(&path, md)?;
+    Ok(path)
+}
+
+/// The tiny study of `frugal demo`: three one-layer sizes, three budgets,
+/// WSD branches and a cosine grid (a few minutes on two cores).
+pub const DEMO_SPEC: &str = r#"
+families = ["wsd", "cosine"]
+[[size]]
+name = "d16"
+d_model = 16
+n_layers = 1
+n_heads = 2
+[[size]]
+name = "d32"
+d_model = 32
+n_layers = 1
+n_heads = 2
+[[size]]
+name = "d48"
+d_model = 48
+n_layers = 1
+n_heads = 2
+[budgets]
+tokens = [24576, 49152, 98304]
+[wsd]
+lr = 4e-3
+cooldown_fraction = 0.2
+cooldown_shape = "1-sqrt"
+swa = { interval = 4, horizon = 48 }
+[cosine]
+lr = 8e-3
+[base]
+data = { dataset = "set with --set data.dataset=DIR" }
+train = { seq_len = 64, batch_size = 8, log_every = 8 }
+schedule = { warmup_steps = 8 }
+eval = { every = 24, batches = 4 }
+checkpoint = { every = 96 }
+"#;
+
+/// Runs the demo study in `dir` on `dataset`; returns the report's path.
+pub fn demo(dir: &Path, dataset: &Path) -> Result<PathBuf> {
+    let spec = dir.join("study-demo.toml");
+    std::fs::write(&spec, DEMO_SPEC)?;
+    let a = StudyArgs {
+        spec,
+        out: dir.join("study-demo"),
+        overrides: vec![format!("data.dataset={:?}", dataset.display().to_string())],
+    };
+    print!("{}", load_plan(&a)?.describe());
+    run_study(&a, 2, Some(1))?;
+    report(&a)
+}
