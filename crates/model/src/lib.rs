@@ -6,11 +6,13 @@
 //! * [`llama`]: the model itself — every op differentiable (candle's fused
 //!   `rms_norm`/`softmax_last_dim` have no backward and are not used here).
 //! * [`hf`]: Hugging Face `config.json` for export.
+//! * [`gguf`]: llama.cpp GGUF files, dequantised to f32 under HF names.
 
 pub mod config;
 pub mod error;
 pub mod flops;
 pub mod fused;
+pub mod gguf;
 pub mod hf;
 pub mod llama;
 pub mod params;

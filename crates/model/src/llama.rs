@@ -100,6 +100,35 @@ impl Llama {
         })
     }
 
+    /// The same model with its weights cut off from the parameter variables,
+    /// for inference: ops on variables are recorded for backward, so every
+    /// activation (and everything a KV cache derives from) would otherwise
+    /// stay alive as long as its outputs do.
+    pub fn detached(&self) -> Self {
+        let d = |t: &Tensor| t.detach();
+        Self {
+            embed: d(&self.embed),
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| Block {
+                    attn_norm: d(&b.attn_norm),
+                    q: d(&b.q),
+                    k: d(&b.k),
+                    v: d(&b.v),
+                    o: d(&b.o),
+                    mlp_norm: d(&b.mlp_norm),
+                    gate: d(&b.gate),
+                    up: d(&b.up),
+                    down: d(&b.down),
+                })
+                .collect(),
+            norm: d(&self.norm),
+            lm_head: d(&self.lm_head),
+            ..self.clone()
+        }
+    }
+
     /// Switches between the fused CPU kernels and plain candle ops (the
     /// reference the fused kernels are tested against).
     pub fn set_fused(&mut self, on: bool) -> Result<()> {

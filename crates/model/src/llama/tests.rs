@@ -179,3 +179,17 @@ fn fused_kernels_match_composite_ops() {
         assert!(max_abs_diff(&full, &Tensor::cat(&[a, b], 1).unwrap()) < 1e-5);
     }
 }
+
+/// A detached model computes the same thing without recording a graph, so
+/// its activations (and KV caches) do not pin every intermediate.
+#[test]
+fn detached_model_same_output_no_graph() {
+    let (c, p) = tiny(2);
+    let m = Llama::new(&c, &p).unwrap();
+    let d = m.detached();
+    let x = ids(2, 9, 97, 3);
+    let (a, b) = (m.forward(&x).unwrap(), d.forward(&x).unwrap());
+    assert!(a.track_op());
+    assert!(!b.track_op());
+    assert_eq!(max_abs_diff(&a, &b), 0.0);
+}

@@ -1,0 +1,206 @@
+//! Llama-family GGUF files (llama.cpp's format) dequantised to f32 and mapped
+//! onto Hugging Face parameter names, so a GGUF model runs in [`crate::Llama`].
+
+use crate::config::LlamaConfig;
+use crate::{ModelError, Result};
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The tokenizer a GGUF file carries in its `tokenizer.ggml.*` metadata.
+#[derive(Debug, Clone, Default)]
+pub struct GgufTokenizer {
+    /// `tokenizer.ggml.model`, e.g. `gpt2` for byte-level BPE.
+    pub model: String,
+    pub tokens: Vec<String>,
+    /// `"left right"` strings, as stored.
+    pub merges: Vec<String>,
+    /// llama.cpp token types (3 = control/special).
+    pub token_types: Vec<i32>,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub unk: Option<u32>,
+}
+
+/// A dequantised GGUF model.
+#[derive(Debug)]
+pub struct GgufModel {
+    pub config: LlamaConfig,
+    /// f32 tensors under Hugging Face Llama names.
+    pub tensors: HashMap<String, Tensor>,
+    pub tokenizer: GgufTokenizer,
+}
+
+fn bad(path: &Path, m: impl std::fmt::Display) -> ModelError {
+    ModelError::InvalidConfig(format!("{}: {m}", path.display()))
+}
+
+/// Reads a Llama-architecture GGUF file onto `device` in f32.
+pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
+    let mut file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+    let content = Content::read(&mut file).map_err(|e| bad(path, e))?;
+    let md = &content.metadata;
+    let arch = md
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .unwrap_or_default();
+    if arch != "llama" {
+        return Err(bad(
+            path,
+            format!("architecture '{arch}' is not supported (only 'llama')"),
+        ));
+    }
+    let int = |k: &str| -> Result<usize> {
+        md.get(&format!("{arch}.{k}"))
+            .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
+            .map(|x| x as usize)
+            .ok_or_else(|| bad(path, format!("metadata lacks integer '{arch}.{k}'")))
+    };
+    let float = |k: &str, default: f64| -> f64 {
+        md.get(&format!("{arch}.{k}"))
+            .and_then(|v| v.to_f32().ok().map(f64::from).or(v.to_f64().ok()))
+            .unwrap_or(default)
+    };
+    let n_heads = int("attention.head_count")?;
+    let embd = content
+        .tensor_infos
+        .get("token_embd.weight")
+        .ok_or_else(|| bad(path, "no token_embd.weight tensor"))?;
+    let vocab_size = embd.shape.dims().first().copied().unwrap_or(0);
+    let tied = !content.tensor_infos.contains_key("output.weight");
+    let config = LlamaConfig {
+        vocab_size,
+        d_model: int("embedding_length")?,
+        n_layers: int("block_count")?,
+        n_heads,
+        n_kv_heads: int("attention.head_count_kv").unwrap_or(n_heads),
+        ffn_hidden: int("feed_forward_length")?,
+        max_seq_len: int("context_length")?,
+        // llama.cpp stores these as f32; widen the f32 value like
+        // transformers does so RoPE tables match.
+        rope_theta: float("rope.freq_base", 10_000.0),
+        rms_eps: float("attention.layer_norm_rms_epsilon", 1e-5),
+        tie_embeddings: tied,
+    };
+    config.validate()?;
+
+    let mut tensors = HashMap::new();
+    let mut load = |gguf: &str, hf: String, unpermute_heads: Option<usize>| -> Result<()> {
+        let q = content
+            .tensor(&mut file, gguf, device)
+            .map_err(|e| bad(path, e))?;
+        let mut t = q.dequantize(device)?.to_dtype(DType::F32)?;
+        if let Some(h) = unpermute_heads {
+            t = unpermute(&t, h)?;
+        }
+        tensors.insert(hf, t);
+        Ok(())
+    };
+    load(
+        "token_embd.weight",
+        "model.embed_tokens.weight".into(),
+        None,
+    )?;
+    load("output_norm.weight", "model.norm.weight".into(), None)?;
+    if !tied {
+        load("output.weight", "lm_head.weight".into(), None)?;
+    }
+    for i in 0..config.n_layers {
+        let g = |s: &str| format!("blk.{i}.{s}.weight");
+        let h = |s: &str| format!("model.layers.{i}.{s}.weight");
+        load(&g("attn_norm"), h("input_layernorm"), None)?;
+        load(&g("attn_q"), h("self_attn.q_proj"), Some(config.n_heads))?;
+        load(&g("attn_k"), h("self_attn.k_proj"), Some(config.n_kv_heads))?;
+        load(&g("attn_v"), h("self_attn.v_proj"), None)?;
+        load(&g("attn_output"), h("self_attn.o_proj"), None)?;
+        load(&g("ffn_norm"), h("post_attention_layernorm"), None)?;
+        load(&g("ffn_gate"), h("mlp.gate_proj"), None)?;
+        load(&g("ffn_up"), h("mlp.up_proj"), None)?;
+        load(&g("ffn_down"), h("mlp.down_proj"), None)?;
+    }
+    Ok(GgufModel {
+        config,
+        tensors,
+        tokenizer: read_tokenizer(md),
+    })
+}
+
+/// Undoes llama.cpp's converter, which reorders each head's q/k rows from
+/// Hugging Face's half-split RoPE layout (`rotate_half`) to the interleaved
+/// one llama.cpp computes with: rows `[h, 2, hd/2]` became `[h, hd/2, 2]`.
+pub fn unpermute(w: &Tensor, heads: usize) -> Result<Tensor> {
+    let (rows, cols) = w.dims2()?;
+    if heads == 0 || rows % (2 * heads) != 0 {
+        return Err(ModelError::InvalidConfig(format!(
+            "cannot split {rows} rows into {heads} RoPE heads"
+        )));
+    }
+    Ok(w.reshape((heads, rows / heads / 2, 2, cols))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((rows, cols))?)
+}
+
+fn read_tokenizer(md: &HashMap<String, Value>) -> GgufTokenizer {
+    let strings = |k: &str| -> Vec<String> {
+        md.get(k)
+            .and_then(|v| v.to_vec().ok())
+            .map(|v| {
+                v.iter()
+                    .filter_map(|x| x.to_string().ok().cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let id = |k: &str| md.get(k).and_then(|v| v.to_u32().ok());
+    GgufTokenizer {
+        model: md
+            .get("tokenizer.ggml.model")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default(),
+        tokens: strings("tokenizer.ggml.tokens"),
+        merges: strings("tokenizer.ggml.merges"),
+        token_types: md
+            .get("tokenizer.ggml.token_type")
+            .and_then(|v| v.to_vec().ok())
+            .map(|v| v.iter().filter_map(|x| x.to_i32().ok()).collect())
+            .unwrap_or_default(),
+        bos: id("tokenizer.ggml.bos_token_id"),
+        eos: id("tokenizer.ggml.eos_token_id"),
+        unk: id("tokenizer.ggml.unknown_token_id"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// llama.cpp's `permute` (convert_hf_to_gguf.py), written out row by row.
+    fn permute_rows(rows: &[Vec<f32>], heads: usize) -> Vec<Vec<f32>> {
+        let hd = rows.len() / heads;
+        let mut out = Vec::new();
+        for h in 0..heads {
+            for i in 0..hd / 2 {
+                out.push(rows[h * hd + i].clone());
+                out.push(rows[h * hd + hd / 2 + i].clone());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn unpermute_inverts_llama_cpp_permute() {
+        let (heads, hd, cols) = (3, 4, 2);
+        let rows: Vec<Vec<f32>> = (0..heads * hd)
+            .map(|r| (0..cols).map(|c| (r * 10 + c) as f32).collect())
+            .collect();
+        let permuted = permute_rows(&rows, heads);
+        let t = Tensor::from_vec(permuted.concat(), (heads * hd, cols), &Device::Cpu).unwrap();
+        let back = unpermute(&t, heads).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(back, rows);
+        assert!(unpermute(&t, 5).is_err());
+    }
+}

@@ -1,0 +1,165 @@
+//! The scorer: a causal LM with its tokenizer, from a GGUF file, a Hugging
+//! Face directory or a frugal checkpoint.
+
+use crate::{ProlongError, Result};
+use candle_core::{Device, Tensor};
+use frugal_model::gguf::{load_gguf, GgufTokenizer};
+use frugal_model::{Llama, ParamStore};
+use std::collections::HashMap;
+use std::path::Path;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{AddedToken, Tokenizer};
+
+/// A model ready to score, and the tokenizer that came with it.
+pub struct Scorer {
+    pub model: Llama,
+    pub tokenizer: Tokenizer,
+    /// What was loaded, for records and logs.
+    pub source: String,
+}
+
+impl std::fmt::Debug for Scorer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scorer")
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+fn err(path: &Path, m: impl std::fmt::Display) -> ProlongError {
+    ProlongError::Model(format!("{}: {m}", path.display()))
+}
+
+/// Loads `path`: a `.gguf` file, a directory with `config.json` +
+/// `*.safetensors` + `tokenizer.json`, or a frugal checkpoint directory
+/// (`state.json` + `model.safetensors`; tokenizer from `tokenizer` or a
+/// `tokenizer.json` in the directory or its parent).
+pub fn load_scorer(path: &Path, tokenizer: Option<&Path>, device: &Device) -> Result<Scorer> {
+    let source = path.display().to_string();
+    if path.is_file() {
+        let g = load_gguf(path, device)?;
+        let tok = match tokenizer {
+            Some(t) => load_tokenizer(t)?,
+            None => gguf_tokenizer(&g.tokenizer).map_err(|m| err(path, m))?,
+        };
+        let params = ParamStore::from_tensors(&g.config, g.tensors, &source)?;
+        let model = Llama::new(&g.config, &params)?.detached();
+        return Ok(Scorer {
+            model,
+            tokenizer: tok,
+            source,
+        });
+    }
+    if !path.is_dir() {
+        return Err(err(path, "no such model file or directory"));
+    }
+    let find_tok = || -> Result<Tokenizer> {
+        if let Some(t) = tokenizer {
+            return load_tokenizer(t);
+        }
+        for dir in [Some(path), path.parent()].into_iter().flatten() {
+            let t = dir.join("tokenizer.json");
+            if t.is_file() {
+                return load_tokenizer(&t);
+            }
+        }
+        Err(err(
+            path,
+            "no tokenizer.json here or in the parent (use --tokenizer)",
+        ))
+    };
+    if path.join("state.json").is_file() {
+        let (config, params) =
+            frugal_train::checkpoint::load_model(path, device).map_err(|e| err(path, e))?;
+        let model = Llama::new(&config, &params)?.detached();
+        return Ok(Scorer {
+            model,
+            tokenizer: find_tok()?,
+            source,
+        });
+    }
+    let cfg_path = path.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| err(&cfg_path, e))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(&cfg_path, e))?;
+    if json.get("attention_bias").and_then(|v| v.as_bool()) == Some(true)
+        || json.get("model_type").and_then(|v| v.as_str()) == Some("qwen2")
+    {
+        // Qwen2 has q/k/v biases; frugal's Llama has none, and silently
+        // dropping them would give wrong scores.
+        return Err(err(path, "attention biases (Qwen2) are not supported yet"));
+    }
+    let config = frugal_model::hf::from_hf_config(&json)?;
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    let mut files: Vec<_> = std::fs::read_dir(path)
+        .map_err(|e| err(path, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(err(path, "no *.safetensors files"));
+    }
+    for f in files {
+        tensors.extend(frugal_model::params::load_safetensors(&f, device)?);
+    }
+    if config.tie_embeddings {
+        tensors.remove("lm_head.weight");
+    }
+    let params = ParamStore::from_tensors(&config, tensors, &source)?;
+    let model = Llama::new(&config, &params)?.detached();
+    Ok(Scorer {
+        model,
+        tokenizer: find_tok()?,
+        source,
+    })
+}
+
+fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    frugal_data::tokenizer::load(path).map_err(|e| err(path, e))
+}
+
+/// The byte-level BPE tokenizer described by GGUF metadata, built the way
+/// transformers' GGUF converter builds it (byte-level pre-tokenizer with the
+/// GPT-2 pattern, no normalizer, control tokens as special tokens), so both
+/// produce the same ids.
+pub fn gguf_tokenizer(g: &GgufTokenizer) -> std::result::Result<Tokenizer, String> {
+    if g.model != "gpt2" {
+        return Err(format!(
+            "GGUF tokenizer model '{}' is not supported (only byte-level BPE 'gpt2'); pass --tokenizer",
+            g.model
+        ));
+    }
+    let vocab: tokenizers::models::bpe::Vocab = g
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let merges: Vec<(String, String)> = g
+        .merges
+        .iter()
+        .filter_map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        })
+        .collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .byte_fallback(true)
+        .fuse_unk(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut tok = Tokenizer::new(bpe);
+    tok.with_pre_tokenizer(Some(ByteLevel::new(false, false, true)));
+    tok.with_decoder(Some(ByteLevel::new(false, false, true)));
+    let special: Vec<AddedToken> = g
+        .tokens
+        .iter()
+        .zip(&g.token_types)
+        .filter(|(_, &ty)| ty == 3)
+        .map(|(t, _)| AddedToken::from(t.clone(), true))
+        .collect();
+    tok.add_special_tokens(&special);
+    Ok(tok)
+}
