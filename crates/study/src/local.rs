@@ -7,6 +7,7 @@
 use crate::plan::{Job, JobAction, Plan};
 use crate::{Result, StudyError};
 use frugal_train::checkpoint::{self, STATE_FILE};
+use frugal_train::metrics::METRICS_FILE;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -36,12 +37,15 @@ pub fn is_done(job: &Job, study_dir: &Path) -> bool {
     job.final_checkpoint(study_dir).join(STATE_FILE).is_file()
 }
 
-/// The step a job has reached (its latest checkpoint), for progress.
+/// The step a job has reached (its last metrics line), for progress.
 fn progress_of(job: &Job, study_dir: &Path) -> u64 {
-    checkpoint::latest(&study_dir.join(&job.out))
+    let path = study_dir.join(&job.out).join(METRICS_FILE);
+    std::fs::read_to_string(path)
         .ok()
-        .flatten()
-        .map(|(s, _)| s)
+        .and_then(|t| {
+            let last = t.lines().rev().find(|l| !l.trim().is_empty())?.to_string();
+            serde_json::from_str::<serde_json::Value>(&last).ok()?["step"].as_u64()
+        })
         .unwrap_or(0)
 }
 
