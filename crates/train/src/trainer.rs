@@ -307,6 +307,13 @@ impl Trainer {
             }
             let secs = start.elapsed().as_secs_f64().max(1e-9);
             let tps = (self.state.tokens - start_tokens) as f64 / secs;
+            if let (Some(v), false) = (val, show_progress) {
+                // Without a terminal there is no bar: report evaluations as lines.
+                tracing::info!(
+                    "step {step}/{} | train loss {loss:.4} | val loss {v:.4} | {tps:.0} tok/s",
+                    self.total_steps
+                );
+            }
             bar.set_position(step);
             bar.set_message(format!(
                 "loss {loss:.4}{} | {:.0} tok/s",
