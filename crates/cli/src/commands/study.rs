@@ -168,20 +168,20 @@ d_model = 48
 n_layers = 1
 n_heads = 2
 [budgets]
-tokens = [24576, 49152, 98304]
+tokens = [16384, 32768, 65536]
 [wsd]
 lr = 4e-3
 cooldown_fraction = 0.2
 cooldown_shape = "1-sqrt"
-swa = { interval = 4, horizon = 48 }
+swa = { interval = 4, horizon = 32 }
 [cosine]
 lr = 8e-3
 [base]
 data = { dataset = "set with --set data.dataset=DIR" }
 train = { seq_len = 64, batch_size = 8, log_every = 8 }
 schedule = { warmup_steps = 8 }
-eval = { every = 24, batches = 4 }
-checkpoint = { every = 96 }
+eval = { every = 16, batches = 4 }
+checkpoint = { every = 64 }
 "#;
 
 /// Runs the demo study in `dir` on `dataset`; returns the report's path.
