@@ -58,7 +58,7 @@ pub fn generate(a: &GenerateArgs) -> Result<String> {
         let x = Tensor::from_slice(&next_input, (1, next_input.len()), &device)?;
         let h = model.hidden(&x, Some(&mut cache))?;
         let last = h.narrow(1, next_input.len() - 1, 1)?;
-        let logits = frugal_model::llama::linear(&last, &model.output_weight())?
+        let logits = frugal_model::llama::linear(&last, model.output_weight())?
             .flatten_all()?
             .to_dtype(candle_core::DType::F32)?;
         let id = sample(&logits, a.temperature, a.top_k, &mut rng)?;
