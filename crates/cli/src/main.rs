@@ -47,6 +47,9 @@ enum Command {
     /// Scaling studies: WSD runs with cooldown branches vs cosine grids.
     #[command(subcommand)]
     Study(commands::study::StudyCommand),
+    /// ProLong long-dependency scores of documents, and selection by score.
+    #[command(subcommand)]
+    Prolong(commands::prolong::ProlongCommand),
     /// Micro-benchmarks (training throughput).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -92,6 +95,7 @@ fn run(command: Command) -> Result<()> {
         Command::Export(c) => commands::export::run(c),
         Command::Fit(a) => commands::fit::run(&a),
         Command::Study(c) => commands::study::run(c),
+        Command::Prolong(c) => commands::prolong::run(c),
         Command::Bench(c) => commands::bench::run(c),
         Command::Demo(a) => commands::demo::run(&a),
     }

