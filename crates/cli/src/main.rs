@@ -74,9 +74,11 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FRUGAL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,frugal_train=info")),
         )
         .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
         .init();
     if let Err(e) = run(cli.command) {
         eprintln!("error: {}", one_line(&e));
