@@ -277,7 +277,7 @@ mod tests {
             ..Default::default()
         };
         let mut got = Vec::new();
-        for_each_doc(&[p.clone()], &opt, &mut |d| {
+        for_each_doc(std::slice::from_ref(&p), &opt, &mut |d| {
             got.push(d);
             Ok(true)
         })

@@ -71,7 +71,14 @@ fn errors_resume_and_shards() {
         ..Default::default()
     };
     let out = tmp.path().join("scores.jsonl");
-    let s1 = score(&scorer, &[input.clone()], &out, &opt, &mut |_| {}).unwrap();
+    let s1 = score(
+        &scorer,
+        std::slice::from_ref(&input),
+        &out,
+        &opt,
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(s1.scored, 6);
     let kinds: BTreeMap<String, usize> = s1.errors.clone();
     assert_eq!(kinds.get("invalid_json"), Some(&1));
@@ -91,7 +98,14 @@ fn errors_resume_and_shards() {
     let text = std::fs::read_to_string(&out).unwrap();
     let keep: Vec<&str> = text.lines().take(4).collect();
     std::fs::write(&out, format!("{}\n{{\"id\":\"torn", keep.join("\n"))).unwrap();
-    let s2 = score(&scorer, &[input.clone()], &out, &opt, &mut |_| {}).unwrap();
+    let s2 = score(
+        &scorer,
+        std::slice::from_ref(&input),
+        &out,
+        &opt,
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(s2.already_done, 4);
     let r2 = records(&out);
     assert_eq!(r2.len(), 9);
@@ -112,7 +126,7 @@ fn errors_resume_and_shards() {
             shard: (i, 2),
             ..opt.clone()
         };
-        score(&scorer, &[input.clone()], p, &o, &mut |_| {}).unwrap();
+        score(&scorer, std::slice::from_ref(&input), p, &o, &mut |_| {}).unwrap();
     }
     let mut all: Vec<String> = records(&a)
         .into_iter()
