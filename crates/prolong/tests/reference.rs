@@ -84,14 +84,14 @@ fn lds_formula_matches_reference_on_its_perplexities() {
 }
 
 /// The whole path: tokenizer from the GGUF, model, engine, formulas.
+/// Needs the 93 MB SmolLM2 GGUF and minutes of CPU, so it is not part of the
+/// default suite; run it with
+/// `cargo test --release -p frugal-prolong --test reference -- --ignored`.
 #[test]
+#[ignore = "needs the SmolLM2 GGUF (frugal data fetch smollm2) and minutes of CPU"]
 fn compat_scores_match_reference() {
-    let Some(path) = gguf() else {
-        eprintln!(
-            "SKIPPED: no SmolLM2 GGUF (run `frugal data fetch smollm2` or set FRUGAL_PROLONG_GGUF)"
-        );
-        return;
-    };
+    let path = gguf()
+        .expect("no SmolLM2 GGUF: run `frugal data fetch smollm2` or set FRUGAL_PROLONG_GGUF");
     let f = fixture();
     let scorer = load_scorer(&path, None, &Device::Cpu).unwrap();
     let works: Vec<DocWork> = f
