@@ -19,7 +19,7 @@ pub struct DemoArgs {
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// Training steps for the tiny model.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 400)]
     pub steps: u64,
     /// Tokenizer vocabulary.
     #[arg(long, default_value_t = 4096)]
