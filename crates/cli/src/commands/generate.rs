@@ -6,7 +6,6 @@ use frugal_model::llama::KvCache;
 use frugal_model::Llama;
 use frugal_train::checkpoint::{load_model, run_dir_of};
 use rand::{Rng, SeedableRng};
-use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -65,7 +64,6 @@ pub fn generate(a: &GenerateArgs) -> Result<String> {
         out.push(id);
         next_input = vec![id];
     }
-    let _ = std::io::stdout().flush();
     Ok(frugal_data::tokenizer::decode(&tok, &out)?)
 }
 
