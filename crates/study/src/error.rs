@@ -21,6 +21,8 @@ pub enum StudyError {
     Json(#[from] serde_json::Error),
     #[error("job {job} failed: {message}")]
     Job { job: String, message: String },
+    #[error("slurm: {0}")]
+    Slurm(String),
 }
 
 /// The wrapped library errors are boxed to keep `Result`s small.

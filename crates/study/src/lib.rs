@@ -6,16 +6,22 @@
 //!   later) consumes the same [`plan::Plan`].
 //! * [`local`]: a local worker pool launching `frugal train` / `frugal
 //!   cooldown` subprocesses, skipping finished jobs and resuming the rest.
+//! * [`work`]: the command each job runs, shared by both executors, and
+//!   the segmented task graph; [`cluster`] submits it to Slurm through
+//!   [`slurm`] (batch scripts, `sbatch`, `squeue`) and reports job status.
 //! * [`results`]: final losses per (N, D), the scaling-law fit and the
 //!   markdown report; [`plots`] its SVG figures ([`chart`]).
 
 pub mod chart;
+pub mod cluster;
 pub mod error;
 pub mod local;
 pub mod plan;
 pub mod plots;
 pub mod results;
+pub mod slurm;
 pub mod spec;
+pub mod work;
 
 pub use error::{Result, StudyError};
 pub use plan::{Family, Job, JobAction, Plan};

@@ -4,9 +4,10 @@
 //! their latest checkpoint. A branch starts once its parent's checkpoint
 //! exists, so cooldowns run while the long constant-LR run goes on.
 
-use crate::plan::{Job, JobAction, Plan};
+use crate::plan::{Job, Plan};
+use crate::work::{self, Task};
 use crate::{Result, StudyError};
-use frugal_train::checkpoint::{self, STATE_FILE};
+use frugal_train::checkpoint::STATE_FILE;
 use frugal_train::metrics::METRICS_FILE;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -38,7 +39,7 @@ pub fn is_done(job: &Job, study_dir: &Path) -> bool {
 }
 
 /// The step a job has reached (its last metrics line), for progress.
-fn progress_of(job: &Job, study_dir: &Path) -> u64 {
+pub fn progress_of(job: &Job, study_dir: &Path) -> u64 {
     let path = study_dir.join(&job.out).join(METRICS_FILE);
     std::fs::read_to_string(path)
         .ok()
@@ -54,40 +55,14 @@ fn command(job: &Job, study_dir: &Path, plan: &Plan, opts: &LocalOptions) -> Res
     if let Some(t) = opts.threads_per_job {
         c.arg("--threads").arg(t.to_string());
     }
-    let out = study_dir.join(&job.out);
-    match &job.action {
-        JobAction::Train { config } => {
-            let dir = study_dir.join("configs");
-            std::fs::create_dir_all(&dir).map_err(|e| StudyError::io(&dir, e))?;
-            let path = dir.join(format!("{}.toml", job.id));
-            std::fs::write(&path, config.to_toml()).map_err(|e| StudyError::io(&path, e))?;
-            c.arg("train").arg("--config").arg(path);
-        }
-        JobAction::Cooldown {
-            parent,
-            from_step,
-            steps,
-            shape,
-            final_factor,
-        } => {
-            let p = plan.get(parent).ok_or_else(|| StudyError::Job {
-                job: job.id.clone(),
-                message: format!("unknown parent {parent}"),
-            })?;
-            let from = checkpoint::checkpoints_dir(&study_dir.join(&p.out))
-                .join(checkpoint::step_dir_name(*from_step));
-            c.arg("cooldown")
-                .arg("--from")
-                .arg(from)
-                .arg("--steps")
-                .arg(steps.to_string())
-                .arg("--shape")
-                .arg(shape.name())
-                .arg("--final-factor")
-                .arg(final_factor.to_string());
-        }
-    }
-    c.arg("--out").arg(out).arg("--quiet");
+    // The local pool waits for checkpoint files, so every job is one task.
+    let task = Task {
+        name: job.id.clone(),
+        job,
+        end_step: job.final_step,
+        after: None,
+    };
+    c.args(work::task_args(&task, plan, study_dir, None)?);
     Ok(c)
 }
 
@@ -96,6 +71,7 @@ fn command(job: &Job, study_dir: &Path, plan: &Plan, opts: &LocalOptions) -> Res
 pub fn run(plan: &Plan, study_dir: &Path, opts: &LocalOptions) -> Result<RunReport> {
     let logs = study_dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| StudyError::io(&logs, e))?;
+    work::write_configs(plan, study_dir)?;
     let mut report = RunReport::default();
     let mut pending: Vec<&Job> = Vec::new();
     for j in &plan.jobs {
