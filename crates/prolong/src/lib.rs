@@ -7,12 +7,14 @@
 //! * [`engine`]: batched perplexities with prefix KV-cache reuse.
 //! * [`input`]: documents from JSONL/text/directories, bad records kept as errors.
 //! * [`run`]: the resumable, sharded scoring loop and its output records.
+//! * [`merge`]: checks sharded outputs and merges them, each document once.
 //! * [`select`]: keep the top documents by score.
 
 pub mod engine;
 pub mod error;
 pub mod input;
 pub mod lds;
+pub mod merge;
 pub mod model;
 pub mod run;
 pub mod sampling;

@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod cluster;
 pub mod cooldown;
 pub mod data;
 pub mod demo;

@@ -1,6 +1,7 @@
-//! `frugal prolong score|select`: ProLong long-dependency scores of
+//! `frugal prolong score|select|merge`: ProLong long-dependency scores of
 //! documents and selection by score. Logic lives in frugal-prolong.
 
+use super::cluster::{self, Executor, SlurmArgs};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, Subcommand, ValueEnum};
@@ -16,6 +17,9 @@ pub enum ProlongCommand {
     Score(ScoreArgs),
     /// Keep the best-scoring documents.
     Select(SelectArgs),
+    /// Check the shard outputs of `score --shard I/N` runs and merge them
+    /// (every input document exactly once).
+    Merge(MergeArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -80,6 +84,33 @@ pub struct ScoreArgs {
     /// Chunks of several documents scored together.
     #[arg(long, default_value_t = 256)]
     pub group_chunks: usize,
+    /// Where to score: here, or as a Slurm array job of --shards tasks
+    /// (each `--shard $SLURM_ARRAY_TASK_ID/N`) followed by a merge job.
+    #[arg(long, value_enum, default_value_t = Executor::Local)]
+    pub executor: Executor,
+    /// With --executor slurm: the number of shards (array tasks).
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+    #[command(flatten)]
+    pub slurm: SlurmArgs,
+}
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// The inputs the shards scored (same order and options).
+    #[arg(long, required = true, num_args = 1..)]
+    pub input: Vec<PathBuf>,
+    /// Merged output; shards are read from OUTPUT_STEM.shard-I-of-N.jsonl.
+    #[arg(long)]
+    pub output: PathBuf,
+    #[arg(long)]
+    pub shards: usize,
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    #[arg(long)]
+    pub id_field: Option<String>,
+    #[arg(long, default_value_t = 16 << 20)]
+    pub max_bytes: usize,
 }
 
 #[derive(Args)]
@@ -99,7 +130,31 @@ pub struct SelectArgs {
 
 pub fn run(c: ProlongCommand) -> Result<()> {
     match c {
-        ProlongCommand::Score(a) => run_score(&a),
+        ProlongCommand::Score(a) if a.executor == Executor::Slurm => {
+            let input = InputOptions {
+                text_field: a.text_field.clone(),
+                id_field: a.id_field.clone(),
+                max_bytes: a.max_bytes,
+            };
+            if a.shard != "0/1" {
+                bail!("--executor slurm sets --shard itself (use --shards N)");
+            }
+            cluster::submit_prolong(&cluster::ProlongSubmit {
+                raw_args: std::env::args_os().skip(1).collect(),
+                inputs: &a.input,
+                input: &input,
+                output: &a.output,
+                shards: a.shards,
+                slurm: &a.slurm,
+            })
+        }
+        ProlongCommand::Score(a) => {
+            if a.slurm.any() || a.shards != 1 {
+                bail!("--shards and the Slurm options need --executor slurm (locally, use --shard I/N)");
+            }
+            run_score(&a)
+        }
+        ProlongCommand::Merge(a) => run_merge(&a),
         ProlongCommand::Select(a) => run_select(&a),
     }
 }
@@ -183,6 +238,23 @@ fn run_score(a: &ScoreArgs) -> Result<()> {
         summary.errors, summary.already_done, summary.other_shards
     );
     println!("wrote {}", a.output.display());
+    Ok(())
+}
+
+fn run_merge(a: &MergeArgs) -> Result<()> {
+    let input = InputOptions {
+        text_field: a.text_field.clone(),
+        id_field: a.id_field.clone(),
+        max_bytes: a.max_bytes,
+    };
+    let s = frugal_prolong::merge::merge(&a.input, &input, &a.output, a.shards)?;
+    println!(
+        "merged {} shards: {} documents, each once ({} repeated ids dropped) → {}",
+        a.shards,
+        s.documents,
+        s.repeated,
+        a.output.display()
+    );
     Ok(())
 }
 

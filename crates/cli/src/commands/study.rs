@@ -1,5 +1,6 @@
-//! `frugal study plan|run|fit|report`: scaling studies from a spec.
+//! `frugal study plan|run|status|fit|report`: scaling studies from a spec.
 
+use super::cluster::{self, Executor, SlurmArgs};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use frugal_data::dataset::Dataset;
@@ -27,16 +28,38 @@ pub struct StudyArgs {
 pub enum StudyCommand {
     /// Print the run graph, FLOPs per family and the saving of wsd over cosine.
     Plan(StudyArgs),
-    /// Execute the graph with a local worker pool (re-run to resume).
+    /// Execute the graph with a local worker pool or on Slurm (re-run to
+    /// resume: only what is missing is run or submitted again).
     Run {
         #[command(flatten)]
         args: StudyArgs,
-        /// Jobs at once.
+        /// Jobs at once (local executor).
         #[arg(long, default_value_t = 1)]
         jobs: usize,
-        /// CPU threads per job (default: cores / jobs).
+        /// CPU threads per job (default: cores / jobs locally, 1 on Slurm).
         #[arg(long)]
         threads_per_job: Option<usize>,
+        /// Where the jobs run.
+        #[arg(long, value_enum, default_value_t = Executor::Local)]
+        executor: Executor,
+        #[command(flatten)]
+        slurm: SlurmArgs,
+    },
+    /// Pending, running, done or failed per job (run directories, squeue/sacct).
+    Status(StudyArgs),
+    /// Train a run up to a step (a segment of a Slurm study; internal).
+    #[command(hide = true)]
+    Segment {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        until: u64,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long)]
+        quiet: bool,
     },
     /// Fit the scaling law to the finished (N, D) points; writes fit.json.
     Fit(StudyArgs),
@@ -55,7 +78,28 @@ pub fn run(c: StudyCommand) -> Result<()> {
             args,
             jobs,
             threads_per_job,
-        } => run_study(&args, jobs, threads_per_job).map(|_| ()),
+            executor,
+            slurm,
+        } => match executor {
+            Executor::Local => {
+                if slurm.any() {
+                    anyhow::bail!("--partition/--account/--gpus-per-run/--time/--sbatch-arg/--dry-run need --executor slurm");
+                }
+                run_study(&args, jobs, threads_per_job).map(|_| ())
+            }
+            Executor::Slurm => {
+                let plan = load_plan(&args)?;
+                cluster::submit_study(&plan, &args.out, threads_per_job.unwrap_or(1), &slurm)
+            }
+        },
+        StudyCommand::Status(a) => cluster::study_status(&load_plan(&a)?, &a.out),
+        StudyCommand::Segment {
+            config,
+            out,
+            until,
+            device,
+            quiet,
+        } => cluster::segment(&config, &out, until, &device, quiet),
         StudyCommand::Fit(a) => {
             let plan = load_plan(&a)?;
             let fits = fit(&plan, &a.out)?;
