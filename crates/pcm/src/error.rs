@@ -20,16 +20,35 @@ pub enum PcmError {
     InvalidArgument(String),
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
+    // Boxed: the engine's errors are large and would make every Result so.
     #[error("tensor error: {0}")]
-    Candle(#[from] candle_core::Error),
+    Candle(Box<candle_core::Error>),
     #[error(transparent)]
-    Train(#[from] frugal_train::TrainError),
+    Train(Box<frugal_train::TrainError>),
     #[error(transparent)]
-    Data(#[from] frugal_data::Error),
+    Data(Box<frugal_data::Error>),
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
     #[error("training diverged at step {step}: loss is {loss}")]
     Diverged { step: u64, loss: f64 },
+}
+
+impl From<candle_core::Error> for PcmError {
+    fn from(e: candle_core::Error) -> Self {
+        PcmError::Candle(Box::new(e))
+    }
+}
+
+impl From<frugal_train::TrainError> for PcmError {
+    fn from(e: frugal_train::TrainError) -> Self {
+        PcmError::Train(Box::new(e))
+    }
+}
+
+impl From<frugal_data::Error> for PcmError {
+    fn from(e: frugal_data::Error) -> Self {
+        PcmError::Data(Box::new(e))
+    }
 }
 
 impl PcmError {

@@ -37,13 +37,13 @@ impl Default for UNetConfig {
 
 impl UNetConfig {
     pub fn validate(&self) -> Result<()> {
-        if self.channels == 0 || self.groups == 0 || self.channels % self.groups != 0 {
+        if self.channels == 0 || self.groups == 0 || !self.channels.is_multiple_of(self.groups) {
             return Err(PcmError::arg(format!(
                 "U-Net groups ({}) must divide channels ({})",
                 self.groups, self.channels
             )));
         }
-        if self.image_size == 0 || self.image_size % 4 != 0 {
+        if self.image_size == 0 || !self.image_size.is_multiple_of(4) {
             return Err(PcmError::arg(format!(
                 "image size {} is not divisible by 4",
                 self.image_size

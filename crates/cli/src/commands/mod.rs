@@ -7,6 +7,7 @@ pub mod eval;
 pub mod export;
 pub mod fit;
 pub mod generate;
+pub mod pcm;
 pub mod prolong;
 pub mod study;
 pub mod tokenizer;

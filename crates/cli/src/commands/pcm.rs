@@ -1,0 +1,357 @@
+//! `frugal pcm teacher|distill|sample|eval`: Phased Consistency Models on
+//! Fashion-MNIST / MNIST. Logic lives in frugal-pcm.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use frugal_pcm::classifier::ClassifierConfig;
+use frugal_pcm::data::{self, Source, Split};
+use frugal_pcm::distill::{self, DistillConfig, Loss, Target};
+use frugal_pcm::eval::{self, EvalOptions};
+use frugal_pcm::model_dir::{self, Kind};
+use frugal_pcm::sample::{self, Sampler};
+use frugal_pcm::teacher::{self, TeacherConfig};
+use frugal_pcm::unet::UNetConfig;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum PcmCommand {
+    /// Train the class-conditional ε-prediction teacher (resumes if OUT has checkpoints).
+    Teacher(TeacherArgs),
+    /// Distil a PCM (or, with --method lcm, an LCM) student from a teacher (resumable).
+    Distill(DistillArgs),
+    /// Sample a grid of images as PNG.
+    Sample(SampleArgs),
+    /// FID of models at several step counts vs the real test set and the teacher.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+pub struct Common {
+    /// `fashion-mnist`, `mnist` or a directory of IDX files.
+    #[arg(long, default_value = "fashion-mnist")]
+    pub data: String,
+    /// Use only the first N training images (quick runs).
+    #[arg(long)]
+    pub max_images: Option<usize>,
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 50)]
+    pub log_every: u64,
+    #[arg(long, default_value_t = 500)]
+    pub checkpoint_every: u64,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct TeacherArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 20000)]
+    pub steps: u64,
+    #[arg(long, default_value_t = 2e-4)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 500)]
+    pub warmup: u64,
+    /// U-Net channels at full resolution.
+    #[arg(long, default_value_t = 32)]
+    pub channels: usize,
+    #[arg(long, default_value_t = 8)]
+    pub groups: usize,
+    /// Probability of replacing the label by the null class (CFG).
+    #[arg(long, default_value_t = 0.1)]
+    pub label_dropout: f64,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum Method {
+    Pcm,
+    Lcm,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum LossArg {
+    Huber,
+    L2,
+}
+
+#[derive(Args)]
+pub struct DistillArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[arg(long)]
+    pub teacher: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = Method::Pcm)]
+    pub method: Method,
+    /// Phases M (PCM only).
+    #[arg(long, default_value_t = 4)]
+    pub phases: usize,
+    #[arg(long, default_value_t = 4000)]
+    pub steps: u64,
+    #[arg(long, default_value_t = 5e-5)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 100)]
+    pub warmup: u64,
+    #[arg(long, default_value_t = 0.0)]
+    pub w_min: f64,
+    #[arg(long, default_value_t = 0.5)]
+    pub w_max: f64,
+    /// CFG-free distillation: class → ∅ with probability 0.1, w = 0.
+    #[arg(long)]
+    pub cfg_free: bool,
+    /// Use an EMA of the online weights (this rate) as the target network
+    /// instead of the online network under no-grad.
+    #[arg(long)]
+    pub ema: Option<f64>,
+    #[arg(long, value_enum, default_value_t = LossArg::Huber)]
+    pub loss: LossArg,
+    #[arg(long, default_value_t = 0.001)]
+    pub huber_c: f64,
+}
+
+#[derive(Args)]
+pub struct SampleArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long, default_value_t = 4)]
+    pub steps: usize,
+    /// pcm, pcm-stochastic, lcm or ddim (default: the model's own).
+    #[arg(long)]
+    pub sampler: Option<String>,
+    /// r of pcm-stochastic (1 = deterministic, 0 = LCM-like).
+    #[arg(long, default_value_t = 0.5)]
+    pub r: f64,
+    /// Guidance ε(c) + w(ε(c) − ε(∅)); default 0 for students, 1 for a teacher.
+    #[arg(long)]
+    pub cfg: Option<f64>,
+    /// One class for the whole grid (default: one class per column).
+    #[arg(long)]
+    pub class: Option<u32>,
+    #[arg(long, default_value_t = 100)]
+    pub n: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[arg(long, required = true, num_args = 1..)]
+    pub models: Vec<PathBuf>,
+    #[arg(long, default_value = "1,2,4,8,16", value_delimiter = ',')]
+    pub steps: Vec<usize>,
+    /// The real images (test split for FID; train split for the classifier).
+    #[arg(long, default_value = "fashion-mnist")]
+    pub data: String,
+    #[arg(long, default_value_t = 10000)]
+    pub samples: usize,
+    #[arg(long, default_value_t = 250)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Student guidance at sampling time.
+    #[arg(long, default_value_t = 0.0)]
+    pub cfg: f64,
+    /// Teacher guidance (its rows and the reference samples).
+    #[arg(long, default_value_t = 1.0)]
+    pub teacher_cfg: f64,
+    #[arg(long, default_value_t = 50)]
+    pub reference_steps: usize,
+    /// Extra pcm-stochastic rows for PCM students, e.g. 0,0.5.
+    #[arg(long, value_delimiter = ',')]
+    pub stochastic_r: Vec<f64>,
+    #[arg(long, default_value_t = 2000)]
+    pub classifier_steps: u64,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(c: PcmCommand) -> Result<()> {
+    match c {
+        PcmCommand::Teacher(a) => run_teacher(&a),
+        PcmCommand::Distill(a) => run_distill(&a),
+        PcmCommand::Sample(a) => run_sample(&a),
+        PcmCommand::Eval(a) => run_eval(&a),
+    }
+}
+
+fn show(quiet: bool) -> bool {
+    !quiet && std::io::stderr().is_terminal()
+}
+
+fn train_set(c: &Common) -> Result<data::ImageSet> {
+    let set =
+        data::load(&Source::parse(&c.data), Split::Train).context("loading the training images")?;
+    Ok(match c.max_images {
+        Some(n) => set.truncate(n),
+        None => set,
+    })
+}
+
+fn run_teacher(a: &TeacherArgs) -> Result<()> {
+    let device = crate::device::parse(&a.common.device)?;
+    let set = train_set(&a.common)?;
+    let cfg = TeacherConfig {
+        data: a.common.data.clone(),
+        unet: UNetConfig {
+            channels: a.channels,
+            groups: a.groups,
+            image_size: set.height,
+            num_classes: 10,
+        },
+        steps: a.steps,
+        batch: a.common.batch,
+        lr: a.lr,
+        warmup: a.warmup,
+        label_dropout: a.label_dropout,
+        seed: a.common.seed,
+        log_every: a.common.log_every,
+        checkpoint_every: a.common.checkpoint_every,
+        ..TeacherConfig::default()
+    };
+    let s = teacher::train(&cfg, &set, &a.out, &device, show(a.common.quiet))?;
+    if let Some(from) = s.resumed_from {
+        eprintln!("resumed from step {from}");
+    }
+    println!(
+        "teacher: {} steps, last loss {:.4}, {}",
+        s.step,
+        s.last_loss,
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn run_distill(a: &DistillArgs) -> Result<()> {
+    let device = crate::device::parse(&a.common.device)?;
+    let teacher = model_dir::load(&a.teacher, &device).context("loading the teacher")?;
+    let set = train_set(&a.common)?;
+    let phases = (a.method == Method::Pcm).then_some(a.phases);
+    let mut cfg = DistillConfig::new(a.teacher.clone(), teacher.net.config, phases);
+    cfg.data = a.common.data.clone();
+    cfg.steps = a.steps;
+    cfg.batch = a.common.batch;
+    cfg.lr = a.lr;
+    cfg.warmup = a.warmup;
+    cfg.w_min = a.w_min;
+    cfg.w_max = a.w_max;
+    cfg.cfg_free = a.cfg_free;
+    cfg.target = match a.ema {
+        Some(rate) if (0.0..1.0).contains(&rate) => Target::Ema { rate },
+        Some(rate) => bail!("--ema must be in [0, 1), got {rate}"),
+        None => Target::Online,
+    };
+    cfg.loss = match a.loss {
+        LossArg::Huber => Loss::Huber { c: a.huber_c },
+        LossArg::L2 => Loss::L2,
+    };
+    cfg.seed = a.common.seed;
+    cfg.log_every = a.common.log_every;
+    cfg.checkpoint_every = a.common.checkpoint_every;
+    drop(teacher);
+    let s = distill::train(&cfg, &set, &a.out, &device, show(a.common.quiet))?;
+    if let Some(from) = s.resumed_from {
+        eprintln!("resumed from step {from}");
+    }
+    println!(
+        "distill: {} steps, last loss {:.5}, {}",
+        s.step,
+        s.last_loss,
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn run_sample(a: &SampleArgs) -> Result<()> {
+    let device = crate::device::parse(&a.device)?;
+    let m = model_dir::load(&a.model, &device)?;
+    let sampler = match &a.sampler {
+        Some(s) => Sampler::parse(s, a.r)?,
+        None => match m.kind {
+            Kind::Teacher => Sampler::Ddim,
+            Kind::Pcm => Sampler::Pcm,
+            Kind::Lcm => Sampler::Lcm,
+        },
+    };
+    let cfg = a
+        .cfg
+        .unwrap_or(if m.kind == Kind::Teacher { 1.0 } else { 0.0 });
+    let ncls = m.net.config.num_classes as u32;
+    let classes: Vec<u32> = match a.class {
+        Some(c) if c >= ncls => bail!("--class {c} is out of range (0..{ncls})"),
+        Some(c) => vec![c; a.n],
+        None => (0..a.n as u32).map(|i| i % ncls).collect(),
+    };
+    if a.n == 0 {
+        bail!("--n must be positive");
+    }
+    let imgs = sample::sample_many(
+        &m.net,
+        sampler,
+        a.steps,
+        &classes,
+        cfg,
+        a.seed,
+        250,
+        &device,
+        |_| {},
+    )?;
+    frugal_pcm::png::write_grid(&imgs, 10, &a.out)?;
+    println!(
+        "{} samples ({}, {} steps, cfg {cfg}) → {}",
+        a.n,
+        sampler.name(),
+        a.steps,
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn run_eval(a: &EvalArgs) -> Result<()> {
+    let device = crate::device::parse(&a.device)?;
+    let source = Source::parse(&a.data);
+    let test = data::load(&source, Split::Test).context("loading the test images")?;
+    let opts = EvalOptions {
+        models: a.models.clone(),
+        steps: a.steps.clone(),
+        samples: a.samples,
+        batch: a.batch,
+        seed: a.seed,
+        cfg: a.cfg,
+        teacher_cfg: a.teacher_cfg,
+        reference_steps: a.reference_steps,
+        stochastic_r: a.stochastic_r.clone(),
+        classifier: ClassifierConfig {
+            steps: a.classifier_steps,
+            ..ClassifierConfig::default()
+        },
+        grid: 100,
+        progress: show(a.quiet),
+    };
+    let train = || data::load(&source, Split::Train);
+    let report = eval::run(&opts, &source.describe(), &train, &test, &a.out, &device)?;
+    print!("{}", eval::markdown(&report, &a.steps));
+    println!(
+        "\nwritten: {}/results.{{md,json}}, grids in {}/grids",
+        a.out.display(),
+        a.out.display()
+    );
+    Ok(())
+}
