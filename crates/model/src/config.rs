@@ -3,8 +3,9 @@
 use crate::{ModelError, Result};
 use serde::{Deserialize, Serialize};
 
-/// A Llama-style decoder: RMSNorm, RoPE, SwiGLU, no biases, optional
-/// grouped-query attention, optionally tied input/output embeddings.
+/// A Llama-style decoder: RMSNorm, RoPE, SwiGLU, optional grouped-query
+/// attention, optionally tied input/output embeddings, and optionally
+/// q/k/v biases (which make it Qwen2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LlamaConfig {
@@ -24,6 +25,9 @@ pub struct LlamaConfig {
     /// Output head shares the embedding matrix (the reference's choice).
     #[serde(default = "default_true")]
     pub tie_embeddings: bool,
+    /// Biases on the q/k/v projections (Qwen2); o_proj and the MLP have none.
+    #[serde(default)]
+    pub qkv_bias: bool,
 }
 
 fn default_rope_theta() -> f64 {
@@ -56,6 +60,7 @@ impl LlamaConfig {
             rope_theta: default_rope_theta(),
             rms_eps: default_rms_eps(),
             tie_embeddings: true,
+            qkv_bias: false,
         }
     }
 
@@ -110,7 +115,10 @@ impl LlamaConfig {
     /// Parameters per block: attention projections, MLP, two norms.
     pub fn params_per_layer(&self) -> usize {
         let d = self.d_model;
-        let attn = d * d * 2 + d * self.kv_dim() * 2;
+        let mut attn = d * d * 2 + d * self.kv_dim() * 2;
+        if self.qkv_bias {
+            attn += d + 2 * self.kv_dim();
+        }
         let mlp = 3 * d * self.ffn_hidden;
         attn + mlp + 2 * d
     }

@@ -83,6 +83,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
         rope_theta: float("rope.freq_base", 10_000.0),
         rms_eps: float("attention.layer_norm_rms_epsilon", 1e-5),
         tie_embeddings: tied,
+        qkv_bias: false,
     };
     config.validate()?;
 

@@ -4,11 +4,18 @@ use crate::config::LlamaConfig;
 use crate::{ModelError, Result};
 use serde_json::{json, Value};
 
-/// The `config.json` that `transformers.LlamaForCausalLM` expects.
+/// The `config.json` that `transformers.LlamaForCausalLM` expects, or
+/// `Qwen2ForCausalLM` for a config with q/k/v biases (transformers' Llama
+/// `attention_bias` would put a bias on o_proj too).
 pub fn to_hf_config(c: &LlamaConfig, bos: Option<u32>, eos: Option<u32>) -> Value {
+    let (arch, model_type) = if c.qkv_bias {
+        ("Qwen2ForCausalLM", "qwen2")
+    } else {
+        ("LlamaForCausalLM", "llama")
+    };
     json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": [arch],
+        "model_type": model_type,
         "vocab_size": c.vocab_size,
         "hidden_size": c.d_model,
         "intermediate_size": c.ffn_hidden,
@@ -30,8 +37,48 @@ pub fn to_hf_config(c: &LlamaConfig, bos: Option<u32>, eos: Option<u32>) -> Valu
     })
 }
 
-/// Reads a Hugging Face Llama-family `config.json` (Llama, Qwen2-style keys).
+/// Reads a Hugging Face `config.json` of the Llama family: Llama (without
+/// attention/MLP biases) and Qwen2 (q/k/v biases, no sliding window).
+/// Anything that would need a part frugal's model lacks is refused, because
+/// ignoring it would silently give a different model.
 pub fn from_hf_config(v: &Value) -> Result<LlamaConfig> {
+    let bad = |m: String| Err(ModelError::InvalidConfig(m));
+    let flag = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let model_type = v
+        .get("model_type")
+        .and_then(Value::as_str)
+        .unwrap_or("llama");
+    let qkv_bias = match model_type {
+        "llama" => false,
+        "qwen2" => true,
+        other => {
+            return bad(format!(
+                "model_type '{other}' is not supported (llama, qwen2)"
+            ))
+        }
+    };
+    if model_type != "qwen2" && flag("attention_bias") {
+        return bad("attention_bias (biases on q/k/v/o) is not supported".into());
+    }
+    if flag("mlp_bias") {
+        return bad("mlp_bias is not supported".into());
+    }
+    if flag("use_sliding_window") {
+        return bad("use_sliding_window is not supported".into());
+    }
+    if let Some(types) = v.get("layer_types").and_then(Value::as_array) {
+        if types.iter().any(|t| t.as_str() != Some("full_attention")) {
+            return bad("layer_types other than full_attention are not supported".into());
+        }
+    }
+    if v.get("rope_scaling").is_some_and(|r| !r.is_null()) {
+        return bad("rope_scaling is not supported".into());
+    }
+    if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
+        if act != "silu" {
+            return bad(format!("hidden_act '{act}' is not supported (silu)"));
+        }
+    }
     let get = |k: &str| -> Result<usize> {
         v.get(k)
             .and_then(Value::as_u64)
@@ -67,6 +114,7 @@ pub fn from_hf_config(v: &Value) -> Result<LlamaConfig> {
             .get("tie_word_embeddings")
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        qkv_bias,
     };
     c.validate()?;
     Ok(c)
@@ -83,5 +131,47 @@ mod tests {
         let back = from_hf_config(&to_hf_config(&c, Some(0), Some(0))).unwrap();
         assert_eq!(back, c);
         assert!(from_hf_config(&json!({"hidden_size": 8})).is_err());
+    }
+
+    #[test]
+    fn qwen2_has_qkv_biases_and_round_trips() {
+        let mut c = LlamaConfig::new(1000, 64, 3, 4);
+        c.n_kv_heads = 2;
+        c.qkv_bias = true;
+        c.rope_theta = 1e6;
+        c.rms_eps = 1e-6;
+        let j = to_hf_config(&c, None, None);
+        assert_eq!(j["model_type"], "qwen2");
+        assert_eq!(j["architectures"][0], "Qwen2ForCausalLM");
+        assert_eq!(from_hf_config(&j).unwrap(), c);
+        // Qwen2 configs as transformers writes them (attention_bias absent).
+        let mut q = j.clone();
+        q.as_object_mut().unwrap().remove("attention_bias");
+        q["use_sliding_window"] = json!(false);
+        q["sliding_window"] = json!(4096);
+        q["rope_scaling"] = Value::Null;
+        assert!(from_hf_config(&q).unwrap().qkv_bias);
+    }
+
+    #[test]
+    fn unsupported_parts_are_refused() {
+        let base = to_hf_config(&LlamaConfig::new(100, 32, 1, 2), None, None);
+        for (k, val) in [
+            ("attention_bias", json!(true)),
+            ("mlp_bias", json!(true)),
+            ("use_sliding_window", json!(true)),
+            (
+                "rope_scaling",
+                json!({"rope_type": "llama3", "factor": 8.0}),
+            ),
+            ("hidden_act", json!("gelu")),
+            ("model_type", json!("gpt2")),
+        ] {
+            let mut v = base.clone();
+            v[k] = val;
+            let e = from_hf_config(&v).unwrap_err().to_string();
+            assert!(e.contains(k), "{k}: {e}");
+        }
+        assert!(!from_hf_config(&base).unwrap().qkv_bias);
     }
 }

@@ -15,6 +15,8 @@ struct Block {
     q: Tensor,
     k: Tensor,
     v: Tensor,
+    /// q/k/v biases (Qwen2), `[n_heads·hd]`, `[kv_dim]`, `[kv_dim]`.
+    qkv_bias: Option<[Tensor; 3]>,
     o: Tensor,
     mlp_norm: Tensor,
     gate: Tensor,
@@ -67,6 +69,15 @@ impl Llama {
                 q: p("self_attn.q_proj.weight")?,
                 k: p("self_attn.k_proj.weight")?,
                 v: p("self_attn.v_proj.weight")?,
+                qkv_bias: if config.qkv_bias {
+                    Some([
+                        p("self_attn.q_proj.bias")?,
+                        p("self_attn.k_proj.bias")?,
+                        p("self_attn.v_proj.bias")?,
+                    ])
+                } else {
+                    None
+                },
                 o: p("self_attn.o_proj.weight")?,
                 mlp_norm: p("post_attention_layernorm.weight")?,
                 gate: p("mlp.gate_proj.weight")?,
@@ -116,6 +127,7 @@ impl Llama {
                     q: d(&b.q),
                     k: d(&b.k),
                     v: d(&b.v),
+                    qkv_bias: b.qkv_bias.as_ref().map(|bs| bs.each_ref().map(d)),
                     o: d(&b.o),
                     mlp_norm: d(&b.mlp_norm),
                     gate: d(&b.gate),
@@ -204,15 +216,16 @@ impl Llama {
         let c = &self.config;
         let (b, t, _) = x.dims3()?;
         let hd = c.head_dim();
-        let heads = |w: &Tensor, n: usize| -> Result<Tensor> {
-            Ok(linear(x, w)?
-                .reshape((b, t, n, hd))?
-                .transpose(1, 2)?
-                .contiguous()?)
+        let heads = |w: &Tensor, k: usize, n: usize| -> Result<Tensor> {
+            let mut y = linear(x, w)?;
+            if let Some(bias) = &blk.qkv_bias {
+                y = y.broadcast_add(&bias[k])?;
+            }
+            Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = self.rotate(&heads(&blk.q, c.n_heads)?, pos)?;
-        let mut k = self.rotate(&heads(&blk.k, c.n_kv_heads)?, pos)?;
-        let mut v = heads(&blk.v, c.n_kv_heads)?;
+        let q = self.rotate(&heads(&blk.q, 0, c.n_heads)?, pos)?;
+        let mut k = self.rotate(&heads(&blk.k, 1, c.n_kv_heads)?, pos)?;
+        let mut v = heads(&blk.v, 2, c.n_kv_heads)?;
         if let Some((cache, i)) = cache {
             if let Some((pk, pv)) = cache.layers.get(i) {
                 k = Tensor::cat(&[pk, &k], 2)?;

@@ -16,6 +16,7 @@ use std::path::Path;
 pub enum Init {
     Normal(f64),
     Ones,
+    Zeros,
 }
 
 /// One parameter of the architecture.
@@ -74,6 +75,17 @@ pub fn param_specs(c: &LlamaConfig) -> Vec<ParamSpec> {
             Init::Normal(std),
             true,
         ));
+        if c.qkv_bias {
+            // Qwen2; no weight decay on biases.
+            for (name, n) in [("q", d), ("k", kv), ("v", kv)] {
+                out.push(spec(
+                    p(&format!("self_attn.{name}_proj.bias")),
+                    vec![n],
+                    Init::Zeros,
+                    false,
+                ));
+            }
+        }
         out.push(spec(
             p("self_attn.o_proj.weight"),
             vec![d, d],
@@ -137,6 +149,7 @@ impl ParamStore {
             let n: usize = s.shape.iter().product();
             let data: Vec<f32> = match s.init {
                 Init::Ones => vec![1.0; n],
+                Init::Zeros => vec![0.0; n],
                 Init::Normal(std) => {
                     let dist = Normal::new(0.0, std)
                         .map_err(|e| ModelError::InvalidConfig(e.to_string()))?;

@@ -31,8 +31,8 @@ fn err(path: &Path, m: impl std::fmt::Display) -> ProlongError {
     ProlongError::Model(format!("{}: {m}", path.display()))
 }
 
-/// Loads `path`: a `.gguf` file, a directory with `config.json` +
-/// `*.safetensors` + `tokenizer.json`, or a frugal checkpoint directory
+/// Loads `path`: a `.gguf` file, a Hugging Face directory (Llama or Qwen2)
+/// with `config.json` + `*.safetensors` + `tokenizer.json`, or a frugal checkpoint directory
 /// (`state.json` + `model.safetensors`; tokenizer from `tokenizer` or a
 /// `tokenizer.json` in the directory or its parent).
 pub fn load_scorer(path: &Path, tokenizer: Option<&Path>, device: &Device) -> Result<Scorer> {
@@ -82,14 +82,9 @@ pub fn load_scorer(path: &Path, tokenizer: Option<&Path>, device: &Device) -> Re
     let cfg_path = path.join("config.json");
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| err(&cfg_path, e))?;
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(&cfg_path, e))?;
-    if json.get("attention_bias").and_then(|v| v.as_bool()) == Some(true)
-        || json.get("model_type").and_then(|v| v.as_str()) == Some("qwen2")
-    {
-        // Qwen2 has q/k/v biases; frugal's Llama has none, and silently
-        // dropping them would give wrong scores.
-        return Err(err(path, "attention biases (Qwen2) are not supported yet"));
-    }
-    let config = frugal_model::hf::from_hf_config(&json)?;
+    // Llama or Qwen2 (q/k/v biases); parts frugal's model lacks are refused
+    // there rather than silently dropped.
+    let config = frugal_model::hf::from_hf_config(&json).map_err(|e| err(&cfg_path, e))?;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     let mut files: Vec<_> = std::fs::read_dir(path)
         .map_err(|e| err(path, e))?
