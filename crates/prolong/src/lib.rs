@@ -9,9 +9,11 @@
 //! * [`run`]: the resumable, sharded scoring loop and its output records.
 //! * [`merge`]: checks sharded outputs and merges them, each document once.
 //! * [`select`]: keep the top documents by score.
+//! * [`heatmap`]: PNG heatmaps of the normalised ΔPPL (DST) matrix.
 
 pub mod engine;
 pub mod error;
+pub mod heatmap;
 pub mod input;
 pub mod lds;
 pub mod merge;

@@ -5,6 +5,7 @@
 //! every document ends up in the output exactly once.
 
 use crate::engine::{perplexities, DocWork, EngineOptions};
+use crate::heatmap;
 use crate::input::{for_each_doc, InputOptions, RawDoc};
 use crate::lds::{lds, LdsParams, PairPpl};
 use crate::model::Scorer;
@@ -42,6 +43,17 @@ pub struct ScoreOptions {
     pub engine: EngineOptions,
     /// Chunks batched through the engine together (across documents).
     pub group_chunks: usize,
+    /// Write PNG heatmaps of the DST matrix of some documents.
+    pub heatmaps: Option<Heatmaps>,
+}
+
+/// `--heatmaps DIR --every K`: documents whose input ordinal is a multiple
+/// of `every` (0, K, 2K, … counted over all inputs, so sharding does not
+/// change which) get `DIR/{ordinal}-{id}.png`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heatmaps {
+    pub dir: PathBuf,
+    pub every: usize,
 }
 
 impl Default for ScoreOptions {
@@ -59,6 +71,7 @@ impl Default for ScoreOptions {
             input: InputOptions::default(),
             engine: EngineOptions::default(),
             group_chunks: 256,
+            heatmaps: None,
         }
     }
 }
@@ -107,6 +120,8 @@ pub struct Progress {
 }
 
 struct Pending {
+    /// Position among all input documents (for `--every`).
+    ordinal: usize,
     id: String,
     text: String,
     tokens: usize,
@@ -130,6 +145,9 @@ impl ScoreOptions {
         }
         if !self.threshold.is_finite() {
             return bad("--threshold must be finite");
+        }
+        if self.heatmaps.as_ref().is_some_and(|h| h.every == 0) {
+            return bad("--every must be ≥ 1");
         }
         Ok(())
     }
@@ -218,6 +236,7 @@ pub fn score(
             Ok(work) => {
                 let tokens = work.1;
                 pending.push(Pending {
+                    ordinal: k,
                     id: doc.id,
                     text,
                     tokens,
@@ -343,6 +362,18 @@ fn score_group(
                 text,
             ));
             continue;
+        }
+        if let Some(h) = opt.heatmaps.as_ref().filter(|h| p.ordinal % h.every == 0) {
+            let path = h.dir.join(heatmap::file_name(p.ordinal, &p.id));
+            heatmap::write_heatmap(
+                &path,
+                &p.id,
+                res.lds,
+                n,
+                &p.work.pairs,
+                &res.dst,
+                opt.threshold,
+            )?;
         }
         sum.scored += 1;
         out.push(ScoreRecord {

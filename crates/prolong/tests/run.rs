@@ -5,7 +5,7 @@
 use candle_core::Device;
 use frugal_model::{hf::to_hf_config, LlamaConfig, ParamStore};
 use frugal_prolong::model::load_scorer;
-use frugal_prolong::run::{score, ScoreOptions, ScoreRecord};
+use frugal_prolong::run::{score, Heatmaps, ScoreOptions, ScoreRecord};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -64,10 +64,15 @@ fn errors_resume_and_shards() {
     writeln!(f, "{}", serde_json::json!({ "text": "short" })).unwrap();
     drop(f);
 
+    let maps = tmp.path().join("maps");
     let opt = ScoreOptions {
         chunk_size: 16,
         window: 256,
         sample_pairs: 10,
+        heatmaps: Some(Heatmaps {
+            dir: maps.clone(),
+            every: 2,
+        }),
         ..Default::default()
     };
     let out = tmp.path().join("scores.jsonl");
@@ -86,6 +91,19 @@ fn errors_resume_and_shards() {
     assert_eq!(kinds.get("too_short"), Some(&1));
     let r1 = records(&out);
     assert_eq!(r1.len(), 9);
+    // Heatmaps for the scored documents at input ordinals 0, 2, 4 (the
+    // error records at 6–8 have none).
+    let mut pngs: Vec<String> = std::fs::read_dir(&maps)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pngs.sort();
+    assert_eq!(pngs.len(), 3, "{pngs:?}");
+    for (name, k) in pngs.iter().zip(["000000-", "000002-", "000004-"]) {
+        assert!(name.starts_with(k) && name.ends_with(".png"), "{name}");
+        let bytes = std::fs::read(maps.join(name)).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+    }
     for r in r1.iter().filter(|r| r.status == "ok") {
         assert!(r.lds.unwrap().is_finite() && r.lds.unwrap() >= 0.0);
         assert!(r.chunks >= 2);

@@ -7,7 +7,7 @@ use candle_core::Device;
 use clap::{Args, Subcommand, ValueEnum};
 use frugal_prolong::input::InputOptions;
 use frugal_prolong::model::load_scorer;
-use frugal_prolong::run::{score, Distance, ScoreOptions};
+use frugal_prolong::run::{score, Distance, Heatmaps, ScoreOptions};
 use frugal_prolong::select::{read_scores, select, write_jsonl, Keep};
 use std::path::PathBuf;
 
@@ -93,6 +93,13 @@ pub struct ScoreArgs {
     pub shards: usize,
     #[command(flatten)]
     pub slurm: SlurmArgs,
+    /// Write PNG heatmaps of the normalised ΔPPL (DST) matrix into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub heatmaps: Option<PathBuf>,
+    /// With --heatmaps: every K-th input document (0, K, 2K, …; the
+    /// reference draws every 1000th).
+    #[arg(long, value_name = "K", default_value_t = 1000, requires = "heatmaps")]
+    pub every: usize,
 }
 
 #[derive(Args)]
@@ -206,6 +213,10 @@ fn run_score(a: &ScoreArgs) -> Result<()> {
             ..Default::default()
         },
         group_chunks: a.group_chunks,
+        heatmaps: a.heatmaps.as_ref().map(|dir| Heatmaps {
+            dir: dir.clone(),
+            every: a.every,
+        }),
     };
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
