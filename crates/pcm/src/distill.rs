@@ -8,6 +8,7 @@
 //! f(x̂_{t_n}, t_n) (no gradient), both jumping to the same phase edge. The
 //! student starts from the teacher's weights.
 
+use crate::adv::{hinge_d, hinge_g, renoise, Discriminator};
 use crate::ckpt::{self, Metrics, State};
 use crate::data::ImageSet;
 use crate::model_dir::{self, Kind};
@@ -63,6 +64,16 @@ pub struct DistillConfig {
     pub seed: u64,
     pub log_every: u64,
     pub checkpoint_every: u64,
+    /// Weight of the adversarial consistency loss (0 = off; the paper: 0.1).
+    #[serde(default)]
+    pub adv_weight: f64,
+    /// Discriminator learning rate (AdamW, β 0/0.999).
+    #[serde(default = "default_disc_lr")]
+    pub disc_lr: f64,
+}
+
+fn default_disc_lr() -> f64 {
+    1e-5
 }
 
 impl DistillConfig {
@@ -93,6 +104,8 @@ impl DistillConfig {
             seed: 0,
             log_every: 50,
             checkpoint_every: 500,
+            adv_weight: 0.0,
+            disc_lr: default_disc_lr(),
         }
     }
     pub fn param(&self) -> Param {
@@ -171,10 +184,32 @@ pub fn train(
     };
     let ema_params = ema.as_ref().map(|(vm, _)| optim::params_of(vm));
     let mut opt = AdamW::new(cfg.adamw, &params)?;
+    // The discriminator: heads on the teacher's middle features.
+    let disc = if cfg.adv_weight > 0.0 {
+        let vm = candle_nn::VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&vm, candle_core::DType::F32, device);
+        let d = Discriminator::new(2 * cfg.unet.channels, vb)?;
+        let p = optim::params_of(&vm);
+        crate::teacher::seeded_init(&p, cfg.seed ^ 0xd15c)?;
+        let dcfg = AdamWConfig {
+            beta1: 0.0,
+            beta2: 0.999,
+            ..AdamWConfig::default()
+        };
+        let o = AdamW::new(dcfg, &p)?;
+        Some((d, p, o))
+    } else {
+        None
+    };
+    let mut disc = disc;
     let (start, keep) = match ckpt::latest(out)? {
         Some((st, dir)) => {
             model_dir::set_vars(&params, &ckpt::load_file(&dir, "model", device)?)?;
             opt.load_state(&ckpt::load_file(&dir, "optimizer", device)?, st.step)?;
+            if let Some((_, p, o)) = disc.as_mut() {
+                model_dir::set_vars(p, &ckpt::load_file(&dir, "disc", device)?)?;
+                o.load_state(&ckpt::load_file(&dir, "disc_optimizer", device)?, st.step)?;
+            }
             if let Some(ep) = &ema_params {
                 model_dir::set_vars(ep, &ckpt::load_file(&dir, "ema", device)?)?;
             }
@@ -243,7 +278,26 @@ pub fn train(
             .collect();
         let pred = combine(&x_t1, &eps_on, &on_ab, device)?;
 
-        let loss = loss_value(cfg.loss, &pred, &target)?;
+        let mut loss = loss_value(cfg.loss, &pred, &target)?;
+        // Adversarial term: both edge predictions re-noised to the same
+        // random s in [s_m, s_{m+1}) with the same noise.
+        let adv = match &disc {
+            Some((d, _, _)) => {
+                let lo: Vec<usize> = n.iter().map(|&n| consistency.lower_edge(n)).collect();
+                let s: Vec<usize> = n
+                    .iter()
+                    .zip(&lo)
+                    .map(|(&n, &lo)| r.gen_range(lo..consistency.upper_edge(n).max(lo + 1)))
+                    .collect();
+                let z = rng::normal(&mut r, x0.dims(), device)?;
+                let fake = renoise(&sched, &pred, &lo, &s, &z)?;
+                let real = renoise(&sched, &target, &lo, &s, &z)?.detach();
+                let g = hinge_g(&d.forward(&teacher.net, &fake, &s, &classes)?)?;
+                loss = (loss + g.affine(cfg.adv_weight, 0.0)?)?;
+                Some((fake.detach(), real, s))
+            }
+            None => None,
+        };
         let loss_v = loss.to_scalar::<f32>()? as f64;
         if !loss_v.is_finite() {
             return Err(PcmError::Diverged { step, loss: loss_v });
@@ -252,6 +306,17 @@ pub fn train(
         let gnorm = frugal_train::optim::clip_grad_norm(&mut grads, cfg.clip)?;
         let lr = lr_at(step, cfg.lr, cfg.warmup);
         opt.step(&params, &grads, lr)?;
+        // The discriminator's update, after the student's.
+        let mut d_loss = None;
+        if let (Some((d, dp, dopt)), Some((fake, real, s))) = (disc.as_mut(), adv) {
+            let dl = hinge_d(
+                &d.forward(&teacher.net, &real, &s, &classes)?,
+                &d.forward(&teacher.net, &fake, &s, &classes)?,
+            )?;
+            d_loss = Some(dl.to_scalar::<f32>()? as f64);
+            let dg = optim::collect_grads(dp, &dl.backward()?)?;
+            dopt.step(dp, &dg, cfg.disc_lr)?;
+        }
         if let (Target::Ema { rate }, Some(ep)) = (cfg.target, &ema_params) {
             for (name, e) in ep {
                 let p = params[name].as_tensor();
@@ -261,9 +326,13 @@ pub fn train(
         last = loss_v;
         let done = step + 1;
         if done % cfg.log_every.max(1) == 0 || done == cfg.steps {
-            metrics.write(&serde_json::json!({
+            let mut rec = serde_json::json!({
                 "step": done, "lr": lr, "loss": loss_v, "grad_norm": gnorm,
-            }))?;
+            });
+            if let Some(dl) = d_loss {
+                rec["d_loss"] = serde_json::json!(dl);
+            }
+            metrics.write(&rec)?;
             bar.set_message(format!("loss {loss_v:.5}"));
         }
         if done % cfg.checkpoint_every.max(1) == 0 || done == cfg.steps {
@@ -277,6 +346,10 @@ pub fn train(
             ];
             if let Some(ep) = &ema_params {
                 files.push(("ema", model_dir::snapshot(ep)?));
+            }
+            if let Some((_, dp, dopt)) = &disc {
+                files.push(("disc", model_dir::snapshot(dp)?));
+                files.push(("disc_optimizer", dopt.state_tensors()));
             }
             ckpt::save(out, &state, files, 2)?;
         }

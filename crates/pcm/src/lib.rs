@@ -14,6 +14,7 @@
 //! * [`classifier`], [`fid`], [`eval`]: the evaluation.
 //! * [`png`]: grayscale PNG grids.
 
+pub mod adv;
 pub mod ckpt;
 pub mod classifier;
 pub mod data;

@@ -165,6 +165,10 @@ impl Consistency {
     pub fn lower_edge(&self, n: usize) -> usize {
         self.edges[phase_of(n, &self.starts)]
     }
+    /// The upper edge of the phase holding grid index `n`.
+    pub fn upper_edge(&self, n: usize) -> usize {
+        self.edges[phase_of(n, &self.starts) + 1]
+    }
     /// Coefficients `(a, b)` of f(x_t, t) = a·x_t + b·ε̂ for timestep `t`
     /// inside the phase of grid index `n`.
     pub fn coeffs(&self, sched: &Schedule, t: usize, n: usize) -> (f64, f64) {
@@ -217,6 +221,7 @@ mod tests {
         assert_eq!(c.lower_edge(12), 239);
         assert_eq!(c.lower_edge(36), 499); // t = 739 belongs below its edge
         assert_eq!(c.lower_edge(49), 739);
+        assert_eq!((c.upper_edge(11), c.upper_edge(49)), (239, 999));
         let l = Consistency::new(Param::Lcm).unwrap();
         assert_eq!(l.lower_edge(49), 0);
     }

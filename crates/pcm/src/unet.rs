@@ -156,6 +156,31 @@ impl UNet {
     /// ε̂(x_t, t, class) for a batch `x` of shape (B, 1, H, W); `classes`
     /// may hold the null class.
     pub fn forward(&self, x: &Tensor, t: &[usize], classes: &[u32]) -> Result<Tensor> {
+        let (emb, d0, d1, m) = self.encode(x, t, classes)?;
+        let u1 = self
+            .up1
+            .forward(&Tensor::cat(&[&upsample(&m)?, &d1], 1)?, &emb)?;
+        let u0 = self
+            .up0
+            .forward(&Tensor::cat(&[&upsample(&u1)?, &d0], 1)?, &emb)?;
+        Ok(self
+            .conv_out
+            .forward(&self.norm_out.forward(&u0)?.silu()?)?)
+    }
+
+    /// The middle block's output (B, 2C, H/4, W/4): the frozen teacher
+    /// features the adversarial discriminator's heads read.
+    pub fn mid_features(&self, x: &Tensor, t: &[usize], classes: &[u32]) -> Result<Tensor> {
+        Ok(self.encode(x, t, classes)?.3)
+    }
+
+    /// Conditioning vector, the two skip activations and the middle output.
+    fn encode(
+        &self,
+        x: &Tensor,
+        t: &[usize],
+        classes: &[u32],
+    ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
         let b = x.dim(0)?;
         if t.len() != b || classes.len() != b {
             return Err(PcmError::arg(format!(
@@ -177,15 +202,7 @@ impl UNet {
         let d1 = self.down1.forward(&pool(&d0)?, &emb)?;
         let m = self.mid0.forward(&pool(&d1)?, &emb)?;
         let m = self.mid1.forward(&m, &emb)?;
-        let u1 = self
-            .up1
-            .forward(&Tensor::cat(&[&upsample(&m)?, &d1], 1)?, &emb)?;
-        let u0 = self
-            .up0
-            .forward(&Tensor::cat(&[&upsample(&u1)?, &d0], 1)?, &emb)?;
-        Ok(self
-            .conv_out
-            .forward(&self.norm_out.forward(&u0)?.silu()?)?)
+        Ok((emb, d0, d1, m))
     }
 
     /// ε̂ with classifier-free guidance ε(c) + w·(ε(c) − ε(∅)) (LCM's form of

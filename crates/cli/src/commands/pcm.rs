@@ -117,6 +117,12 @@ pub struct DistillArgs {
     pub loss: LossArg,
     #[arg(long, default_value_t = 0.001)]
     pub huber_c: f64,
+    /// Weight of the adversarial consistency loss (0 = off; the paper uses 0.1).
+    #[arg(long, default_value_t = 0.0)]
+    pub adv_weight: f64,
+    /// Discriminator learning rate.
+    #[arg(long, default_value_t = 1e-5)]
+    pub disc_lr: f64,
 }
 
 #[derive(Args)]
@@ -262,6 +268,11 @@ fn run_distill(a: &DistillArgs) -> Result<()> {
         LossArg::Huber => Loss::Huber { c: a.huber_c },
         LossArg::L2 => Loss::L2,
     };
+    if a.adv_weight < 0.0 {
+        bail!("--adv-weight must be ≥ 0");
+    }
+    cfg.adv_weight = a.adv_weight;
+    cfg.disc_lr = a.disc_lr;
     cfg.seed = a.common.seed;
     cfg.log_every = a.common.log_every;
     cfg.checkpoint_every = a.common.checkpoint_every;
