@@ -11,6 +11,8 @@ use frugal_prolong::run::{score, Distance, Heatmaps, ScoreOptions};
 use frugal_prolong::select::{read_scores, select, write_jsonl, Keep};
 use std::path::PathBuf;
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum ProlongCommand {
     /// Score documents (resumable: re-run the same command to continue).
