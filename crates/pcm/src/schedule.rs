@@ -53,6 +53,10 @@ impl Schedule {
     }
     /// `(a, b)` of the DDIM jump `x_s = α_s (x_t − σ_t ε)/α_t + σ_s ε`.
     pub fn ddim(&self, t: usize, s: usize) -> (f64, f64) {
+        if t == s {
+            // Exactly the identity (α_s σ_t / α_t need not round back to σ_s).
+            return (1.0, 0.0);
+        }
         let (at, st, as_, ss) = (self.alpha(t), self.sigma(t), self.alpha(s), self.sigma(s));
         (as_ / at, ss - as_ * st / at)
     }
