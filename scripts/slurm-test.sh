@@ -133,7 +133,7 @@ n_heads = 2
 name = "b"
 preset = "nano"
 [budgets]
-tokens = [1280, 2560, 5120]
+tokens = [1280, 2560, 20480]
 [wsd]
 lr = 2e-3
 swa = { interval = 2, horizon = 8 }
@@ -160,9 +160,10 @@ study run "$T/slurm" --executor slurm --threads-per-job 1 >"$T/submit1.log"
 study status "$T/slurm" >"$T/status0.txt"
 grep -Eq 'pending|running' "$T/status0.txt" || fail "status shows nothing queued: $(cat "$T/status0.txt")"
 
-# Cancel the middle segment of the nano constant run once it has trained
-# past its first step (it resumes from its last checkpoint on re-submission).
-VICTIM=b-const.to-32
+# Cancel the long segment (steps 16 to 128) of the nano constant run once it
+# has trained past step 16 (it resumes from its last checkpoint when
+# re-submitted); 100+ steps remain, so the cancel cannot come too late.
+VICTIM=b-const.to-128
 VID=$(sed -n "s/^submitted $VICTIM as job //p" "$T/submit1.log")
 [ -n "$VID" ] || fail "$VICTIM was not submitted: $(cat "$T/submit1.log")"
 progress() { { tail -n1 "$T/slurm/runs/b-const/metrics.jsonl" 2>/dev/null || true; } | sed -n 's/.*"step":\([0-9]*\).*/\1/p'; }
@@ -173,7 +174,7 @@ for _ in $(seq 3000); do
     [ -z "$st" ] || [ "$st" = COMPLETED ] && fail "$VICTIM ended before it could be cancelled"
     sleep 0.05
 done
-[ -e "$T/slurm/runs/b-const/checkpoints/step-0000032/state.json" ] && fail "$VICTIM finished before the cancel"
+[ -e "$T/slurm/runs/b-const/checkpoints/step-0000128/state.json" ] && fail "$VICTIM finished before the cancel"
 scancel "$VID"
 say "cancelled $VICTIM (job $VID) at step $(progress)"
 wait_idle 300
