@@ -162,5 +162,17 @@ fn interrupted_study_resumes_without_redoing() {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("Cooldown ≤ cosine at"), "{md}");
     assert!(md.contains("SWA on the constant-LR runs"), "{md}");
-    assert!(md.contains("## Fit: Wsd (9 points)"), "{md}");
+    assert!(md.contains("## Fit: wsd cooldowns (9 points)"), "{md}");
+    assert!(md.contains("Bootstrap ("), "{md}");
+    // Every figure the report links is a PNG file that exists.
+    let figures: Vec<&str> = md
+        .lines()
+        .filter_map(|l| l.strip_prefix("![")?.split(']').next())
+        .collect();
+    assert!(figures.contains(&"plots/law-wsd.png"), "{md}");
+    assert!(figures.contains(&"plots/diagonal.png"), "{md}");
+    for f in figures {
+        let bytes = std::fs::read(out.join(f)).unwrap();
+        assert_eq!(&bytes[..4], b"\x89PNG", "{f}");
+    }
 }

@@ -78,6 +78,10 @@ pub struct Bootstrap {
     pub standard_errors: ParamErrors,
     /// Mean over resamples, to compare with the full-data fit.
     pub mean: ScalingLaw,
+    /// Every converged resample's law, for prediction bands
+    /// ([`crate::predict::prediction_band`]).
+    #[serde(skip)]
+    pub laws: Vec<ScalingLaw>,
 }
 
 /// Run the bootstrap around the full-data fit `full`.
@@ -147,6 +151,7 @@ pub fn bootstrap(
             alpha: mean(&column(&|l| l.alpha)),
             beta: mean(&column(&|l| l.beta)),
         },
+        laws: ok,
     })
 }
 

@@ -28,5 +28,5 @@ pub use bootstrap::{bootstrap, Bootstrap, BootstrapOptions, BootstrapStarts, Par
 pub use data::{exclude_top_loss, load_observations, Columns, Middle, Observation};
 pub use error::{FitError, Result};
 pub use objective::{ScalingLaw, Theta, HUBER_DELTA};
-pub use predict::{evaluate, held_out_check, predict, HeldOutReport};
+pub use predict::{evaluate, held_out_check, predict, prediction_band, HeldOutReport};
 pub use report::{fit_report, FitReport, ReportOptions};

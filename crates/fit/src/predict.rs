@@ -13,6 +13,29 @@ pub fn predict(law: &ScalingLaw, n: f64, d: f64) -> f64 {
     law.predict(n, d)
 }
 
+/// The central `level` interval (e.g. 0.9 for 5–95 %) of the losses that
+/// bootstrap laws predict at (n, d): a confidence band for the fitted law.
+/// `None` without laws or for a level outside (0, 1).
+pub fn prediction_band(laws: &[ScalingLaw], n: f64, d: f64, level: f64) -> Option<(f64, f64)> {
+    if laws.is_empty() || !(level > 0.0 && level < 1.0) {
+        return None;
+    }
+    let mut v: Vec<f64> = laws.iter().map(|l| l.predict(n, d)).collect();
+    v.sort_by(f64::total_cmp);
+    let tail = (1.0 - level) / 2.0;
+    Some((quantile(&v, tail), quantile(&v, 1.0 - tail)))
+}
+
+/// Linear-interpolated quantile of sorted values.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let (i, frac) = (pos.floor() as usize, pos.fract());
+    match sorted.get(i + 1) {
+        Some(next) => sorted[i] + frac * (next - sorted[i]),
+        None => sorted[i],
+    }
+}
+
 /// One held-out point.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct HeldOutPoint {
@@ -69,4 +92,34 @@ pub fn held_out_check(
     let fit = fit_approach3(&train, opts)?;
     let report = evaluate(&fit.law, &test)?;
     Ok((fit, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn law(e: f64) -> ScalingLaw {
+        ScalingLaw {
+            e,
+            a: 0.0,
+            b: 0.0,
+            alpha: 0.5,
+            beta: 0.5,
+        }
+    }
+
+    #[test]
+    fn band_is_the_central_interval_of_the_predictions() {
+        // Predictions are E = 0, 1, ..., 10: the 90 % band is [0.5, 9.5].
+        let laws: Vec<ScalingLaw> = (0..=10).map(|e| law(e as f64)).collect();
+        let (lo, hi) = prediction_band(&laws, 1e6, 1e9, 0.9).unwrap();
+        assert!(
+            (lo - 0.5).abs() < 1e-12 && (hi - 9.5).abs() < 1e-12,
+            "{lo} {hi}"
+        );
+        let (lo, hi) = prediction_band(&laws[..1], 1e6, 1e9, 0.9).unwrap();
+        assert_eq!((lo, hi), (0.0, 0.0));
+        assert!(prediction_band(&[], 1.0, 1.0, 0.9).is_none());
+        assert!(prediction_band(&laws, 1.0, 1.0, 1.0).is_none());
+    }
 }

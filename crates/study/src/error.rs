@@ -19,6 +19,12 @@ pub enum StudyError {
     },
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("{path}: {source}")]
+    Chart {
+        path: String,
+        #[source]
+        source: crate::chart::ChartError,
+    },
     #[error("job {job} failed: {message}")]
     Job { job: String, message: String },
     #[error("slurm: {0}")]

@@ -9,8 +9,10 @@
 //! * [`work`]: the command each job runs, shared by both executors, and
 //!   the segmented task graph; [`cluster`] submits it to Slurm through
 //!   [`slurm`] (batch scripts, `sbatch`, `squeue`) and reports job status.
-//! * [`results`]: final losses per (N, D), the scaling-law fit and the
-//!   markdown report; [`plots`] its SVG figures ([`chart`]).
+//! * [`results`]: final losses per (N, D) (cooldowns, cosine runs, SWA of
+//!   the constant runs) and the scaling-law fits; [`report`] writes
+//!   `fit.json`, `points.csv` and `report.md`, [`plots`] its PNG figures
+//!   ([`chart`]).
 
 pub mod chart;
 pub mod cluster;
@@ -18,6 +20,7 @@ pub mod error;
 pub mod local;
 pub mod plan;
 pub mod plots;
+pub mod report;
 pub mod results;
 pub mod slurm;
 pub mod spec;

@@ -1,25 +1,45 @@
-//! The report's figures as SVG files.
+//! The report's figures as PNG files.
 
 use crate::chart::{Chart, Series, Style};
 use crate::plan::{Family, JobAction, Plan};
-use crate::results::{FamilyFit, Results};
+use crate::results::{FamilyFit, Results, Source};
 use crate::{Result, StudyError};
+use frugal_fit::{prediction_band, ScalingLaw};
 use frugal_train::metrics::{self, METRICS_FILE};
 use std::path::{Path, PathBuf};
 
-/// (tokens, val_loss) of a run's evaluations.
-fn curve(run: &Path) -> Vec<(f64, f64)> {
+/// (tokens, `key`) of a run's evaluations.
+fn curve(run: &Path, key: &str) -> Vec<(f64, f64)> {
     metrics::read(&run.join(METRICS_FILE))
         .unwrap_or_default()
         .iter()
-        .filter_map(|r| Some((r["tokens"].as_f64()?, r["val_loss"].as_f64()?)))
+        .filter_map(|r| Some((r["tokens"].as_f64()?, r[key].as_f64()?)))
         .collect()
 }
 
 fn write(dir: &Path, name: &str, chart: &Chart) -> Result<PathBuf> {
     let path = dir.join(name);
-    std::fs::write(&path, chart.svg()).map_err(|e| StudyError::io(&path, e))?;
+    chart.png(&path).map_err(|source| StudyError::Chart {
+        path: path.display().to_string(),
+        source,
+    })?;
     Ok(path)
+}
+
+fn series(name: impl Into<String>, points: Vec<(f64, f64)>, style: Style, color: usize) -> Series {
+    Series {
+        name: name.into(),
+        points,
+        style,
+        color,
+    }
+}
+
+/// `steps + 1` points spaced evenly in log space over [lo, hi].
+fn log_grid(lo: f64, hi: f64, steps: usize) -> Vec<f64> {
+    (0..=steps)
+        .map(|k| lo * (hi / lo).powf(k as f64 / steps as f64))
+        .collect()
 }
 
 /// Writes every figure into `dir`; returns their paths.
@@ -34,197 +54,198 @@ pub fn write_all(
     let mut out = Vec::new();
     let mut sizes: Vec<&str> = plan.jobs.iter().map(|j| j.size.as_str()).collect();
     sizes.dedup();
-    // Loss curves per size: the constant run, its branches, the cosine runs.
     for size in &sizes {
-        let mut series = Vec::new();
-        for j in plan.jobs.iter().filter(|j| j.size == *size) {
-            let (style, color) = match (&j.action, j.family) {
-                (JobAction::Train { .. }, Family::Wsd) => (Style::Line, 0),
-                (JobAction::Cooldown { .. }, _) => (Style::Line, 1),
-                _ => (Style::Dashed, 2),
-            };
-            let pts = curve(&study_dir.join(&j.out));
-            if !pts.is_empty() {
-                series.push(Series {
-                    name: j.id.clone(),
-                    points: pts,
-                    style,
-                    color,
-                });
-            }
-        }
-        let c = Chart {
-            title: format!("validation loss, size {size}"),
-            x_label: "tokens".into(),
-            y_label: "val loss".into(),
-            series,
-            ..Chart::default()
-        };
-        out.push(write(dir, &format!("curves-{size}.svg"), &c)?);
+        out.push(write(
+            dir,
+            &format!("curves-{size}.png"),
+            &curves(plan, study_dir, size),
+        )?);
     }
-    // The diagonal: cooldown vs cosine at equal (N, D).
+    out.push(write(dir, "diagonal.png", &diagonal(results))?);
+    out.push(write(dir, "envelope.png", &envelope(results))?);
+    for f in fits {
+        let key = f.source.key();
+        out.push(write(dir, &format!("law-{key}.png"), &law(results, f))?);
+        if let Some(c) = frontier(f) {
+            out.push(write(dir, &format!("frontier-{key}.png"), &c)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Loss curves of one size: the constant run (and its SWA), its branches,
+/// the cosine runs.
+fn curves(plan: &Plan, study_dir: &Path, size: &str) -> Chart {
+    let mut s = Vec::new();
+    for j in plan.jobs.iter().filter(|j| j.size == size) {
+        let run = study_dir.join(&j.out);
+        let constant = matches!(j.action, JobAction::Train { .. }) && j.family == Family::Wsd;
+        // Branches are short (often one or two evaluations): markers.
+        let (style, color) = match (&j.action, constant) {
+            (_, true) => (Style::Line, 0),
+            (JobAction::Cooldown { .. }, _) => (Style::Markers, 1),
+            _ => (Style::Dashed, 2),
+        };
+        let pts = curve(&run, "val_loss");
+        if !pts.is_empty() {
+            s.push(series(j.id.clone(), pts, style, color));
+        }
+        // Branches inherit the parent's SWA; only the constant run's is shown.
+        let swa = curve(&run, "val_loss_swa");
+        if constant && !swa.is_empty() {
+            s.push(series(format!("{} SWA", j.id), swa, Style::Dashed, 4));
+        }
+    }
+    Chart {
+        title: format!("validation loss, size {size}"),
+        x_label: "tokens".into(),
+        y_label: "val loss".into(),
+        series: s,
+        ..Chart::default()
+    }
+}
+
+/// Cooldown vs cosine at equal (N, D): on the diagonal when they agree.
+fn diagonal(results: &Results) -> Chart {
     let pairs: Vec<(f64, f64)> = results
-        .points
+        .diagonal()
         .iter()
-        .filter(|p| p.family == Family::Wsd)
-        .filter_map(|w| {
-            let c = results
-                .points
-                .iter()
-                .find(|c| c.family == Family::Cosine && c.n == w.n && c.d == w.d)?;
-            Some((c.loss, w.loss))
-        })
+        .map(|(w, c)| (c.loss, w.loss))
         .collect();
     let (lo, hi) = pairs
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| {
             (a.0.min(p.0.min(p.1)), a.1.max(p.0.max(p.1)))
         });
-    let diag = Chart {
+    let mut s = Vec::new();
+    if lo.is_finite() {
+        s.push(series("y = x", vec![(lo, lo), (hi, hi)], Style::Dashed, 7));
+    }
+    s.push(series("(N, D) points", pairs, Style::Markers, 1));
+    Chart {
         title: "cooldown vs cosine at equal (N, D)".into(),
         x_label: "cosine final val loss".into(),
         y_label: "cooldown final val loss".into(),
-        series: vec![
-            Series {
-                name: "y = x".into(),
-                points: vec![(lo, lo), (hi, hi)],
-                style: Style::Dashed,
-                color: 7,
-            },
-            Series {
-                name: "(N, D) points".into(),
-                points: pairs,
-                style: Style::Markers,
-                color: 1,
-            },
-        ],
+        series: s,
         ..Chart::default()
-    };
-    out.push(write(dir, "diagonal.svg", &diag)?);
-    // Loss vs FLOPs with each family's envelope (best loss at ≤ C).
-    let mut series = Vec::new();
-    for (i, fam) in [Family::Wsd, Family::Cosine].into_iter().enumerate() {
-        let mut pts: Vec<(f64, f64)> = results
-            .points
-            .iter()
-            .filter(|p| p.family == fam)
-            .map(|p| (p.flops, p.loss))
-            .collect();
+    }
+}
+
+/// Loss vs FLOPs per source, with each envelope (best loss at ≤ C).
+fn envelope(results: &Results) -> Chart {
+    let mut s = Vec::new();
+    for (i, source) in Source::ALL.into_iter().enumerate() {
+        let mut pts: Vec<(f64, f64)> = results.of(source).map(|p| (p.flops, p.loss)).collect();
+        if pts.is_empty() {
+            continue;
+        }
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         let mut best = f64::INFINITY;
-        let mut env: Vec<(f64, f64)> = Vec::new();
+        let mut env = Vec::new();
         for &(c, l) in &pts {
             if l < best {
                 best = l;
                 env.push((c, l));
             }
         }
-        series.push(Series {
-            name: format!("{fam:?}"),
-            points: pts,
-            style: Style::Markers,
-            color: i + 1,
-        });
-        series.push(Series {
-            name: format!("{fam:?} envelope"),
-            points: env,
-            style: Style::Line,
-            color: i + 1,
-        });
+        s.push(series(source.label(), pts, Style::Markers, i + 1));
+        s.push(series(
+            format!("{} envelope", source.label()),
+            env,
+            Style::Line,
+            i + 1,
+        ));
     }
-    let env = Chart {
+    Chart {
         title: "final loss vs training FLOPs".into(),
         x_label: "FLOPs".into(),
         y_label: "val loss".into(),
         log_x: true,
-        series,
+        series: s,
         ..Chart::default()
+    }
+}
+
+/// The fitted L(N, D) per size over the observed points, the bootstrap's
+/// 90 % band, and the law fitted without the largest size on that size.
+fn law(results: &Results, f: &FamilyFit) -> Chart {
+    let mut s = Vec::new();
+    let mut ns: Vec<usize> = results.of(f.source).map(|p| p.n).collect();
+    ns.sort();
+    ns.dedup();
+    let curve_of = |law: &ScalingLaw, n: usize, ds: &[f64]| -> Vec<(f64, f64)> {
+        ds.iter().map(|&d| (d, law.predict(n as f64, d))).collect()
     };
-    out.push(write(dir, "envelope.svg", &env)?);
-    // Fitted laws: observed points and L(N, D) per size, and the frontier.
-    for f in fits {
-        let mut series = Vec::new();
-        let mut ns: Vec<usize> = results
-            .points
-            .iter()
-            .filter(|p| p.family == f.family)
-            .map(|p| p.n)
+    for (i, &n) in ns.iter().enumerate() {
+        let obs: Vec<(f64, f64)> = results
+            .of(f.source)
+            .filter(|p| p.n == n)
+            .map(|p| (p.d as f64, p.loss))
             .collect();
-        ns.sort();
-        ns.dedup();
-        for (i, n) in ns.iter().enumerate() {
-            let obs: Vec<(f64, f64)> = results
-                .points
+        let (d0, d1) = obs
+            .iter()
+            .fold((f64::INFINITY, 0.0f64), |a, p| (a.0.min(p.0), a.1.max(p.0)));
+        // Extend the curves a little past the data on both sides.
+        let ds = log_grid(d0 / 1.3, d1 * 1.3, 24);
+        if let Some(b) = &f.bootstrap {
+            let band: Vec<(f64, f64)> = ds
                 .iter()
-                .filter(|p| p.family == f.family && p.n == *n)
-                .map(|p| (p.d as f64, p.loss))
+                .filter_map(|&d| prediction_band(&b.laws, n as f64, d, 0.9))
                 .collect();
-            let (d0, d1) = obs
-                .iter()
-                .fold((f64::INFINITY, 0.0f64), |a, p| (a.0.min(p.0), a.1.max(p.0)));
-            let law: Vec<(f64, f64)> = (0..=20)
-                .map(|k| {
-                    let d = d0 * (d1 / d0).powf(k as f64 / 20.0);
-                    (d, f.fit.law.predict(*n as f64, d))
-                })
-                .collect();
-            series.push(Series {
-                name: format!("N={n}"),
-                points: obs,
-                style: Style::Markers,
-                color: i,
-            });
-            series.push(Series {
-                name: format!("fit N={n}"),
-                points: law,
-                style: Style::Line,
-                color: i,
-            });
+            if band.len() == ds.len() {
+                let (lo, hi): (Vec<f64>, Vec<f64>) = band.into_iter().unzip();
+                s.push(Series::band(format!("90 % band N={n}"), &ds, &lo, &hi, i));
+            }
         }
-        let c = Chart {
-            title: format!("{:?}: fitted L(N, D)", f.family),
-            x_label: "tokens D".into(),
-            y_label: "val loss".into(),
-            log_x: true,
-            series,
-            ..Chart::default()
-        };
-        out.push(write(
-            dir,
-            &format!("law-{:?}.svg", f.family).to_lowercase(),
-            &c,
-        )?);
-        if let Some(co) = &f.compute_optimal {
-            let cs: Vec<f64> = (0..=24)
-                .map(|k| 10f64.powf(12.0 + k as f64 / 4.0))
-                .collect();
-            let c = Chart {
-                title: format!("{:?}: compute-optimal frontier", f.family),
-                x_label: "compute C (FLOPs)".into(),
-                y_label: "N*, D*".into(),
-                log_x: true,
-                log_y: true,
-                series: vec![
-                    Series {
-                        name: "N*(C)".into(),
-                        points: cs.iter().map(|&c| (c, co.n_opt(c))).collect(),
-                        style: Style::Line,
-                        color: 0,
-                    },
-                    Series {
-                        name: "D*(C)".into(),
-                        points: cs.iter().map(|&c| (c, co.d_opt(c))).collect(),
-                        style: Style::Line,
-                        color: 1,
-                    },
-                ],
-            };
-            out.push(write(
-                dir,
-                &format!("frontier-{:?}.svg", f.family).to_lowercase(),
-                &c,
-            )?);
+        s.push(series(format!("N={n}"), obs, Style::Markers, i));
+        s.push(series(
+            format!("fit N={n}"),
+            curve_of(&f.fit.law, n, &ds),
+            Style::Line,
+            i,
+        ));
+        if let Some(h) = f.held_out.as_ref().filter(|h| h.n == n) {
+            s.push(series(
+                format!("fit without N={n}"),
+                curve_of(&h.law, n, &ds),
+                Style::Dashed,
+                7,
+            ));
         }
     }
-    Ok(out)
+    Chart {
+        title: format!("{}: fitted L(N, D)", f.source.label()),
+        x_label: "tokens D".into(),
+        y_label: "val loss".into(),
+        log_x: true,
+        series: s,
+        ..Chart::default()
+    }
+}
+
+/// N*(C) and D*(C) of the fitted law.
+fn frontier(f: &FamilyFit) -> Option<Chart> {
+    let co = f.compute_optimal.as_ref()?;
+    let cs = log_grid(1e12, 1e18, 24);
+    Some(Chart {
+        title: format!("{}: compute-optimal frontier", f.source.label()),
+        x_label: "compute C (FLOPs)".into(),
+        y_label: "N*, D*".into(),
+        log_x: true,
+        log_y: true,
+        series: vec![
+            series(
+                "N*(C)",
+                cs.iter().map(|&c| (c, co.n_opt(c))).collect(),
+                Style::Line,
+                0,
+            ),
+            series(
+                "D*(C)",
+                cs.iter().map(|&c| (c, co.d_opt(c))).collect(),
+                Style::Line,
+                1,
+            ),
+        ],
+    })
 }

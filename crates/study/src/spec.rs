@@ -14,6 +14,9 @@
 //! swa = { interval = 10, horizon = 100 }   # optional, on the constant runs
 //! [cosine]
 //! lr = 2e-3
+//! [fit]                       # optional
+//! include_swa = true          # also fit SWA of the constant runs (default false)
+//! bootstrap = 100             # resamples for errors and the band (0 = none)
 //! [base]                      # a `frugal train` config without [model]
 //! data.dataset = "..."
 //! ```
@@ -37,8 +40,31 @@ pub struct StudySpec {
     pub wsd: WsdSpec,
     #[serde(default)]
     pub cosine: CosineSpec,
+    #[serde(default)]
+    pub fit: FitSpec,
     /// The run template: every section of a `frugal train` config but [model].
     pub base: toml::Table,
+}
+
+/// How `study fit` / `report` fit the points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FitSpec {
+    /// Also fit the SWA losses of the constant-LR runs at each budget's step
+    /// (no cooldown at all), as a third source of points.
+    pub include_swa: bool,
+    /// Bootstrap resamples per fit (standard errors and the plotted band);
+    /// 0 = none.
+    pub bootstrap: usize,
+}
+
+impl Default for FitSpec {
+    fn default() -> Self {
+        Self {
+            include_swa: false,
+            bootstrap: 100,
+        }
+    }
 }
 
 /// A model size: a preset and/or explicit shape fields (as in `[model]`).

@@ -5,8 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use frugal_data::dataset::Dataset;
 use frugal_study::local::{self, LocalOptions};
-use frugal_study::plan::{Family, Plan};
-use frugal_study::results::{self, FamilyFit};
+use frugal_study::plan::Plan;
 use frugal_study::StudySpec;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -102,12 +101,22 @@ pub fn run(c: StudyCommand) -> Result<()> {
         } => cluster::segment(&config, &out, until, &device, quiet),
         StudyCommand::Fit(a) => {
             let plan = load_plan(&a)?;
-            let fits = fit(&plan, &a.out)?;
+            let spec = StudySpec::from_file(&a.spec)?;
+            let (fits, skipped) = frugal_study::report::fit(&plan, &a.out, &spec.fit)?;
+            for line in skipped {
+                eprintln!("{line}");
+            }
             for f in &fits {
                 let l = &f.fit.law;
                 println!(
-                    "{:?}: {} points  E {:.4}  A {:.4e}  B {:.4e}  alpha {:.4}  beta {:.4}",
-                    f.family, f.points, l.e, l.a, l.b, l.alpha, l.beta
+                    "{}: {} points  E {:.4}  A {:.4e}  B {:.4e}  alpha {:.4}  beta {:.4}",
+                    f.source.label(),
+                    f.points,
+                    l.e,
+                    l.a,
+                    l.b,
+                    l.alpha,
+                    l.beta
                 );
             }
             Ok(())
@@ -153,43 +162,13 @@ pub fn run_study(a: &StudyArgs, jobs: usize, threads: Option<usize>) -> Result<l
     Ok(r)
 }
 
-fn fit(plan: &Plan, out: &Path) -> Result<Vec<FamilyFit>> {
-    let res = results::collect(plan, out)?;
-    let mut fits = Vec::new();
-    for fam in [Family::Wsd, Family::Cosine] {
-        match results::fit_family(&res, fam) {
-            Ok(f) => fits.push(f),
-            Err(e) => eprintln!("no {fam:?} fit: {e}"),
-        }
-    }
-    std::fs::write(out.join("fit.json"), serde_json::to_vec_pretty(&fits)?)?;
-    Ok(fits)
-}
-
-/// Writes report.md, points.csv and fit.json; returns report.md's path.
+/// Writes report.md, points.csv, fit.json and the figures; returns report.md's path.
 pub fn report(a: &StudyArgs) -> Result<PathBuf> {
     let plan = load_plan(a)?;
-    let res = results::collect(&plan, &a.out)?;
-    let mut csv = String::from("id,size,family,N,D,C,loss\n");
-    for p in &res.points {
-        csv.push_str(&format!(
-            "{},{},{:?},{},{},{:.6e},{}\n",
-            p.id, p.size, p.family, p.n, p.d, p.flops, p.loss
-        ));
-    }
-    std::fs::write(a.out.join("points.csv"), csv)?;
-    let fits = fit(&plan, &a.out)?;
-    let figures = frugal_study::plots::write_all(&plan, &a.out, &res, &fits, &a.out.join("plots"))?;
-    let mut md = results::report_markdown(&plan, &res, &fits);
-    md.push_str("## Figures\n\n");
-    for f in figures {
-        if let Ok(rel) = f.strip_prefix(&a.out) {
-            md.push_str(&format!("![{0}]({0})\n\n", rel.display()));
-        }
-    }
-    let path = a.out.join("report.md");
-    std::fs::write(&path, md)?;
-    Ok(path)
+    let spec = StudySpec::from_file(&a.spec)?;
+    Ok(frugal_study::report::write_report(
+        &plan, &a.out, &spec.fit,
+    )?)
 }
 
 /// The tiny study of `frugal demo`: three one-layer sizes, three budgets,
@@ -220,6 +199,8 @@ cooldown_shape = "1-sqrt"
 swa = { interval = 4, horizon = 32 }
 [cosine]
 lr = 8e-3
+[fit]
+include_swa = true
 [base]
 data = { dataset = "set with --set data.dataset=DIR" }
 train = { seq_len = 64, batch_size = 8, log_every = 8 }
