@@ -29,6 +29,11 @@ pub enum PcmError {
     Data(Box<frugal_data::Error>),
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    /// A LoRA key that cannot be merged (unknown format, missing target, shapes).
+    #[error("LoRA key {key}: {message}")]
+    LoraKey { key: String, message: String },
+    #[error("tokenizer {path}: {message}")]
+    Tokenizer { path: PathBuf, message: String },
     #[error("training diverged at step {step}: loss is {loss}")]
     Diverged { step: u64, loss: f64 },
 }

@@ -12,7 +12,9 @@
 //! * [`teacher`], [`distill`]: the two training loops.
 //! * [`sample`]: PCM (deterministic, stochastic), LCM and DDIM samplers.
 //! * [`classifier`], [`fid`], [`eval`]: the evaluation.
-//! * [`png`]: grayscale PNG grids.
+//! * [`png`]: grayscale and RGB PNGs.
+//! * [`lora`], [`sd_schedule`] and (feature `sd15`) `sd15`: Stable Diffusion 1.5
+//!   with a released PCM LoRA merged into its UNet, DDIM-trailing and TCD.
 
 pub mod adv;
 pub mod ckpt;
@@ -22,12 +24,16 @@ pub mod distill;
 pub mod error;
 pub mod eval;
 pub mod fid;
+pub mod lora;
 pub mod model_dir;
 pub mod optim;
 pub mod png;
 pub mod rng;
 pub mod sample;
 pub mod schedule;
+#[cfg(feature = "sd15")]
+pub mod sd15;
+pub mod sd_schedule;
 pub mod teacher;
 pub mod unet;
 

@@ -1,5 +1,5 @@
-//! Grayscale PNG grids, written with flate2 (already a dependency) instead
-//! of an image crate: an 8-bit grayscale PNG is a header, zlib-compressed
+//! Grayscale PNG grids and RGB images, written with flate2 (already a
+//! dependency) instead of an image crate: an 8-bit PNG is a header, zlib-compressed
 //! rows and CRC-32 checksums.
 
 use crate::{PcmError, Result};
@@ -35,20 +35,31 @@ fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
 
 /// Encodes 8-bit grayscale pixels (row-major, `width·height`) as PNG.
 pub fn encode_gray(width: usize, height: usize, pixels: &[u8]) -> Result<Vec<u8>> {
-    if pixels.len() != width * height || width == 0 || height == 0 {
+    encode(width, height, 1, pixels)
+}
+
+/// Encodes 8-bit RGB pixels (row-major, `width·height·3`) as PNG.
+pub fn encode_rgb(width: usize, height: usize, pixels: &[u8]) -> Result<Vec<u8>> {
+    encode(width, height, 3, pixels)
+}
+
+fn encode(width: usize, height: usize, channels: usize, pixels: &[u8]) -> Result<Vec<u8>> {
+    if pixels.len() != width * height * channels || width == 0 || height == 0 {
         return Err(PcmError::arg(format!(
-            "{} pixels for a {width}×{height} image",
+            "{} bytes for a {width}×{height} image with {channels} channel(s)",
             pixels.len()
         )));
     }
+    let color_type = if channels == 3 { 2 } else { 0 };
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut ihdr = Vec::new();
     ihdr.extend_from_slice(&(width as u32).to_be_bytes());
     ihdr.extend_from_slice(&(height as u32).to_be_bytes());
-    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8 bit, grayscale, deflate, no filter, no interlace
+    // 8 bit, grayscale (0) or RGB (2), deflate, no filter, no interlace.
+    ihdr.extend_from_slice(&[8, color_type, 0, 0, 0]);
     chunk(&mut out, b"IHDR", &ihdr);
     let mut z = ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    for row in pixels.chunks(width) {
+    for row in pixels.chunks(width * channels) {
         let io = |e| PcmError::io("<png>", e);
         z.write_all(&[0]).map_err(io)?; // filter type: none
         z.write_all(row).map_err(io)?;
@@ -109,5 +120,8 @@ mod tests {
             .unwrap();
         assert_eq!(raw, vec![0, 0, 128, 255, 0, 1, 2, 3]);
         assert!(encode_gray(2, 2, &[0; 3]).is_err());
+        let rgb = encode_rgb(1, 1, &[1, 2, 3]).unwrap();
+        assert_eq!(rgb[25], 2, "colour type RGB");
+        assert!(encode_rgb(1, 1, &[1, 2]).is_err());
     }
 }

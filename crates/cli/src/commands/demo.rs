@@ -79,6 +79,8 @@ pub fn run(a: &DemoArgs) -> Result<()> {
     println!("study report: {}", report.display());
     section("prolong: long-dependency scores of real documents (SmolLM2-135M scorer)");
     super::prolong::demo(&dir)?;
+    section("pcm: a 4-phase Phased Consistency Model distilled on Fashion-MNIST (smoke demo)");
+    super::pcm::demo(&dir)?;
     println!("demo finished in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
 }

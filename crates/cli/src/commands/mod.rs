@@ -8,6 +8,7 @@ pub mod export;
 pub mod fit;
 pub mod generate;
 pub mod pcm;
+pub mod pcm_sd15;
 pub mod prolong;
 pub mod study;
 pub mod tokenizer;

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The PCM science run of docs/pcm.md: a teacher on Fashion-MNIST, PCM students
+# with M = 1, 2, 4 phases, the LCM baseline on the same budget, and FID of all
+# of them at 1, 2, 4, 8 and 16 steps (deterministic and stochastic PCM sampling).
+#
+#   examples/pcm-fashion-mnist.sh [OUT_DIR] [FRUGAL_BIN]
+#
+# OUT_DIR defaults to runs/pcm, FRUGAL_BIN to target/release/frugal. Every
+# step resumes: re-run the script after an interruption and finished work is
+# skipped. Two single-threaded jobs share a 2-core machine (the students run
+# two at a time). Set DEVICE=cuda to use a GPU (a frugal built with --features
+# cuda). Budgets: TEACHER_STEPS (20000), DISTILL_STEPS (4000), SAMPLES (10000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-runs/pcm}
+bin=${2:-target/release/frugal}
+dev=${DEVICE:-cpu}
+teacher_steps=${TEACHER_STEPS:-20000}
+distill_steps=${DISTILL_STEPS:-4000}
+samples=${SAMPLES:-10000}
+[ -x "$bin" ] || { echo "no $bin: cargo build --release -p frugal" >&2; exit 1; }
+f() { "$bin" --threads 1 pcm "$@" --device "$dev"; }
+
+f teacher --data fashion-mnist --out "$out/teacher" --steps "$teacher_steps" --quiet
+# PCM with 1 and 2 phases side by side, then 4 phases beside LCM (same budget).
+f distill --teacher "$out/teacher" --phases 1 --out "$out/pcm1" --steps "$distill_steps" --quiet &
+p=$!
+f distill --teacher "$out/teacher" --phases 2 --out "$out/pcm2" --steps "$distill_steps" --quiet
+wait $p  # fails the script if the background job failed
+f distill --teacher "$out/teacher" --phases 4 --out "$out/pcm4" --steps "$distill_steps" --quiet &
+p=$!
+f distill --teacher "$out/teacher" --method lcm --out "$out/lcm" --steps "$distill_steps" --quiet
+wait $p
+f eval --models "$out/teacher" "$out/pcm1" "$out/pcm2" "$out/pcm4" "$out/lcm" \
+    --steps 1,2,4,8,16 --samples "$samples" --stochastic-r 0,0.5 --out "$out/eval" --quiet
+echo "table: $out/eval/results.md, grids: $out/eval/grids/"
