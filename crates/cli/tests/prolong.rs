@@ -1,0 +1,100 @@
+//! `frugal prolong score | select` through the CLI on a tiny trained frugal
+//! checkpoint: Parquet output, selection with texts copied from the input,
+//! and a clear error for an unwritable output.
+
+mod common;
+use common::*;
+
+#[test]
+fn score_to_parquet_then_select_with_texts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = tiny_dataset(tmp.path());
+    let cfg = tiny_config(tmp.path(), &ds, 2);
+    let run = tmp.path().join("run");
+    run_ok(
+        frugal()
+            .arg("train")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&run)
+            .arg("--quiet"),
+    );
+    let ckpt = run.join("checkpoints/step-0000002");
+
+    // Six passages of Hamlet and one broken line.
+    let hamlet = std::fs::read_to_string(fixture_texts().join("hamlet_acts_1-3.txt")).unwrap();
+    let texts: Vec<String> = hamlet
+        .split("\n\n")
+        .collect::<Vec<_>>()
+        .chunks(40)
+        .take(6)
+        .map(|c| c.join("\n\n"))
+        .collect();
+    let input = tmp.path().join("docs.jsonl");
+    let mut lines: Vec<String> = texts
+        .iter()
+        .map(|t| serde_json::json!({ "text": t }).to_string())
+        .collect();
+    lines.push("{broken".into());
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+
+    let scores = tmp.path().join("scores.parquet");
+    let score = |out: &std::path::Path| {
+        let mut c = frugal();
+        c.args(["prolong", "score", "--model"])
+            .arg(&ckpt)
+            .arg("--tokenizer")
+            .arg(tmp.path().join("tok.json"))
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(out)
+            .args([
+                "--chunk-size",
+                "16",
+                "--window",
+                "128",
+                "--sample-pairs",
+                "6",
+            ]);
+        c
+    };
+    let out = run_ok(&mut score(&scores));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("invalid_json"), "{stdout}");
+    let bytes = std::fs::read(&scores).unwrap();
+    assert_eq!(&bytes[..4], b"PAR1", "a Parquet file");
+    let journal = tmp.path().join("scores.parquet.partial.jsonl");
+    assert!(!journal.exists(), "journal removed");
+
+    let selected = tmp.path().join("selected.jsonl");
+    run_ok(
+        frugal()
+            .args(["prolong", "select", "--top", "50%", "--scores"])
+            .arg(&scores)
+            .arg("--output")
+            .arg(&selected)
+            .arg("--input")
+            .arg(&input),
+    );
+    let kept: Vec<serde_json::Value> = std::fs::read_to_string(&selected)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(kept.len(), 3, "half of the 6 scored documents");
+    let lds: Vec<f64> = kept.iter().map(|r| r["lds"].as_f64().unwrap()).collect();
+    assert!(lds.windows(2).all(|w| w[0] >= w[1]), "best first: {lds:?}");
+    for r in &kept {
+        // ids are `path:line`; the text is that line's.
+        let id = r["id"].as_str().unwrap();
+        let line: usize = id.rsplit(':').next().unwrap().parse().unwrap();
+        assert_eq!(r["text"].as_str().unwrap(), texts[line - 1], "{id}");
+    }
+
+    fails_with(
+        &mut score(&tmp.path().join("no/such/dir/scores.jsonl")),
+        "no/such/dir",
+    );
+}
