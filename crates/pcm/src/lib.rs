@@ -23,6 +23,7 @@ pub mod data;
 pub mod distill;
 pub mod error;
 pub mod eval;
+pub mod fastconv;
 pub mod fid;
 pub mod lora;
 pub mod model_dir;
