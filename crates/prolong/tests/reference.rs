@@ -2,8 +2,10 @@
 //! real documents, scorer (SmolLM2-135M GGUF, f32) and sampled pairs, as
 //! recorded by `scripts/prolong_compare.py`.
 //!
-//! Needs the GGUF (`frugal data fetch smollm2`, or `FRUGAL_PROLONG_GGUF`);
-//! without it the test says so and passes vacuously.
+//! The full-model check fetches the GGUF like the science test (and fails,
+//! never skips, without it). It scores the first 4 recorded documents by
+//! default (CI time); `FRUGAL_PROLONG_REFERENCE_DOCS=all` (or a count)
+//! checks more.
 
 use candle_core::Device;
 use frugal_prolong::engine::{perplexities, DocWork, EngineOptions};
@@ -11,6 +13,9 @@ use frugal_prolong::lds::{lds, LdsParams, PairPpl};
 use frugal_prolong::model::load_scorer;
 use serde::Deserialize;
 use std::path::PathBuf;
+
+mod common;
+use common::gguf;
 
 #[derive(Deserialize)]
 struct Fixture {
@@ -29,14 +34,6 @@ struct Doc {
     single_ppl: Vec<f64>,
     pair_ppl: Vec<f64>,
     lds: f64,
-}
-
-fn gguf() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("FRUGAL_PROLONG_GGUF") {
-        return Some(PathBuf::from(p));
-    }
-    let p = frugal_data::cache::cache_dir().join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    p.is_file().then_some(p)
 }
 
 fn fixture() -> Fixture {
@@ -86,13 +83,20 @@ fn lds_formula_matches_reference_on_its_perplexities() {
 /// The whole path: tokenizer from the GGUF, model, engine, formulas.
 /// Needs the 93 MB SmolLM2 GGUF and minutes of CPU, so it is not part of the
 /// default suite; run it with
-/// `cargo test --release -p frugal-prolong --test reference -- --ignored`.
+/// All 22 documents: `FRUGAL_PROLONG_REFERENCE_DOCS=all cargo test --release
+/// -p frugal-prolong --test reference`.
 #[test]
-#[ignore = "needs the SmolLM2 GGUF (frugal data fetch smollm2) and minutes of CPU"]
 fn compat_scores_match_reference() {
-    let path = gguf()
-        .expect("no SmolLM2 GGUF: run `frugal data fetch smollm2` or set FRUGAL_PROLONG_GGUF");
-    let f = fixture();
+    let path = gguf();
+    let mut f = fixture();
+    let n = match std::env::var("FRUGAL_PROLONG_REFERENCE_DOCS").as_deref() {
+        Ok("all") => f.docs.len(),
+        Ok(n) => n
+            .parse()
+            .expect("FRUGAL_PROLONG_REFERENCE_DOCS: a count or `all`"),
+        Err(_) => 4,
+    };
+    f.docs.truncate(n);
     let scorer = load_scorer(&path, None, &Device::Cpu).unwrap();
     let works: Vec<DocWork> = f
         .docs

