@@ -9,7 +9,9 @@
 # step resumes: re-run the script after an interruption and finished work is
 # skipped. Two single-threaded jobs share a 2-core machine (the students run
 # two at a time). Set DEVICE=cuda to use a GPU (a frugal built with --features
-# cuda). Budgets: TEACHER_STEPS (20000), DISTILL_STEPS (4000), SAMPLES (10000).
+# cuda). Budgets: TEACHER_STEPS (20000), DISTILL_STEPS (4000), SAMPLES (10000);
+# TEACHER_ARGS adds teacher options, e.g. TEACHER_ARGS="--channels 16 --batch 32";
+# EVAL_ARGS adds eval options (a smoke run: EVAL_ARGS="--classifier-steps 20 --reference-steps 2").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/pcm}
@@ -18,10 +20,13 @@ dev=${DEVICE:-cpu}
 teacher_steps=${TEACHER_STEPS:-20000}
 distill_steps=${DISTILL_STEPS:-4000}
 samples=${SAMPLES:-10000}
+teacher_args=${TEACHER_ARGS:-}
+eval_args=${EVAL_ARGS:-}
 [ -x "$bin" ] || { echo "no $bin: cargo build --release -p frugal" >&2; exit 1; }
 f() { "$bin" --threads 1 pcm "$@" --device "$dev"; }
 
-f teacher --data fashion-mnist --out "$out/teacher" --steps "$teacher_steps" --quiet
+# shellcheck disable=SC2086  # TEACHER_ARGS and EVAL_ARGS are lists of options
+f teacher --data fashion-mnist --out "$out/teacher" --steps "$teacher_steps" $teacher_args --quiet
 # PCM with 1 and 2 phases side by side, then 4 phases beside LCM (same budget).
 f distill --teacher "$out/teacher" --phases 1 --out "$out/pcm1" --steps "$distill_steps" --quiet &
 p=$!
@@ -32,5 +37,5 @@ p=$!
 f distill --teacher "$out/teacher" --method lcm --out "$out/lcm" --steps "$distill_steps" --quiet
 wait $p
 f eval --models "$out/teacher" "$out/pcm1" "$out/pcm2" "$out/pcm4" "$out/lcm" \
-    --steps 1,2,4,8,16 --samples "$samples" --stochastic-r 0,0.5 --out "$out/eval" --quiet
+    --steps 1,2,4,8,16 --samples "$samples" --stochastic-r 0,0.5 --out "$out/eval" $eval_args --quiet
 echo "table: $out/eval/results.md, grids: $out/eval/grids/"

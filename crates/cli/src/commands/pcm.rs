@@ -375,8 +375,8 @@ fn run_eval(a: &EvalArgs) -> Result<()> {
 /// on 2 CPU cores, so it shows the pipeline working, not PCM's quality.
 /// Re-running reuses the finished runs (both loops resume).
 pub fn demo(dir: &std::path::Path) -> Result<PathBuf> {
-    const TEACHER_STEPS: u64 = 300;
-    const DISTILL_STEPS: u64 = 60;
+    const TEACHER_STEPS: u64 = 600;
+    const DISTILL_STEPS: u64 = 80;
     let t0 = std::time::Instant::now();
     let device = candle_core::Device::Cpu;
     let set = data::load(&Source::parse("fashion-mnist"), Split::Train)
