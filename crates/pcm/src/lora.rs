@@ -198,20 +198,19 @@ pub fn merge(
         }
     }
     let format = format.expect("lora is not empty");
-    // Module name → base weight key ("…to_q.weight").
-    let mut targets: HashMap<String, String> = HashMap::new();
+    // Module name → base weight key ("…to_q.weight"); None where two base
+    // weights map to the same kohya name (an error only if the LoRA uses it).
+    let mut targets: HashMap<String, Option<String>> = HashMap::new();
     for k in weights.keys() {
         if let Some(path) = k.strip_suffix(".weight") {
             let name = match format {
                 LoraFormat::Kohya => kohya_name(path),
                 LoraFormat::Peft => path.to_string(),
             };
-            if let Some(prev) = targets.insert(name.clone(), k.clone()) {
-                return Err(key_err(
-                    &name,
-                    format!("ambiguous: both `{prev}` and `{k}` map to it"),
-                ));
-            }
+            targets
+                .entry(name)
+                .and_modify(|t| *t = None)
+                .or_insert_with(|| Some(k.clone()));
         }
     }
     let mut ranks = Vec::new();
@@ -226,9 +225,16 @@ pub fn merge(
                 ))
             }
         };
-        let target = targets
-            .get(module)
-            .ok_or_else(|| key_err(module, "no such weight in the UNet"))?;
+        let target = match targets.get(module) {
+            Some(Some(t)) => t,
+            Some(None) => {
+                return Err(key_err(
+                    module,
+                    "ambiguous: several UNet weights have this kohya name",
+                ))
+            }
+            None => return Err(key_err(module, "no such weight in the UNet")),
+        };
         let base = &weights[target];
         let d =
             delta(base, down, up, p.alpha, scale).map_err(|e| key_err(module, e.to_string()))?;
@@ -388,5 +394,15 @@ mod tests {
         );
         assert!(e.contains("mixes"), "{e}");
         assert!(err_of(&base, &[]).contains("no tensors"));
+        // `a.b_c` and `a_b.c` are both `a_b_c` in kohya's naming.
+        let two = [
+            ("a.b_c.weight", t(&[0.; 4], &[2, 2])),
+            ("a_b.c.weight", t(&[0.; 4], &[2, 2])),
+        ];
+        let pair = [
+            ("lora_unet_a_b_c.lora_down.weight", down.clone()),
+            ("lora_unet_a_b_c.lora_up.weight", up.clone()),
+        ];
+        assert!(err_of(&two, &pair).contains("ambiguous"));
     }
 }
