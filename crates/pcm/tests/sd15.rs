@@ -73,7 +73,9 @@ fn fixture(dir: &Path) -> Vec<String> {
     write(
         &dir.join("vae/config.json"),
         r#"{"block_out_channels": [8, 16], "layers_per_block": 1, "latent_channels": 4,
-            "norm_num_groups": 4, "scaling_factor": 0.18215}"#,
+            "norm_num_groups": 4, "scaling_factor": 0.18215,
+            "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D"],
+            "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"]}"#,
     );
     write(
         &dir.join("text_encoder/config.json"),

@@ -1,0 +1,56 @@
+"""Compares frugal's `sd15::generate` with diffusers on the same tiny random SD.
+
+    cargo test -p frugal-pcm --features sd15 --test sd15 tiny   # with FRUGAL_KEEP_SD15_FIXTURE=DIR
+    cargo run -p frugal-pcm --features sd15 --example sd15_dump -- DIR/sd DIR/sd/lora.safetensors DIR/ours_tcd.safetensors tcd 4
+    python crates/pcm/scripts/sd15_diffusers_check.py DIR/sd DIR/sd/lora.safetensors DIR/ours_tcd.safetensors tcd 4
+
+diffusers' StableDiffusionPipeline loads the same UNet, VAE and text encoder, loads the kohya LoRA
+with `load_lora_weights` (its own key conversion and alpha/rank scaling), and samples from frugal's
+initial noise with TCDScheduler (eta 0) or DDIMScheduler (trailing, set_alpha_to_one=False).
+Prints the largest difference of the final latents.
+"""
+import sys
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, TCDScheduler, UNet2DConditionModel
+from safetensors.torch import load_file
+from transformers import CLIPTextConfig, CLIPTextModel
+
+sd, lora, ours, sampler, steps = sys.argv[1:6]
+steps = int(steps)
+torch.manual_seed(0)
+unet = UNet2DConditionModel.from_pretrained(sd, subfolder="unet")
+vae = AutoencoderKL.from_pretrained(sd, subfolder="vae")
+text = CLIPTextModel.from_pretrained(sd, subfolder="text_encoder")
+common = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+if sampler == "tcd":
+    sched = TCDScheduler(**common, timestep_spacing="trailing")
+else:
+    sched = DDIMScheduler(**common, timestep_spacing="trailing", set_alpha_to_one=False, clip_sample=False)
+pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=None, unet=unet, scheduler=sched,
+                               safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+pipe.load_lora_weights(load_file(lora))
+pipe.fuse_lora(lora_scale=1.0)
+# "a photo of a cat" in the test's word-level tokenizer, BOS … EOS, padded with EOS to 8.
+ids = torch.tensor([[0, 3, 4, 5, 3, 6, 1, 1]])
+with torch.no_grad():
+    emb = text(ids)[0]
+t = load_file(ours)
+kwargs = dict(eta=0.0) if sampler == "tcd" else {}
+
+
+def run():
+    with torch.no_grad():
+        return pipe(prompt_embeds=emb, num_inference_steps=steps, guidance_scale=1.0, latents=t["noise"].clone(),
+                    output_type="latent", height=16, width=16, **kwargs).images
+
+
+out = run()
+print("timesteps", [int(x) for x in pipe.scheduler.timesteps])
+d = (out - t["latents"]).abs().max().item()
+print(f"max |latents(diffusers) - latents(frugal)| = {d:.3e} (scale {t['latents'].abs().max().item():.3f})")
+# The same without the LoRA: shows the comparison would see a LoRA that was not applied.
+pipe.unfuse_lora()
+pipe.unload_lora_weights()
+d0 = (run() - t["latents"]).abs().max().item()
+print(f"without the LoRA in diffusers: max difference {d0:.3e}")
