@@ -1,4 +1,4 @@
-//! Runs `sd15::generate` and writes its initial noise and final latents to
+//! Runs `sd15::generate` and writes its initial noise, final latents and RGB image to
 //! a safetensors file, for comparing with diffusers
 //! (crates/pcm/scripts/sd15_diffusers_check.py).
 //!
@@ -42,9 +42,11 @@ fn main() {
     let noise =
         frugal_pcm::rng::normal(&mut frugal_pcm::rng::stream(seed, 0, 0), &shape, &cpu).unwrap();
     let latents = Tensor::from_vec(res.latents, &shape, &cpu).unwrap();
+    let rgb = Tensor::from_vec(res.rgb, (res.height, res.width, 3), &cpu).unwrap();
     let t: HashMap<String, Tensor> = [
         ("noise".to_string(), noise),
         ("latents".to_string(), latents),
+        ("rgb".to_string(), rgb),
     ]
     .into();
     candle_core::safetensors::save(&t, out).unwrap();

@@ -49,6 +49,12 @@ out = run()
 print("timesteps", [int(x) for x in pipe.scheduler.timesteps])
 d = (out - t["latents"]).abs().max().item()
 print(f"max |latents(diffusers) - latents(frugal)| = {d:.3e} (scale {t['latents'].abs().max().item():.3f})")
+# The VAE decode of frugal's own latents, as diffusers' pipeline post-processes it (8-bit).
+with torch.no_grad():
+    img = vae.decode(t["latents"] / vae.config.scaling_factor).sample
+img = ((img / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0)
+dp = (img.int() - t["rgb"].int()).abs()
+print(f"decoded RGB: max |Δ| {dp.max().item()} levels, {(dp > 0).float().mean().item() * 100:.1f} % of values differ")
 # The same without the LoRA: shows the comparison would see a LoRA that was not applied.
 pipe.unfuse_lora()
 pipe.unload_lora_weights()
