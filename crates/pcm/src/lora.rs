@@ -9,8 +9,9 @@
 //!   (peft's `lora_alpha`; PCM trains rank 64 with alpha 8, so the factor
 //!   alpha/rank matters).
 //! * **peft / diffusers**: `[unet.|base_model.model.]<path>.lora_A[.default].weight`
-//!   and `lora_B`; these files carry no alpha, so alpha = rank (factor 1)
-//!   unless a `<path>.alpha` key is present.
+//!   and `lora_B`, and diffusers' older `<path>.lora.down/up.weight` and
+//!   `<attn>.processor.to_{q,k,v,out}_lora.down/up.weight`; these carry no
+//!   alpha, so alpha = rank (factor 1) unless a `<path>.alpha` key is present.
 //!
 //! Linear layers, 1×1 convolutions and k×k convolutions (PCM also adapts the
 //! ResNet 3×3 convs: `down` is `[r, in, k, k]`, `up` is `[out, r, 1, 1]`) all
@@ -109,6 +110,31 @@ fn parse_key(key: &str) -> Result<(LoraFormat, String, Part)> {
     }
     if let Some(module) = stripped.strip_suffix(".alpha") {
         return Ok((LoraFormat::Peft, module.to_string(), Part::Alpha));
+    }
+    // Older diffusers layouts: `<path>.lora.down.weight` (LoRACompatibleLinear)
+    // and `<attn>.processor.to_q_lora.down.weight` (attention processors).
+    for (suffix, part) in [(".down.weight", Part::Down), (".up.weight", Part::Up)] {
+        let Some(head) = stripped.strip_suffix(suffix) else {
+            continue;
+        };
+        if let Some(module) = head.strip_suffix(".lora") {
+            return Ok((LoraFormat::Peft, module.to_string(), part));
+        }
+        if let Some((attn, proj)) = head.split_once(".processor.") {
+            let target = match proj {
+                "to_q_lora" => "to_q",
+                "to_k_lora" => "to_k",
+                "to_v_lora" => "to_v",
+                "to_out_lora" => "to_out.0",
+                other => {
+                    return Err(key_err(
+                        key,
+                        format!("unknown attention-processor LoRA `{other}`"),
+                    ))
+                }
+            };
+            return Ok((LoraFormat::Peft, format!("{attn}.{target}"), part));
+        }
     }
     Err(key_err(
         key,
@@ -337,6 +363,41 @@ mod tests {
         let r = merge(&mut w, &l, 0.5).unwrap();
         assert_eq!(r.format, LoraFormat::Peft);
         assert_eq!(vals(&w["a.to_k.weight"]), vec![1.5, 1.5, 2., 2.]);
+    }
+
+    #[test]
+    fn older_diffusers_layouts() {
+        let mut w = HashMap::new();
+        w.insert("a.attn1.to_out.0.weight".into(), t(&[0.; 4], &[2, 2]));
+        w.insert("a.proj_in.weight".into(), t(&[0.; 4], &[2, 2]));
+        let mut l = HashMap::new();
+        l.insert(
+            "unet.a.attn1.processor.to_out_lora.down.weight".into(),
+            t(&[1., 2.], &[1, 2]),
+        );
+        l.insert(
+            "unet.a.attn1.processor.to_out_lora.up.weight".into(),
+            t(&[1., 1.], &[2, 1]),
+        );
+        l.insert(
+            "unet.a.proj_in.lora.down.weight".into(),
+            t(&[1., 0.], &[1, 2]),
+        );
+        l.insert(
+            "unet.a.proj_in.lora.up.weight".into(),
+            t(&[2., 3.], &[2, 1]),
+        );
+        let r = merge(&mut w, &l, 1.0).unwrap();
+        assert_eq!(r.merged, 2);
+        assert_eq!(vals(&w["a.attn1.to_out.0.weight"]), vec![1., 2., 1., 2.]);
+        assert_eq!(vals(&w["a.proj_in.weight"]), vec![2., 0., 3., 0.]);
+        let mut l = HashMap::new();
+        l.insert(
+            "unet.a.attn1.processor.add_k_proj_lora.down.weight".into(),
+            t(&[1., 2.], &[1, 2]),
+        );
+        let e = merge(&mut w, &l, 1.0).unwrap_err().to_string();
+        assert!(e.contains("attention-processor"), "{e}");
     }
 
     fn err_of(w: &[(&str, Tensor)], l: &[(&str, Tensor)]) -> String {
