@@ -4,27 +4,24 @@
 //! is the target network's prediction, "fake" the student's. Hinge losses;
 //! the discriminator and the student take alternate updates each step.
 
+use crate::fastconv::{fast_conv, FastConv};
 use crate::schedule::Schedule;
 use crate::unet::{per_sample, UNet};
 use crate::Result;
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 pub struct Discriminator {
-    conv: Conv2d,
+    conv: FastConv,
     out: Linear,
 }
 
 impl Discriminator {
     /// Heads for teacher features with `channels` channels.
     pub fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
-        let cfg = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
         let hidden = (channels / 2).max(1);
         Ok(Self {
-            conv: candle_nn::conv2d(channels, hidden, 3, cfg, vb.pp("conv"))?,
+            conv: fast_conv(channels, hidden, 3, vb.pp("conv"))?,
             out: candle_nn::linear(hidden, 1, vb.pp("out"))?,
         })
     }
