@@ -8,18 +8,8 @@ use std::path::Path;
 #[test]
 fn train_eval_generate_export_and_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let ds = tiny_dataset(tmp.path());
-    let cfg = tiny_config(tmp.path(), &ds, 12);
-    let run = tmp.path().join("run");
-    let out = run_ok(
-        frugal()
-            .arg("train")
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--out")
-            .arg(&run)
-            .arg("--quiet"),
-    );
+    let (run, out) = train_tiny(tmp.path(), 12);
+    let cfg = tmp.path().join("tiny.toml");
     assert!(String::from_utf8_lossy(&out.stdout).contains("done: step 12"));
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();

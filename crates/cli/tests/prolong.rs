@@ -8,18 +8,7 @@ use common::*;
 #[test]
 fn score_to_parquet_then_select_with_texts() {
     let tmp = tempfile::tempdir().unwrap();
-    let ds = tiny_dataset(tmp.path());
-    let cfg = tiny_config(tmp.path(), &ds, 2);
-    let run = tmp.path().join("run");
-    run_ok(
-        frugal()
-            .arg("train")
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--out")
-            .arg(&run)
-            .arg("--quiet"),
-    );
+    let (run, _) = train_tiny(tmp.path(), 2);
     let ckpt = run.join("checkpoints/step-0000002");
 
     // Six passages of Hamlet and one broken line.

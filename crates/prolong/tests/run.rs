@@ -4,7 +4,7 @@
 
 use candle_core::Device;
 use frugal_model::{hf::to_hf_config, LlamaConfig, ParamStore};
-use frugal_prolong::model::load_scorer;
+use frugal_prolong::model::{load_scorer, Scorer};
 use frugal_prolong::run::{score, Heatmaps, ScoreOptions, ScoreRecord};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -38,6 +38,14 @@ fn tiny_hf_dir(dir: &Path) {
         .unwrap();
 }
 
+/// A scorer over a tiny random model saved under `dir/model`.
+fn tiny_scorer(dir: &Path) -> Scorer {
+    let model_dir = dir.join("model");
+    std::fs::create_dir(&model_dir).unwrap();
+    tiny_hf_dir(&model_dir);
+    load_scorer(&model_dir, None, &Device::Cpu).unwrap()
+}
+
 fn records(p: &Path) -> Vec<ScoreRecord> {
     std::fs::read_to_string(p)
         .unwrap()
@@ -49,10 +57,7 @@ fn records(p: &Path) -> Vec<ScoreRecord> {
 #[test]
 fn errors_resume_and_shards() {
     let tmp = tempfile::tempdir().unwrap();
-    let model_dir = tmp.path().join("model");
-    std::fs::create_dir(&model_dir).unwrap();
-    tiny_hf_dir(&model_dir);
-    let scorer = load_scorer(&model_dir, None, &Device::Cpu).unwrap();
+    let scorer = tiny_scorer(tmp.path());
 
     let input = tmp.path().join("in.jsonl");
     let mut f = std::fs::File::create(&input).unwrap();
@@ -166,10 +171,7 @@ fn parquet_output_resumes_through_its_journal() {
     use frugal_prolong::run::journal_path;
     use frugal_prolong::select::read_records;
     let tmp = tempfile::tempdir().unwrap();
-    let model_dir = tmp.path().join("model");
-    std::fs::create_dir(&model_dir).unwrap();
-    tiny_hf_dir(&model_dir);
-    let scorer = load_scorer(&model_dir, None, &Device::Cpu).unwrap();
+    let scorer = tiny_scorer(tmp.path());
     let input = tmp.path().join("in.jsonl");
     let mut f = std::fs::File::create(&input).unwrap();
     for s in 0..5 {

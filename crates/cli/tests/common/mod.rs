@@ -106,3 +106,21 @@ pub fn fails_with(cmd: &mut std::process::Command, needle: &str) {
         "error line {line:?} lacks {needle:?}"
     );
 }
+
+/// Trains the nano model of [`tiny_config`] for `steps` steps into
+/// `dir/run` (tokenizer `dir/tok.json`); returns the training output.
+pub fn train_tiny(dir: &Path, steps: u64) -> (PathBuf, Output) {
+    let ds = tiny_dataset(dir);
+    let cfg = tiny_config(dir, &ds, steps);
+    let run = dir.join("run");
+    let out = run_ok(
+        frugal()
+            .arg("train")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&run)
+            .arg("--quiet"),
+    );
+    (run, out)
+}
