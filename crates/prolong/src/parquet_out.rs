@@ -39,22 +39,13 @@ fn pq(path: &Path, e: impl std::fmt::Display) -> ProlongError {
 
 /// Writes `records` to `path` atomically.
 pub fn write(path: &Path, records: &[ScoreRecord]) -> Result<()> {
-    let mut failure = None;
-    let res = frugal_data::atomic::write_with(path, |w| {
-        write_to(w, records).map_err(|e| {
-            let err = std::io::Error::other(e.to_string());
-            failure = Some(e);
-            frugal_data::Error::Io {
-                path: path.to_path_buf(),
-                source: err,
-            }
+    frugal_data::atomic::write_with(path, |w| {
+        write_to(w, records).map_err(|e| frugal_data::Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(format!("Parquet: {e}")),
         })
-    });
-    match (res, failure) {
-        (_, Some(e)) => Err(pq(path, e)),
-        (Err(e), None) => Err(ProlongError::Input(e.to_string())),
-        (Ok(()), None) => Ok(()),
-    }
+    })
+    .map_err(|e| ProlongError::Input(e.to_string()))
 }
 
 fn write_to<W: Write + Send>(w: W, records: &[ScoreRecord]) -> parquet::errors::Result<()> {
@@ -156,17 +147,7 @@ pub fn read(path: &Path) -> Result<Vec<ScoreRecord>> {
     for (k, row) in rows.enumerate() {
         let row = row.map_err(|e| pq(path, e))?;
         let bad = |name: &str, f: &Field| pq(path, format!("row {}: column `{name}`: {f}", k + 1));
-        let mut r = ScoreRecord {
-            id: String::new(),
-            status: String::new(),
-            lds: None,
-            tokens: 0,
-            chunks: 0,
-            pairs: 0,
-            counted: 0,
-            error: None,
-            text: None,
-        };
+        let mut r = ScoreRecord::default();
         let (mut has_id, mut has_status) = (false, false);
         for (name, field) in row.get_column_iter() {
             match (name.as_str(), field) {

@@ -10,7 +10,7 @@ use crate::input::{for_each_doc, InputOptions, RawDoc};
 use crate::lds::{lds, LdsParams, PairPpl};
 use crate::model::Scorer;
 use crate::sampling::{chunks, doc_rng, pairs, FewPairs};
-use crate::select::{read_records, write_records};
+use crate::select::{jsonl_bytes, read_records, write_records};
 use crate::{ProlongError, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -78,7 +78,7 @@ impl Default for ScoreOptions {
 }
 
 /// One output line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ScoreRecord {
     pub id: String,
     /// `ok`, or the error kind (`invalid_json`, `too_short`, …).
@@ -176,10 +176,8 @@ pub fn score(
     }
     let journal = journal_path(output);
     if !journal.exists() && output.exists() {
-        // Through a temporary name, so a kill here leaves no half journal.
-        let tmp = journal.with_extension("jsonl.tmp");
-        write_records(&tmp, &read_records(output)?)?;
-        std::fs::rename(&tmp, &journal).map_err(|e| ProlongError::io(&journal, e))?;
+        // write_records is atomic, so a kill here leaves no half journal.
+        write_records(&journal, &read_records(output)?)?;
     }
     let summary = score_jsonl(scorer, inputs, &journal, opt, progress)?;
     write_records(output, &read_records(&journal)?)?;
@@ -230,12 +228,7 @@ fn score_jsonl(
         if records.is_empty() {
             return Ok(());
         }
-        let mut buf = Vec::new();
-        for r in records.iter() {
-            serde_json::to_writer(&mut buf, r).map_err(|e| ProlongError::Input(e.to_string()))?;
-            buf.push(b'\n');
-        }
-        out.write_all(&buf)
+        out.write_all(&jsonl_bytes(records)?)
             .map_err(|e| ProlongError::io(output, e))?;
         out.sync_data().map_err(|e| ProlongError::io(output, e))?;
         records.clear();
@@ -300,13 +293,9 @@ fn error_record(id: String, kind: &str, msg: String, text: Option<String>) -> Sc
     ScoreRecord {
         id,
         status: kind.to_string(),
-        lds: None,
-        tokens: 0,
-        chunks: 0,
-        pairs: 0,
-        counted: 0,
         error: Some(msg),
         text,
+        ..ScoreRecord::default()
     }
 }
 

@@ -139,18 +139,24 @@ pub fn fill_text(
     Ok(want.len())
 }
 
+/// Records as JSONL lines.
+pub fn jsonl_bytes(records: &[ScoreRecord]) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    for r in records {
+        serde_json::to_writer(&mut buf, r).map_err(|e| ProlongError::Input(e.to_string()))?;
+        buf.push(b'\n');
+    }
+    Ok(buf)
+}
+
 /// Writes records atomically as JSONL, or as Parquet when `path` ends in
 /// `.parquet`.
 pub fn write_records(path: &Path, records: &[ScoreRecord]) -> Result<()> {
     if is_parquet(path) {
         return write_parquet(path, records);
     }
-    let mut buf = Vec::new();
-    for r in records {
-        serde_json::to_writer(&mut buf, r).map_err(|e| ProlongError::Input(e.to_string()))?;
-        buf.push(b'\n');
-    }
-    frugal_data::atomic::write_bytes(path, &buf).map_err(|e| ProlongError::Input(e.to_string()))
+    frugal_data::atomic::write_bytes(path, &jsonl_bytes(records)?)
+        .map_err(|e| ProlongError::Input(e.to_string()))
 }
 
 #[cfg(test)]
