@@ -27,6 +27,17 @@ fn train_eval_generate_export_and_errors() {
     // The eval command agrees with the loss the run logged at its last step.
     let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
     assert!((last["val_loss"].as_f64().unwrap() - loss).abs() < 1e-5);
+    // bf16 matmuls move the loss by bf16 rounding only.
+    let out = run_ok(
+        frugal()
+            .arg("eval")
+            .arg("--checkpoint")
+            .arg(&ckpt)
+            .args(["--dtype", "bf16"]),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bf16 = v["val_loss"].as_f64().unwrap();
+    assert!((bf16 - loss).abs() < 0.02, "f32 {loss} vs bf16 {bf16}");
 
     let out = run_ok(
         frugal()
@@ -80,6 +91,14 @@ fn check_errors(tmp: &Path, cfg: &Path) {
         "unknown model preset 'giant'",
     );
     fails_with(&mut train(&["--set", "train.lrr=1"]), "unknown field");
+    fails_with(&mut train(&["--dtype", "fp16"]), "unknown dtype 'fp16'");
+    fails_with(&mut train(&["--set", "train.precision=f16"]), "f16");
+    if !cfg!(feature = "cuda") {
+        fails_with(
+            &mut train(&["--device", "cuda"]),
+            "without the `cuda` feature",
+        );
+    }
     fails_with(&mut train(&["--set", "train.steps=0"]), "train.steps");
     fails_with(
         &mut train(&["--set", "data.dataset=\"/nonexistent\""]),

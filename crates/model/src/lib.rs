@@ -3,6 +3,7 @@
 //! * [`config`]: the architecture as data, presets, parameter counts.
 //! * [`flops`]: exact FLOPs per token as pure functions.
 //! * [`params`]: named parameters (candle `Var`s), seeded init, safetensors I/O.
+//! * [`precision`]: f32 or autocast-style bf16 matmuls.
 //! * [`llama`]: the model itself — every op differentiable (candle's fused
 //!   `rms_norm`/`softmax_last_dim` have no backward and are not used here).
 //! * [`hf`]: Hugging Face `config.json` for export.
@@ -16,11 +17,13 @@ pub mod gguf;
 pub mod hf;
 pub mod llama;
 pub mod params;
+pub mod precision;
 pub mod presets;
 
 pub use config::LlamaConfig;
 pub use error::ModelError;
 pub use llama::Llama;
 pub use params::ParamStore;
+pub use precision::Precision;
 
 pub type Result<T> = std::result::Result<T, ModelError>;

@@ -5,6 +5,7 @@
 use crate::config::LlamaConfig;
 use crate::fused::{self, use_fused, RopeTables};
 use crate::params::ParamStore;
+use crate::precision::Precision;
 use crate::Result;
 use candle_core::{Device, Tensor, D};
 
@@ -55,6 +56,8 @@ pub struct Llama {
     rope_tables: Option<RopeTables>,
     /// Use the fused CPU kernels of [`crate::fused`] (CPU and f32 only).
     fused: bool,
+    /// The dtype of the matmuls (everything else is f32).
+    precision: Precision,
 }
 
 impl Llama {
@@ -108,6 +111,7 @@ impl Llama {
             sin,
             rope_tables,
             fused,
+            precision: Precision::F32,
         })
     }
 
@@ -149,6 +153,20 @@ impl Llama {
         }
         self.fused = on && self.embed.device().is_cpu();
         Ok(())
+    }
+
+    /// Runs the matmuls in `precision` (see [`crate::precision`]).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    fn linear(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        linear_in(x, w, self.precision)
     }
 
     fn apply_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
@@ -194,13 +212,13 @@ impl Llama {
             let a = self.attention(blk, &h, pos, mask.as_ref(), layer_cache)?;
             x = (x + a)?;
             let h = self.apply_norm(&x, &blk.mlp_norm)?;
-            let (gate, up) = (linear(&h, &blk.gate)?, linear(&h, &blk.up)?);
+            let (gate, up) = (self.linear(&h, &blk.gate)?, self.linear(&h, &blk.up)?);
             let act = if self.fused && use_fused(&gate) {
                 fused::swiglu(&gate, &up)?
             } else {
                 (gate.silu()? * up)?
             };
-            x = (x + linear(&act, &blk.down)?)?;
+            x = (x + self.linear(&act, &blk.down)?)?;
         }
         self.apply_norm(&x, &self.norm)
     }
@@ -217,7 +235,7 @@ impl Llama {
         let (b, t, _) = x.dims3()?;
         let hd = c.head_dim();
         let heads = |w: &Tensor, k: usize, n: usize| -> Result<Tensor> {
-            let mut y = linear(x, w)?;
+            let mut y = self.linear(x, w)?;
             if let Some(bias) = &blk.qkv_bias {
                 y = y.broadcast_add(&bias[k])?;
             }
@@ -238,18 +256,19 @@ impl Llama {
         let rep = c.n_heads / c.n_kv_heads;
         let (k, v) = (repeat_kv(&k, rep)?, repeat_kv(&v, rep)?);
         let scale = 1.0 / (hd as f64).sqrt();
-        let scores = q.matmul(&k.t()?)?;
+        let scores = self.precision.matmul(&q, &k.t()?)?;
         let probs = match mask {
             Some(mask) => {
                 candle_nn::ops::softmax(&(scores * scale)?.broadcast_add(mask)?, D::Minus1)?
             }
             None => fused::causal_softmax(&scores, scale)?,
         };
-        let y = probs
-            .matmul(&v)?
+        let y = self
+            .precision
+            .matmul(&probs, &v)?
             .transpose(1, 2)?
             .reshape((b, t, c.d_model))?;
-        linear(&y, &blk.o)
+        self.linear(&y, &blk.o)
     }
 
     /// The output projection `[V, d]` (the embedding when tied).
@@ -260,7 +279,7 @@ impl Llama {
     /// Logits `[B, T, V]`.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         let h = self.hidden(ids, None)?;
-        linear(&h, &self.lm_head)
+        self.linear(&h, &self.lm_head)
     }
 
     /// Mean next-token cross-entropy for inputs and targets `[B, T]`.
@@ -286,7 +305,7 @@ impl Llama {
     ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let h = self.hidden(ids, cache)?;
-        let logits = linear(&h, &self.lm_head)?;
+        let logits = self.linear(&h, &self.lm_head)?;
         let lsm = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         Ok(lsm
             .gather(&targets.reshape((b, t, 1))?, D::Minus1)?
@@ -296,12 +315,17 @@ impl Llama {
 
 /// `x · wᵀ` for `x` of any rank with the feature dimension last.
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    linear_in(x, w, Precision::F32)
+}
+
+/// [`linear`] with the matmul in `precision`.
+pub fn linear_in(x: &Tensor, w: &Tensor, precision: Precision) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let (rows, inner) = (
         dims[..dims.len() - 1].iter().product::<usize>(),
         dims[dims.len() - 1],
     );
-    let y = x.reshape((rows, inner))?.matmul(&w.t()?)?;
+    let y = precision.matmul(&x.reshape((rows, inner))?, &w.t()?)?;
     let mut out = dims;
     let last = out.len() - 1;
     out[last] = w.dim(0)?;

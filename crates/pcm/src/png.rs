@@ -1,72 +1,35 @@
-//! Grayscale PNG grids and RGB images, written with flate2 (already a
-//! dependency) instead of an image crate: an 8-bit PNG is a header, zlib-compressed
-//! rows and CRC-32 checksums.
+//! Grayscale PNG grids and RGB images, through the `png` crate.
 
 use crate::{PcmError, Result};
 use candle_core::Tensor;
-use flate2::write::ZlibEncoder;
-use std::io::Write;
 use std::path::Path;
-
-/// CRC-32 (ISO-HDLC, as PNG uses it).
-pub fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &b in bytes {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    let start = out.len();
-    out.extend_from_slice(kind);
-    out.extend_from_slice(data);
-    let crc = crc32(&out[start..]);
-    out.extend_from_slice(&crc.to_be_bytes());
-}
 
 /// Encodes 8-bit grayscale pixels (row-major, `width·height`) as PNG.
 pub fn encode_gray(width: usize, height: usize, pixels: &[u8]) -> Result<Vec<u8>> {
-    encode(width, height, 1, pixels)
+    encode(width, height, png::ColorType::Grayscale, pixels)
 }
 
 /// Encodes 8-bit RGB pixels (row-major, `width·height·3`) as PNG.
 pub fn encode_rgb(width: usize, height: usize, pixels: &[u8]) -> Result<Vec<u8>> {
-    encode(width, height, 3, pixels)
+    encode(width, height, png::ColorType::Rgb, pixels)
 }
 
-fn encode(width: usize, height: usize, channels: usize, pixels: &[u8]) -> Result<Vec<u8>> {
+fn encode(width: usize, height: usize, color: png::ColorType, pixels: &[u8]) -> Result<Vec<u8>> {
+    let channels = color.samples();
     if pixels.len() != width * height * channels || width == 0 || height == 0 {
         return Err(PcmError::arg(format!(
             "{} bytes for a {width}×{height} image with {channels} channel(s)",
             pixels.len()
         )));
     }
-    let color_type = if channels == 3 { 2 } else { 0 };
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&(width as u32).to_be_bytes());
-    ihdr.extend_from_slice(&(height as u32).to_be_bytes());
-    // 8 bit, grayscale (0) or RGB (2), deflate, no filter, no interlace.
-    ihdr.extend_from_slice(&[8, color_type, 0, 0, 0]);
-    chunk(&mut out, b"IHDR", &ihdr);
-    let mut z = ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    for row in pixels.chunks(width * channels) {
-        let io = |e| PcmError::io("<png>", e);
-        z.write_all(&[0]).map_err(io)?; // filter type: none
-        z.write_all(row).map_err(io)?;
-    }
-    let idat = z.finish().map_err(|e| PcmError::io("<png>", e))?;
-    chunk(&mut out, b"IDAT", &idat);
-    chunk(&mut out, b"IEND", &[]);
+    let err = |e: png::EncodingError| PcmError::arg(format!("PNG encoding: {e}"));
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, width as u32, height as u32);
+    enc.set_color(color);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut writer = enc.write_header().map_err(err)?;
+    writer.write_image_data(pixels).map_err(err)?;
+    writer.finish().map_err(err)?;
     Ok(out)
 }
 
@@ -101,27 +64,45 @@ pub fn write_grid(images: &Tensor, cols: usize, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+
+    fn decode(bytes: &[u8]) -> (u32, u32, png::ColorType, Vec<u8>) {
+        let mut reader = png::Decoder::new(bytes).read_info().unwrap();
+        let mut px = vec![0; reader.output_buffer_size()];
+        let frame = reader.next_frame(&mut px).unwrap();
+        px.truncate(frame.buffer_size());
+        (frame.width, frame.height, frame.color_type, px)
+    }
 
     #[test]
-    fn crc_and_png_structure() {
-        assert_eq!(crc32(b"IEND"), 0xae42_6082);
-        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
-        let png = encode_gray(3, 2, &[0, 128, 255, 1, 2, 3]).unwrap();
-        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-        assert_eq!(&png[12..16], b"IHDR");
-        assert_eq!(&png[png.len() - 8..png.len() - 4], b"IEND");
-        // IDAT decodes back to the filtered rows.
-        let idat_len = u32::from_be_bytes(png[33..37].try_into().unwrap()) as usize;
-        assert_eq!(&png[37..41], b"IDAT");
-        let mut raw = Vec::new();
-        flate2::read::ZlibDecoder::new(&png[41..41 + idat_len])
-            .read_to_end(&mut raw)
-            .unwrap();
-        assert_eq!(raw, vec![0, 0, 128, 255, 0, 1, 2, 3]);
-        assert!(encode_gray(2, 2, &[0; 3]).is_err());
+    fn png_round_trips_and_bad_sizes_are_refused() {
+        let gray = [0, 128, 255, 1, 2, 3];
+        let png = encode_gray(3, 2, &gray).unwrap();
+        assert_eq!(
+            decode(&png),
+            (3, 2, png::ColorType::Grayscale, gray.to_vec())
+        );
         let rgb = encode_rgb(1, 1, &[1, 2, 3]).unwrap();
-        assert_eq!(rgb[25], 2, "colour type RGB");
+        assert_eq!(decode(&rgb), (1, 1, png::ColorType::Rgb, vec![1, 2, 3]));
+        assert!(encode_gray(2, 2, &[0; 3]).is_err());
         assert!(encode_rgb(1, 1, &[1, 2]).is_err());
+        assert!(encode_gray(0, 0, &[]).is_err());
+    }
+
+    #[test]
+    fn grid_places_images_with_gaps() {
+        // Two 1×1 images, -1 (black) and 1 (white), side by side: 2-pixel
+        // gaps around them make a 8×5 grid.
+        let imgs = Tensor::new(&[-1f32, 1.0], &candle_core::Device::Cpu)
+            .unwrap()
+            .reshape((2, 1, 1, 1))
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.png");
+        write_grid(&imgs, 2, &path).unwrap();
+        let (w, h, _, px) = decode(&std::fs::read(&path).unwrap());
+        assert_eq!((w, h), (8, 5));
+        assert_eq!(px[2 * 8 + 2], 0);
+        assert_eq!(px[2 * 8 + 5], 255);
+        assert_eq!(px.iter().filter(|&&p| p == 255).count(), 1);
     }
 }

@@ -9,8 +9,9 @@
 
 use crate::{ProlongError, Result};
 use candle_core::{Device, IndexOp, Tensor};
-use frugal_model::llama::{linear, KvCache};
+use frugal_model::llama::{linear_in, KvCache};
 use frugal_model::Llama;
+use frugal_model::Precision;
 use rayon::prelude::*;
 
 /// One document's chunks and the pairs `(i, j)` to score.
@@ -126,7 +127,13 @@ fn chunk_ppls(
         .contiguous()?
         .reshape((b * (t - 1), d))?;
     let targets: Vec<u32> = chunks.iter().flat_map(|c| c[1..].iter().copied()).collect();
-    let lp = target_log_probs(&h, model.output_weight(), &targets, opt.head_rows)?;
+    let lp = target_log_probs(
+        &h,
+        model.output_weight(),
+        model.precision(),
+        &targets,
+        opt.head_rows,
+    )?;
     Ok(lp
         .chunks(t - 1)
         .map(|row| {
@@ -138,14 +145,20 @@ fn chunk_ppls(
 
 /// `log softmax(h·Wᵀ)[target]` per row, the logits formed `block` rows at a
 /// time and reduced on the fly.
-pub fn target_log_probs(h: &Tensor, w: &Tensor, targets: &[u32], block: usize) -> Result<Vec<f32>> {
+pub fn target_log_probs(
+    h: &Tensor,
+    w: &Tensor,
+    precision: Precision,
+    targets: &[u32],
+    block: usize,
+) -> Result<Vec<f32>> {
     let rows = h.dim(0)?;
     let v = w.dim(0)?;
     let mut out = Vec::with_capacity(rows);
     let mut start = 0;
     while start < rows {
         let n = block.max(1).min(rows - start);
-        let logits = linear(&h.narrow(0, start, n)?, w)?;
+        let logits = linear_in(&h.narrow(0, start, n)?, w, precision)?;
         let flat = logits.flatten_all()?.to_vec1::<f32>()?;
         let tg = &targets[start..start + n];
         let part: Vec<f32> = flat

@@ -3,13 +3,11 @@
 //! reference draws every k-th document (`imshow`, viridis, LDS in the
 //! title).
 //!
-//! The PNG encoder is a few lines over flate2 (already a dependency of the
-//! workspace) instead of an image crate: 8-bit RGB, one unfiltered zlib
-//! stream. There is no font, so the title (id, LDS, colour scale) goes into
-//! `tEXt` chunks, and a colour bar is drawn to the right of the matrix.
+//! 8-bit RGB PNGs through the `png` crate. There is no font, so the title
+//! (id, LDS, colour scale) goes into `tEXt` chunks, and a colour bar is
+//! drawn to the right of the matrix.
 
 use crate::{ProlongError, Result};
-use std::io::Write;
 use std::path::Path;
 
 /// Pixels per matrix cell: the matrix is drawn about 512 px wide, at
@@ -138,45 +136,23 @@ pub fn encode_png(w: usize, h: usize, rgb: &[u8], text: &[(&str, String)]) -> Re
             rgb.len()
         )));
     }
-    let io = |e: std::io::Error| ProlongError::Input(format!("heatmap: {e}"));
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::with_capacity(13);
-    ihdr.extend((w as u32).to_be_bytes());
-    ihdr.extend((h as u32).to_be_bytes());
-    // Bit depth 8, colour type 2 (RGB), deflate, filter method 0, no interlace.
-    ihdr.extend([8, 2, 0, 0, 0]);
-    chunk(&mut out, b"IHDR", &ihdr);
+    let err = |e: png::EncodingError| ProlongError::Input(format!("heatmap: {e}"));
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, w as u32, h as u32);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
     for (k, v) in text {
         // tEXt is Latin-1; keep other characters out rather than mis-encode.
         let v: String = v
             .chars()
             .map(|c| if c.is_ascii() { c } else { '?' })
             .collect();
-        chunk(
-            &mut out,
-            b"tEXt",
-            &[k.as_bytes(), b"\0", v.as_bytes()].concat(),
-        );
+        enc.add_text_chunk(k.to_string(), v).map_err(err)?;
     }
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    for row in rgb.chunks_exact(w * 3) {
-        // Filter type 0 (none) per scanline.
-        z.write_all(&[0]).map_err(io)?;
-        z.write_all(row).map_err(io)?;
-    }
-    chunk(&mut out, b"IDAT", &z.finish().map_err(io)?);
-    chunk(&mut out, b"IEND", &[]);
+    let mut writer = enc.write_header().map_err(err)?;
+    writer.write_image_data(rgb).map_err(err)?;
+    writer.finish().map_err(err)?;
     Ok(out)
-}
-
-fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    out.extend((data.len() as u32).to_be_bytes());
-    let mut crc = flate2::Crc::new();
-    crc.update(kind);
-    crc.update(data);
-    out.extend(kind);
-    out.extend(data);
-    out.extend(crc.sum().to_be_bytes());
 }
 
 /// A file name for document number `ordinal` with id `id`: the number
@@ -203,7 +179,6 @@ pub fn file_name(ordinal: usize, id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
 
     fn luminance(c: [u8; 3]) -> f64 {
         0.2126 * c[0] as f64 + 0.7152 * c[1] as f64 + 0.0722 * c[2] as f64
@@ -223,44 +198,23 @@ mod tests {
         assert_eq!(viridis(0.5), VIRIDIS[4]);
     }
 
-    /// Decodes what [`encode_png`] writes (no filters, one IDAT).
-    fn decode(png: &[u8]) -> (usize, usize, Vec<u8>, Vec<String>) {
-        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-        let (mut pos, mut w, mut h) = (8, 0, 0);
-        let (mut idat, mut texts) = (Vec::new(), Vec::new());
-        while pos < png.len() {
-            let len = u32::from_be_bytes(png[pos..pos + 4].try_into().unwrap()) as usize;
-            let kind = &png[pos + 4..pos + 8];
-            let data = &png[pos + 8..pos + 8 + len];
-            let mut crc = flate2::Crc::new();
-            crc.update(&png[pos + 4..pos + 8 + len]);
-            let stored = u32::from_be_bytes(png[pos + 8 + len..pos + 12 + len].try_into().unwrap());
-            assert_eq!(crc.sum(), stored, "CRC of {:?}", std::str::from_utf8(kind));
-            match kind {
-                b"IHDR" => {
-                    w = u32::from_be_bytes(data[..4].try_into().unwrap()) as usize;
-                    h = u32::from_be_bytes(data[4..8].try_into().unwrap()) as usize;
-                    assert_eq!(&data[8..], &[8, 2, 0, 0, 0]);
-                }
-                b"tEXt" => texts.push(String::from_utf8(data.to_vec()).unwrap()),
-                b"IDAT" => idat.extend_from_slice(data),
-                _ => {}
-            }
-            pos += 12 + len;
-        }
-        let mut raw = Vec::new();
-        flate2::read::ZlibDecoder::new(&idat[..])
-            .read_to_end(&mut raw)
-            .unwrap();
-        assert_eq!(raw.len(), h * (1 + 3 * w));
-        let px = raw
-            .chunks_exact(1 + 3 * w)
-            .flat_map(|r| {
-                assert_eq!(r[0], 0);
-                r[1..].to_vec()
-            })
+    /// Decodes a heatmap with the `png` crate: size, RGB pixels, tEXt entries.
+    fn decode(bytes: &[u8]) -> (usize, usize, Vec<u8>, Vec<String>) {
+        let mut reader = png::Decoder::new(bytes).read_info().unwrap();
+        let mut px = vec![0; reader.output_buffer_size()];
+        let frame = reader.next_frame(&mut px).unwrap();
+        assert_eq!(
+            (frame.color_type, frame.bit_depth),
+            (png::ColorType::Rgb, png::BitDepth::Eight)
+        );
+        px.truncate(frame.buffer_size());
+        let texts = reader
+            .info()
+            .uncompressed_latin1_text
+            .iter()
+            .map(|t| format!("{}\0{}", t.keyword, t.text))
             .collect();
-        (w, h, px, texts)
+        (frame.width as usize, frame.height as usize, px, texts)
     }
 
     #[test]

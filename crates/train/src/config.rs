@@ -4,7 +4,7 @@
 
 use crate::{Result, TrainError};
 use frugal_model::presets::preset;
-use frugal_model::LlamaConfig;
+use frugal_model::{LlamaConfig, Precision};
 use frugal_schedule::{Cooldown, CooldownShape, Schedule};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -62,6 +62,9 @@ pub struct TrainSection {
     pub grad_clip: f64,
     pub seed: u64,
     pub log_every: u64,
+    /// Matmul dtype: `f32`, or `bf16` with f32 master weights, optimizer
+    /// state, norms, softmax and loss (see `frugal_model::precision`).
+    pub precision: Precision,
 }
 
 impl Default for TrainSection {
@@ -79,6 +82,7 @@ impl Default for TrainSection {
             grad_clip: 1.0,
             seed: 0,
             log_every: 10,
+            precision: Precision::F32,
         }
     }
 }

@@ -168,7 +168,8 @@ impl Trainer {
 
     /// Mean validation loss over the fixed evaluation batches.
     pub fn evaluate(&self, params: &ParamStore) -> Result<f64> {
-        let model = Llama::new(&self.model_config, params)?;
+        let model =
+            Llama::new(&self.model_config, params)?.with_precision(self.cfg.train.precision);
         evaluate(
             &model,
             &self.eval_batches,
@@ -180,7 +181,8 @@ impl Trainer {
     /// One optimizer step; returns (mean micro-batch loss, grad norm, lr).
     fn train_step(&mut self) -> Result<(f64, f64, f64)> {
         let accum = self.cfg.train.grad_accum;
-        let model = Llama::new(&self.model_config, &self.params)?;
+        let model =
+            Llama::new(&self.model_config, &self.params)?.with_precision(self.cfg.train.precision);
         let mut grads = Grads::new();
         let mut loss_sum = 0.0;
         for _ in 0..accum {

@@ -28,6 +28,9 @@ pub struct CooldownArgs {
     pub out: PathBuf,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Matmul dtype of the branch (default: the parent run's train.precision)
+    #[arg(long, value_name = "f32|bf16")]
+    pub dtype: Option<frugal_model::Precision>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -40,8 +43,11 @@ pub fn run(a: &CooldownArgs) -> Result<()> {
         shape: a.shape,
         final_factor: a.final_factor,
     };
-    let cfg = branch::prepare(&spec, &a.out)
+    let mut cfg = branch::prepare(&spec, &a.out)
         .with_context(|| format!("cannot branch from {}", a.from.display()))?;
+    if let Some(p) = a.dtype {
+        cfg.train.precision = p;
+    }
     let device = device::parse(&a.device)?;
     let mut trainer = Trainer::open(cfg, &a.out, &device)
         .with_context(|| format!("cannot start the branch in {}", a.out.display()))?;

@@ -78,6 +78,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             top_k: 40,
             seed: 0,
             device: "cpu".into(),
+            dtype: None,
         })?;
         println!("--- {prompt}\n{text}\n");
     }

@@ -22,6 +22,10 @@ pub struct EvalArgs {
     pub batches: Option<usize>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Matmul dtype: f32, or bf16 (weights, norms, softmax and loss stay f32);
+    /// default: the run's train.precision, so the loss matches training's.
+    #[arg(long, value_name = "f32|bf16")]
+    pub dtype: Option<frugal_model::Precision>,
 }
 
 /// The run's config, found beside a checkpoint.
@@ -46,7 +50,8 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     }
     let n = a.batches.unwrap_or(cfg.eval.batches);
     let batches = fixed_eval_batches(&ds.val, cfg.train.seq_len, cfg.train.batch_size, n)?;
-    let model = Llama::new(&config, &params)?;
+    let model =
+        Llama::new(&config, &params)?.with_precision(a.dtype.unwrap_or(cfg.train.precision));
     let loss = evaluate(&model, &batches, cfg.train.seq_len, &device)?;
     println!(
         "{{\"checkpoint\": {:?}, \"val_loss\": {loss:.6}, \"perplexity\": {:.4}, \"tokens\": {}}}",

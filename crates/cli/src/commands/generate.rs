@@ -26,6 +26,9 @@ pub struct GenerateArgs {
     pub seed: u64,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Matmul dtype: f32, or bf16 (weights, norms, softmax and loss stay f32)
+    #[arg(long, value_name = "f32|bf16")]
+    pub dtype: Option<frugal_model::Precision>,
 }
 
 pub fn run(a: &GenerateArgs) -> Result<()> {
@@ -44,7 +47,7 @@ pub fn generate(a: &GenerateArgs) -> Result<String> {
     if prompt.is_empty() {
         bail!("the prompt is empty after tokenisation");
     }
-    let model = Llama::new(&config, &params)?;
+    let model = Llama::new(&config, &params)?.with_precision(a.dtype.unwrap_or_default());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
     let mut cache = KvCache::default();
     let mut out = prompt.clone();
@@ -57,9 +60,10 @@ pub fn generate(a: &GenerateArgs) -> Result<String> {
         let x = Tensor::from_slice(&next_input, (1, next_input.len()), &device)?;
         let h = model.hidden(&x, Some(&mut cache))?;
         let last = h.narrow(1, next_input.len() - 1, 1)?;
-        let logits = frugal_model::llama::linear(&last, model.output_weight())?
-            .flatten_all()?
-            .to_dtype(candle_core::DType::F32)?;
+        let logits =
+            frugal_model::llama::linear_in(&last, model.output_weight(), model.precision())?
+                .flatten_all()?
+                .to_dtype(candle_core::DType::F32)?;
         let id = sample(&logits, a.temperature, a.top_k, &mut rng)?;
         out.push(id);
         next_input = vec![id];

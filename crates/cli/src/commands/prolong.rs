@@ -34,6 +34,11 @@ pub enum DistanceArg {
 
 #[derive(Args)]
 pub struct ScoreArgs {
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Matmul dtype: f32, or bf16 (norms, softmax and log-probs stay f32)
+    #[arg(long, value_name = "f32|bf16", default_value = "f32")]
+    pub dtype: frugal_model::Precision,
     /// GGUF file, Hugging Face directory or frugal checkpoint; default: the
     /// SmolLM2-135M GGUF of `frugal data fetch smollm2`.
     #[arg(long)]
@@ -201,8 +206,10 @@ fn run_score(a: &ScoreArgs) -> Result<()> {
         Some(m) => m.clone(),
         None => default_model()?,
     };
-    let scorer = load_scorer(&model, a.tokenizer.as_deref(), &Device::Cpu)
+    let device = crate::device::parse(&a.device)?;
+    let mut scorer = load_scorer(&model, a.tokenizer.as_deref(), &device)
         .with_context(|| format!("loading {}", model.display()))?;
+    scorer.model = scorer.model.with_precision(a.dtype);
     let opt = ScoreOptions {
         chunk_size: a.chunk_size,
         window: a.window,

@@ -18,13 +18,21 @@ pub struct TrainArgs {
     pub out: PathBuf,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Matmul dtype: f32, or bf16 with f32 master weights, AdamW state, norms,
+    /// softmax and loss (the same as --set train.precision=…)
+    #[arg(long, value_name = "f32|bf16")]
+    pub dtype: Option<frugal_model::Precision>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
 }
 
 pub fn run(a: &TrainArgs) -> Result<()> {
-    let cfg = TrainConfig::from_file(&a.config, &a.overrides)?;
+    let mut overrides = a.overrides.clone();
+    if let Some(p) = a.dtype {
+        overrides.push(format!("train.precision={p}"));
+    }
+    let cfg = TrainConfig::from_file(&a.config, &overrides)?;
     let device = device::parse(&a.device)?;
     let mut trainer = Trainer::open(cfg, &a.out, &device)
         .with_context(|| format!("cannot start the run in {}", a.out.display()))?;

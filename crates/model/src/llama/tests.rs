@@ -35,9 +35,13 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 /// parameters with no gradient. Every parameter must get a non-zero one.
 #[test]
 fn every_parameter_receives_a_gradient() {
-    for kv in [4, 2] {
+    for (kv, precision) in [
+        (4, Precision::F32),
+        (2, Precision::F32),
+        (2, Precision::Bf16),
+    ] {
         let (c, p) = tiny(kv);
-        let m = Llama::new(&c, &p).unwrap();
+        let m = Llama::new(&c, &p).unwrap().with_precision(precision);
         let loss = m.loss(&ids(2, 16, 97, 0), &ids(2, 16, 97, 1)).unwrap();
         let grads = loss.backward().unwrap();
         for (name, var) in p.iter() {
@@ -275,5 +279,50 @@ fn qkv_biases_are_applied_cached_and_trained() {
             .to_scalar::<f32>()
             .unwrap();
         assert!(n > 0.0 && n.is_finite(), "{name}: |g|² = {n}");
+    }
+}
+
+/// bf16 matmuls change the numbers by bf16's rounding and no more: logits and
+/// gradients stay within bf16 tolerance of f32's, and do differ from them
+/// (so the bf16 path really ran).
+#[test]
+fn bf16_matmuls_stay_within_bf16_tolerance() {
+    let (c, p) = tiny(2);
+    let (x, y) = (ids(2, 16, 97, 0), ids(2, 16, 97, 1));
+    let run = |precision| {
+        let m = Llama::new(&c, &p).unwrap().with_precision(precision);
+        let logits = m.forward(&x).unwrap();
+        let grads = m.loss(&x, &y).unwrap().backward().unwrap();
+        (logits, grads)
+    };
+    let (lf, gf) = run(Precision::F32);
+    let (lh, gh) = run(Precision::Bf16);
+    let scale = lf.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+    let rel = max_abs_diff(&lf, &lh) / scale.to_scalar::<f32>().unwrap();
+    assert!(rel > 0.0 && rel < 2e-2, "logits: max rel error {rel}");
+    for (name, var) in p.iter() {
+        let (a, b) = (gf.get(var).unwrap(), gh.get(var).unwrap());
+        let dot = (a * b)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let na = a
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let nb = b
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let cos = dot / (na * nb).sqrt();
+        assert!(cos > 0.99, "{name}: gradient cosine {cos}");
     }
 }

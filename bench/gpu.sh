@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# One prepared device call: frugal's training step (f32 and bf16) beside the
+# PyTorch reference of the same model (bench/torch_llama.py: eager bf16 autocast
+# and torch.compile bf16), same config, batch and data, on one GPU. Prints
+# one JSON line per run and a markdown table of tokens/s, MFU and ratios.
+#
+#   bench/gpu.sh FRUGAL_CUDA_BIN [PYTHON]
+#
+# FRUGAL_CUDA_BIN: a binary from scripts/build-cuda.sh. PYTHON: a python with
+# torch (default /opt/torch/.venv/bin/python, the lent H200 machines' venv);
+# its site-packages/nvidia/cu13/lib goes on LD_LIBRARY_PATH for frugal too.
+# STEPS (10) timed steps after WARMUP (3); PEAK_TFLOPS (795.6: the bf16 cuBLAS
+# matmul rate candle reached on the H200, the convention of the 46 % MFU
+# anchor in ../shared/docs/data-and-gpu.md); ONLY=frugal|torch runs one side.
+set -euo pipefail
+bin=${1:?usage: bench/gpu.sh FRUGAL_CUDA_BIN [PYTHON]}
+py=${2:-/opt/torch/.venv/bin/python}
+steps=${STEPS:-10}
+warmup=${WARMUP:-3}
+only=${ONLY:-}
+here=$(cd "$(dirname "$0")" && pwd)
+lib=$("$py" -c 'import os, nvidia; print(os.path.join(os.path.dirname(nvidia.__file__), "cu13", "lib"))' 2>/dev/null || true)
+export LD_LIBRARY_PATH=${lib:+$lib:}${LD_LIBRARY_PATH:-}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >&2 || true
+out=$(mktemp)
+
+# The paper's 124m preset (d 768, 12 layers, 12 heads, FFN 2048, vocab 50304,
+# tied head) at batch 16 x 512: the anchor's shape.
+shape="--vocab 50304 --d-model 768 --layers 12 --heads 12 --ffn 2048 --batch 16 --seq 512"
+run() {  # label, command...
+    local label=$1
+    shift
+    echo "== $label" >&2
+    if line=$("$@" | tail -1); then
+        echo "{\"label\": \"$label\", \"run\": $line}" | tee -a "$out"
+    else
+        echo "{\"label\": \"$label\", \"run\": null}" | tee -a "$out"
+    fi
+}
+# shellcheck disable=SC2086  # $shape is a list of options
+if [ "$only" != torch ]; then
+    run "frugal f32" "$bin" bench train $shape --steps "$steps" --warmup "$warmup" --device cuda --dtype f32
+    run "frugal bf16" "$bin" bench train $shape --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16
+fi
+# shellcheck disable=SC2086
+if [ "$only" != frugal ]; then
+    run "torch eager bf16" "$py" "$here/torch_llama.py" $shape --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16
+    run "torch.compile bf16" "$py" "$here/torch_llama.py" $shape --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16 --compile
+fi
+
+python3 - "$out" "${PEAK_TFLOPS:-795.6}" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+peak = float(sys.argv[2]) * 1e12
+# Matmul FLOPs per trained token (PaLM's MFU convention): 6 x matmul
+# parameters (12 layers of q, k, v, o and the 3 FFN matrices, plus the
+# output head) + 12 x layers x seq x d for the attention products.
+d, L, f, V, T = 768, 12, 2048, 50304, 512
+flops = 6 * (L * (4 * d * d + 3 * d * f) + V * d) + 12 * L * T * d
+ref = {r["label"]: r["run"]["tokens_per_s"] for r in rows if r["run"]}
+print(f"\n| run | tokens/s | MFU (peak {peak / 1e12:.1f} TFLOP/s) | vs torch eager bf16 | vs torch.compile |")
+print("| --- | ---: | ---: | ---: | ---: |")
+for r in rows:
+    if not r["run"]:
+        print(f"| {r['label']} | failed | | | |")
+        continue
+    tps = r["run"]["tokens_per_s"]
+    ratio = lambda k: f"{tps / ref[k]:.2f}x" if k in ref else "-"
+    print(f"| {r['label']} | {tps:,.0f} | {100 * tps * flops / peak:.1f} % | "
+          f"{ratio('torch eager bf16')} | {ratio('torch.compile bf16')} |")
+EOF
+rm -f "$out"
