@@ -302,26 +302,9 @@ fn bf16_matmuls_stay_within_bf16_tolerance() {
     assert!(rel > 0.0 && rel < 2e-2, "logits: max rel error {rel}");
     for (name, var) in p.iter() {
         let (a, b) = (gf.get(var).unwrap(), gh.get(var).unwrap());
-        let dot = (a * b)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let na = a
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let nb = b
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let sum = |t: Tensor| t.sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let dot = sum((a * b).unwrap());
+        let (na, nb) = (sum(a.sqr().unwrap()), sum(b.sqr().unwrap()));
         let cos = dot / (na * nb).sqrt();
         assert!(cos > 0.99, "{name}: gradient cosine {cos}");
     }
