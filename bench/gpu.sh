@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # One prepared device call: frugal's training step (f32 and bf16) beside the
 # PyTorch reference of the same model (bench/torch_llama.py: eager bf16 autocast
-# and torch.compile bf16), same config, batch and data, on one GPU. Prints
-# one JSON line per run and a markdown table of tokens/s, MFU and ratios.
+# and torch.compile bf16), same config, batch and data, on one GPU, at the
+# 124m preset (tied head) and the anchor's 162 M model (untied). Prints one
+# JSON line per run and a markdown table of tokens/s, MFU and ratios.
 #
 #   bench/gpu.sh FRUGAL_CUDA_BIN [PYTHON]
 #
-# FRUGAL_CUDA_BIN: a binary from scripts/build-cuda.sh. PYTHON: a python with
+# FRUGAL_CUDA_BIN: a binary from scripts/build-cuda.sh, or its target/cuda/frugal.gz
+# (what a device call can carry). PYTHON: a python with
 # torch (default /opt/torch/.venv/bin/python, the lent H200 machines' venv);
 # its site-packages/nvidia/cu13/lib goes on LD_LIBRARY_PATH for frugal too.
 # STEPS (10) timed steps after WARMUP (3); PEAK_TFLOPS (795.6: the bf16 cuBLAS
 # matmul rate candle reached on the H200, the convention of the 46 % MFU
-# anchor in ../shared/docs/data-and-gpu.md); ONLY=frugal|torch runs one side.
+# anchor in ../shared/docs/data-and-gpu.md); ONLY=frugal|torch runs one side;
+# FUSED=1 adds frugal bf16 with the CUDA fused kernels.
 set -euo pipefail
 bin=${1:?usage: bench/gpu.sh FRUGAL_CUDA_BIN [PYTHON]}
 py=${2:-/opt/torch/.venv/bin/python}
@@ -19,6 +22,11 @@ steps=${STEPS:-10}
 warmup=${WARMUP:-3}
 only=${ONLY:-}
 here=$(cd "$(dirname "$0")" && pwd)
+if [[ $bin == *.gz ]]; then  # the carried, compressed binary from scripts/build-cuda.sh
+    gunzip -c "$bin" >"${TMPDIR:-/tmp}/frugal-cuda"
+    chmod +x "${TMPDIR:-/tmp}/frugal-cuda"
+    bin=${TMPDIR:-/tmp}/frugal-cuda
+fi
 lib=$("$py" -c 'import os, nvidia; print(os.path.join(os.path.dirname(nvidia.__file__), "cu13", "lib"))' 2>/dev/null || true)
 export LD_LIBRARY_PATH=${lib:+$lib:}${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >&2 || true
@@ -37,16 +45,26 @@ run() {  # label, command...
         echo "{\"label\": \"$label\", \"run\": null}" | tee -a "$out"
     fi
 }
-# shellcheck disable=SC2086  # $shape is a list of options
-if [ "$only" != torch ]; then
-    run "frugal f32" "$bin" bench train $shape --steps "$steps" --warmup "$warmup" --device cuda --dtype f32
-    run "frugal bf16" "$bin" bench train $shape --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16
-fi
-# shellcheck disable=SC2086
-if [ "$only" != frugal ]; then
-    run "torch eager bf16" "$py" "$here/torch_llama.py" $shape --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16
-    run "torch.compile bf16" "$py" "$here/torch_llama.py" $shape --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16 --compile
-fi
+# Each shape twice: the 124m preset (tied head) and the anchor's 162 M model
+# (the same shape, untied head). FUSED=1 adds frugal rows with the CUDA fused
+# kernels (FRUGAL_CUDA_FUSED=1; run tests/cuda_fused.rs on the card first).
+for head in tied untied; do
+    extra=""
+    [ "$head" = untied ] && extra="--untied"
+    # shellcheck disable=SC2086  # $shape and $extra are lists of options
+    if [ "$only" != torch ]; then
+        run "$head: frugal f32" "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype f32
+        run "$head: frugal bf16" "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16
+        if [ "${FUSED:-0}" = 1 ]; then
+            run "$head: frugal bf16 fused" env FRUGAL_CUDA_FUSED=1 "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16
+        fi
+    fi
+    # shellcheck disable=SC2086
+    if [ "$only" != frugal ]; then
+        run "$head: torch eager bf16" "$py" "$here/torch_llama.py" $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16
+        run "$head: torch.compile bf16" "$py" "$here/torch_llama.py" $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16 --compile
+    fi
+done
 
 python3 - "$out" "${PEAK_TFLOPS:-795.6}" <<'EOF'
 import json, sys
@@ -58,6 +76,7 @@ peak = float(sys.argv[2]) * 1e12
 d, L, f, V, T = 768, 12, 2048, 50304, 512
 flops = 6 * (L * (4 * d * d + 3 * d * f) + V * d) + 12 * L * T * d
 ref = {r["label"]: r["run"]["tokens_per_s"] for r in rows if r["run"]}
+# The untied head adds parameters, not matmul FLOPs: the same count holds.
 print(f"\n| run | tokens/s | MFU (peak {peak / 1e12:.1f} TFLOP/s) | vs torch eager bf16 | vs torch.compile |")
 print("| --- | ---: | ---: | ---: | ---: |")
 for r in rows:
@@ -65,8 +84,9 @@ for r in rows:
         print(f"| {r['label']} | failed | | | |")
         continue
     tps = r["run"]["tokens_per_s"]
+    head = r["label"].split(":")[0]
     ratio = lambda k: f"{tps / ref[k]:.2f}x" if k in ref else "-"
     print(f"| {r['label']} | {tps:,.0f} | {100 * tps * flops / peak:.1f} % | "
-          f"{ratio('torch eager bf16')} | {ratio('torch.compile bf16')} |")
+          f"{ratio(head + ': torch eager bf16')} | {ratio(head + ': torch.compile bf16')} |")
 EOF
 rm -f "$out"

@@ -95,6 +95,7 @@ def parse_args(argv=None):
     p.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
                    help="bf16 = autocast to bfloat16 (parameters and optimizer stay f32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--untied", action="store_true", help="separate output head (frugal's --untied)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--data", choices=["fixed", "fresh"], default="fixed")
     p.add_argument("--attn", choices=["sdpa", "math"], default="sdpa",
@@ -231,12 +232,14 @@ class Decoder(nn.Module):
 
 class FrugalLlama(nn.Module):
     def __init__(self, vocab, d_model, layers, heads, kv_heads=None, ffn=None,
-                 rope_theta=10000.0, rms_eps=1e-5, attn="sdpa"):
+                 rope_theta=10000.0, rms_eps=1e-5, attn="sdpa", tied=True):
         super().__init__()
         self.cfg = dict(vocab=vocab, d_model=d_model, layers=layers, heads=heads,
                         kv_heads=kv_heads or heads, ffn=ffn or swiglu_hidden(d_model),
                         rope_theta=rope_theta, rms_eps=rms_eps, attn=attn)
         self.model = Decoder(self.cfg)
+        # Untied: a separate head, HF's name for it (frugal's --untied).
+        self.lm_head = None if tied else nn.Linear(d_model, vocab, bias=False)
         self._rope = {}
 
     def reset_parameters(self, seed):
@@ -264,11 +267,12 @@ class FrugalLlama(nn.Module):
         for blk in self.model.layers:
             x = blk(x, cos, sin)
         x = self.model.norm(x)
-        return x @ self.model.embed_tokens.weight.t()  # tied output head
+        head = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return x @ head.t()
 
 
 def param_count(model):
-    return sum(p.numel() for p in model.parameters())  # tied embedding once
+    return sum(p.numel() for p in model.parameters())  # a tied embedding once
 
 
 def make_optimizer(model, lr, weight_decay):
@@ -352,7 +356,7 @@ def main(args):
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     model = FrugalLlama(args.vocab, args.d_model, args.layers, args.heads,
-                        args.kv_heads, args.ffn, attn=args.attn)
+                        args.kv_heads, args.ffn, attn=args.attn, tied=not args.untied)
     model.reset_parameters(args.seed)
     if args.init_from:
         load_hf_names(model, args.init_from)

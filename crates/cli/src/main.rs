@@ -111,10 +111,42 @@ fn run(command: Command) -> Result<()> {
 fn one_line(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
-        let s = cause.to_string();
+        let s = without_backtrace(&cause.to_string());
         if !parts.iter().any(|p| p.contains(&s)) {
             parts.push(s);
         }
     }
     parts.join(": ").replace('\n', " ")
+}
+
+/// candle appends a captured backtrace ("\n   0: frame…") to some errors'
+/// messages; a CLI error is the message alone.
+fn without_backtrace(s: &str) -> String {
+    let frame = |line: &str| {
+        let t = line.trim_start();
+        t.split_once(':')
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            && t.len() < line.len()
+    };
+    match s.split('\n').position(frame) {
+        Some(i) => s.split('\n').take(i).collect::<Vec<_>>().join("\n"),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_backtrace;
+
+    #[test]
+    fn backtraces_are_cut_from_messages() {
+        let s = "cannot open CUDA device 0: CublasError(X)\n   0: <unknown>\n   1: main\n             at x.rs:3:1";
+        assert_eq!(
+            without_backtrace(s),
+            "cannot open CUDA device 0: CublasError(X)"
+        );
+        // Text with a colon after a number at the start of a line is kept.
+        assert_eq!(without_backtrace("a\n2: b"), "a\n2: b");
+        assert_eq!(without_backtrace("plain"), "plain");
+    }
 }

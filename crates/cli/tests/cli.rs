@@ -98,6 +98,10 @@ fn check_errors(tmp: &Path, cfg: &Path) {
             &mut train(&["--device", "cuda"]),
             "without the `cuda` feature",
         );
+        fails_with(
+            frugal().args(["bench", "kernels"]),
+            "without the `cuda` feature",
+        );
     }
     fails_with(&mut train(&["--set", "train.steps=0"]), "train.steps");
     fails_with(

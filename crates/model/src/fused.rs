@@ -5,18 +5,35 @@
 //! operation in one pass over contiguous f32 data and recompute what backward
 //! needs. Each is a candle custom op whose `bwd` is itself a (no-backward)
 //! custom op, so gradients flow exactly as through the composite version —
-//! `llama::tests` checks both paths agree. Non-CPU devices and non-f32 dtypes
-//! use the composite ops instead (see [`use_fused`]).
+//! `llama::tests` checks both paths agree. Each also has a CUDA version
+//! (`kernels/fused.cu`, launched from `fused_cuda.rs`), opt-in for now; other
+//! devices and non-f32 dtypes use the composite ops (see [`use_fused`]).
 
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
 };
 use rayon::prelude::*;
 use std::sync::Arc;
 
-/// Fused kernels apply to contiguous f32 tensors on the CPU.
+/// Fused kernels apply to f32 tensors on the CPU, and on a GPU when
+/// [`cuda_fused_enabled`].
 pub fn use_fused(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32
+    t.dtype() == DType::F32 && fused_on(t.device())
+}
+
+/// Whether the fused kernels run on `device`.
+pub fn fused_on(device: &candle_core::Device) -> bool {
+    device.is_cpu() || (device.is_cuda() && cuda_fused_enabled())
+}
+
+/// The CUDA kernels (`kernels/fused.cu`) are compiled into every `cuda`
+/// build but used only with `FRUGAL_CUDA_FUSED=1`: no GPU has run them yet,
+/// so plain candle ops stay the default until `tests/cuda_fused.rs` has
+/// passed on a card.
+pub fn cuda_fused_enabled() -> bool {
+    cfg!(feature = "cuda") && std::env::var("FRUGAL_CUDA_FUSED").is_ok_and(|v| v == "1")
 }
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
@@ -53,6 +70,16 @@ fn inv_rms(x: &[f32], eps: f32) -> f32 {
 impl CustomOp2 for RmsNorm {
     fn name(&self) -> &'static str {
         "frugal-rms-norm"
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        crate::fused_cuda::rms_norm(s1, l1, s2, l2, self.eps)
     }
     fn cpu_fwd(
         &self,
@@ -102,6 +129,18 @@ impl CustomOp3 for RmsNormBwdX {
     fn name(&self) -> &'static str {
         "frugal-rms-norm-bwd-x"
     }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        crate::fused_cuda::rms_norm_bwd_x(s1, l1, s2, l2, s3, l3, self.eps)
+    }
     fn cpu_fwd(
         &self,
         s1: &CpuStorage,
@@ -140,6 +179,16 @@ struct RmsNormBwdW {
 impl CustomOp2 for RmsNormBwdW {
     fn name(&self) -> &'static str {
         "frugal-rms-norm-bwd-w"
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        crate::fused_cuda::rms_norm_bwd_w(s1, l1, s2, l2, self.eps, self.d)
     }
     fn cpu_fwd(
         &self,
@@ -198,6 +247,10 @@ impl CustomOp1 for CausalSoftmax {
     fn name(&self) -> &'static str {
         "frugal-causal-softmax"
     }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        crate::fused_cuda::causal_softmax(s, l, self.scale)
+    }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice(s, l, "causal_softmax")?;
         let dims = l.dims();
@@ -241,6 +294,16 @@ impl CustomOp2 for SoftmaxBwd {
     fn name(&self) -> &'static str {
         "frugal-softmax-bwd"
     }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        crate::fused_cuda::softmax_bwd(s1, l1, s2, l2, self.scale)
+    }
     fn cpu_fwd(
         &self,
         s1: &CpuStorage,
@@ -283,6 +346,16 @@ impl CustomOp2 for SwiGlu {
     fn name(&self) -> &'static str {
         "frugal-swiglu"
     }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        crate::fused_cuda::swiglu(s1, l1, s2, l2)
+    }
     fn cpu_fwd(
         &self,
         s1: &CpuStorage,
@@ -322,6 +395,18 @@ struct SwiGluBwd;
 impl CustomOp3 for SwiGluBwd {
     fn name(&self) -> &'static str {
         "frugal-swiglu-bwd"
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        crate::fused_cuda::swiglu_bwd(s1, l1, s2, l2, s3, l3)
     }
     fn cpu_fwd(
         &self,
@@ -376,6 +461,10 @@ struct Rope {
 impl CustomOp1 for Rope {
     fn name(&self) -> &'static str {
         "frugal-rope"
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        crate::fused_cuda::rope(s, l, &self.cos, &self.sin, self.half, self.pos, self.sign)
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice(s, l, "rope")?;
@@ -462,6 +551,16 @@ impl CustomOp2 for CrossEntropy {
     fn name(&self) -> &'static str {
         "frugal-cross-entropy"
     }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        crate::fused_cuda::cross_entropy(s1, l1, s2, l2)
+    }
     fn cpu_fwd(
         &self,
         s1: &CpuStorage,
@@ -504,6 +603,18 @@ struct CrossEntropyBwd;
 impl CustomOp3 for CrossEntropyBwd {
     fn name(&self) -> &'static str {
         "frugal-cross-entropy-bwd"
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        crate::fused_cuda::cross_entropy_bwd(s1, l1, s2, l2, s3, l3)
     }
     fn cpu_fwd(
         &self,

@@ -13,6 +13,9 @@ pub mod config;
 pub mod error;
 pub mod flops;
 pub mod fused;
+pub mod fused_check;
+#[cfg(feature = "cuda")]
+mod fused_cuda;
 pub mod gguf;
 pub mod hf;
 pub mod llama;

@@ -54,7 +54,7 @@ pub struct Llama {
     cos: Tensor,
     sin: Tensor,
     rope_tables: Option<RopeTables>,
-    /// Use the fused CPU kernels of [`crate::fused`] (CPU and f32 only).
+    /// Use the fused kernels of [`crate::fused`] (f32; CPU, or CUDA when enabled).
     fused: bool,
     /// The dtype of the matmuls (everything else is f32).
     precision: Precision,
@@ -95,7 +95,7 @@ impl Llama {
             get("lm_head.weight")?
         };
         let (cos, sin) = rope_tables(config, params.device())?;
-        let fused = params.device().is_cpu();
+        let fused = fused::fused_on(params.device());
         let rope_tables = if fused {
             Some(RopeTables::new(&cos, &sin)?)
         } else {
@@ -151,7 +151,7 @@ impl Llama {
         if on && self.rope_tables.is_none() {
             self.rope_tables = Some(RopeTables::new(&self.cos, &self.sin)?);
         }
-        self.fused = on && self.embed.device().is_cpu();
+        self.fused = on && fused::fused_on(self.embed.device());
         Ok(())
     }
 

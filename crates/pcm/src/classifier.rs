@@ -36,7 +36,7 @@ impl Default for ClassifierConfig {
             c2: 64,
             hidden: 128,
             num_classes: 10,
-            steps: 2000,
+            steps: 4000,
             batch: 128,
             lr: 1e-3,
             seed: 0,

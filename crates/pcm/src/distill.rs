@@ -318,10 +318,7 @@ pub fn train(
             dopt.step(dp, &dg, cfg.disc_lr)?;
         }
         if let (Target::Ema { rate }, Some(ep)) = (cfg.target, &ema_params) {
-            for (name, e) in ep {
-                let p = params[name].as_tensor();
-                e.set(&(e.as_tensor().affine(rate, 0.0)? + p.affine(1.0 - rate, 0.0)?)?)?;
-            }
+            optim::ema_update(ep, &params, rate)?;
         }
         last = loss_v;
         let done = step + 1;

@@ -50,7 +50,14 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
     let (state, ck) = ckpt::latest(dir)?.ok_or_else(|| {
         PcmError::MissingData(format!("{}: no complete checkpoint yet", dir.display()))
     })?;
-    let tensors = ckpt::load_file(&ck, "model", device)?;
+    // A teacher samples with its EMA weights when it has them (a student's
+    // `ema` file is its target network, not its output).
+    let stem = if header.kind == Kind::Teacher && ck.join("ema.safetensors").is_file() {
+        "ema"
+    } else {
+        "model"
+    };
+    let tensors = ckpt::load_file(&ck, stem, device)?;
     let net = frozen(header.unet, &tensors, device)?;
     Ok(Loaded {
         kind: header.kind,

@@ -55,6 +55,19 @@ pub fn collect_grads(params: &Params, store: &GradStore) -> Result<Grads> {
     Ok(out)
 }
 
+/// `e ← rate·e + (1 − rate)·p` for every variable of `ema` (an exponential
+/// moving average of `params`, matched by name).
+pub fn ema_update(ema: &Params, params: &Params, rate: f64) -> Result<()> {
+    for (name, e) in ema {
+        let p = params
+            .get(name)
+            .ok_or_else(|| PcmError::arg(format!("EMA variable '{name}' has no parameter")))?
+            .as_tensor();
+        e.set(&(e.as_tensor().affine(rate, 0.0)? + p.affine(1.0 - rate, 0.0)?)?)?;
+    }
+    Ok(())
+}
+
 /// Weight decay applies to conv and linear weights, not to biases, norms or
 /// embeddings.
 fn decays(name: &str, var: &Var) -> bool {
@@ -150,6 +163,20 @@ impl AdamW {
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    #[test]
+    fn ema_update_is_the_weighted_average() {
+        let dev = Device::Cpu;
+        let p = Var::from_tensor(&Tensor::new(&[2.0f32, -4.0], &dev).unwrap()).unwrap();
+        let e = Var::from_tensor(&Tensor::new(&[0.0f32, 1.0], &dev).unwrap()).unwrap();
+        let params: Params = [("w".to_string(), p)].into();
+        let ema: Params = [("w".to_string(), e.clone())].into();
+        ema_update(&ema, &params, 0.75).unwrap();
+        // 0.75·0 + 0.25·2 = 0.5, 0.75·1 + 0.25·(−4) = −0.25.
+        assert_eq!(e.as_tensor().to_vec1::<f32>().unwrap(), vec![0.5, -0.25]);
+        let stray: Params = [("x".to_string(), e)].into();
+        assert!(ema_update(&stray, &params, 0.5).is_err());
+    }
 
     #[test]
     fn one_step_matches_hand_computation() {

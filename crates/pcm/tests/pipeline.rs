@@ -1,7 +1,7 @@
 //! teacher → distil (PCM and LCM) → sample → eval on synthetic 12×12
 //! images, plus bit-identical resume of the teacher. Runs in seconds.
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use frugal_pcm::classifier::ClassifierConfig;
 use frugal_pcm::data::ImageSet;
 use frugal_pcm::distill::{self, DistillConfig, Target};
@@ -10,6 +10,7 @@ use frugal_pcm::model_dir;
 use frugal_pcm::sample::{sample, Sampler};
 use frugal_pcm::teacher::{self, TeacherConfig};
 use frugal_pcm::unet::UNetConfig;
+use std::collections::HashMap;
 use std::path::Path;
 
 const S: usize = 12;
@@ -60,6 +61,22 @@ fn teacher_cfg(steps: u64) -> TeacherConfig {
     }
 }
 
+/// The largest |a − b| over tensors matched by name.
+fn max_gap(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) -> f32 {
+    a.iter()
+        .map(|(k, t)| {
+            (t - &b[k])
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        })
+        .fold(0.0, f32::max)
+}
+
 fn losses(run: &Path) -> Vec<f64> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
@@ -90,20 +107,21 @@ fn teacher_distill_sample_eval_end_to_end() {
     let a = model_dir::load(&t_dir, &dev).unwrap();
     let b = model_dir::load(&split, &dev).unwrap();
     assert_eq!(a.step, 30);
-    for (k, ta) in &a.tensors {
-        let d: f32 = (ta - &b.tensors[k])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        assert_eq!(d, 0.0, "{k} differs after resume");
-    }
+    assert_eq!(
+        max_gap(&a.tensors, &b.tensors),
+        0.0,
+        "weights differ after resume"
+    );
     assert_eq!(
         std::fs::read(t_dir.join("metrics.jsonl")).unwrap(),
         std::fs::read(split.join("metrics.jsonl")).unwrap()
+    );
+    // The loaded teacher is its EMA (resumed bit-identically above), not the raw weights.
+    let (_, ck) = frugal_pcm::ckpt::latest(&t_dir).unwrap().unwrap();
+    let raw = frugal_pcm::ckpt::load_file(&ck, "model", &dev).unwrap();
+    assert!(
+        max_gap(&a.tensors, &raw) > 0.0,
+        "the teacher's EMA equals its raw weights"
     );
     // Other settings in the same directory are refused.
     let mut other = teacher_cfg(30);
@@ -143,20 +161,7 @@ fn teacher_distill_sample_eval_end_to_end() {
         (model_dir::Kind::Pcm, Some(2), 6)
     );
     // The student started from the teacher and moved away from it.
-    let moved: f32 = student
-        .tensors
-        .iter()
-        .map(|(k, t)| {
-            (t - &a.tensors[k])
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        })
-        .fold(0.0, f32::max);
+    let moved = max_gap(&student.tensors, &a.tensors);
     assert!(
         moved > 0.0 && moved < 0.1,
         "student moved {moved} from the teacher"

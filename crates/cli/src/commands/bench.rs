@@ -10,6 +10,15 @@ use std::time::Instant;
 pub enum BenchCommand {
     /// Training-step throughput on random tokens; prints one JSON line.
     Train(TrainBenchArgs),
+    /// Checks the fused kernels on a device against the CPU kernels (values
+    /// and gradients); exits non-zero when any is off.
+    Kernels(KernelsArgs),
+}
+
+#[derive(Args)]
+pub struct KernelsArgs {
+    #[arg(long, default_value = "cuda")]
+    pub device: String,
 }
 
 #[derive(Args)]
@@ -36,6 +45,10 @@ pub struct TrainBenchArgs {
     pub warmup: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// A separate output head instead of the tied embedding (the 162 M
+    /// anchor of data-and-gpu.md is the 124m shape untied).
+    #[arg(long)]
+    pub untied: bool,
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Matmul dtype: f32, or bf16 (f32 master weights, AdamW state, norms, loss)
@@ -46,7 +59,39 @@ pub struct TrainBenchArgs {
 pub fn run(c: BenchCommand) -> Result<()> {
     match c {
         BenchCommand::Train(a) => train(&a),
+        BenchCommand::Kernels(a) => kernels(&a),
     }
+}
+
+fn kernels(a: &KernelsArgs) -> Result<()> {
+    use frugal_model::fused_check::{check_all, TOLERANCE};
+    let device = crate::device::parse(&a.device)?;
+    let checks = check_all(&device)?;
+    println!("| kernel | forward | gradients | |");
+    println!("| --- | ---: | --- | --- |");
+    for c in &checks {
+        let grads: Vec<String> = c.grad_gaps.iter().map(|g| format!("{g:.1e}")).collect();
+        let verdict = if c.passed() { "ok" } else { "OFF" };
+        println!(
+            "| {} | {:.1e} | {} | {verdict} |",
+            c.name,
+            c.forward_gap,
+            grads.join(", ")
+        );
+    }
+    let failed = checks.iter().filter(|c| !c.passed()).count();
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} kernel checks are over {TOLERANCE} (relative) on {}",
+            checks.len(),
+            a.device
+        );
+    }
+    println!(
+        "all {} checks within {TOLERANCE} of the CPU kernels",
+        checks.len()
+    );
+    Ok(())
 }
 
 fn train(a: &TrainBenchArgs) -> Result<()> {
@@ -57,6 +102,7 @@ fn train(a: &TrainBenchArgs) -> Result<()> {
         c.ffn_hidden = f;
     }
     c.max_seq_len = a.seq;
+    c.tie_embeddings = !a.untied;
     let params = ParamStore::init(&c, &device, a.seed)?;
     let mut opt = AdamW::new(AdamWConfig::default(), &params)?;
     // One fixed batch of B×(T+1) random tokens reused every step, as the

@@ -71,6 +71,10 @@ pub struct TeacherArgs {
     /// Probability of replacing the label by the null class (CFG).
     #[arg(long, default_value_t = 0.1)]
     pub label_dropout: f64,
+    /// Decay of the weights' EMA, which the teacher samples and is distilled
+    /// with (0 = the raw weights).
+    #[arg(long, default_value_t = 0.999)]
+    pub ema: f64,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -181,7 +185,7 @@ pub struct EvalArgs {
     /// Extra pcm-stochastic rows for PCM students, e.g. 0,0.5.
     #[arg(long, value_delimiter = ',')]
     pub stochastic_r: Vec<f64>,
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 4000)]
     pub classifier_steps: u64,
     #[arg(long)]
     pub out: PathBuf,
@@ -230,6 +234,7 @@ fn run_teacher(a: &TeacherArgs) -> Result<()> {
         lr: a.lr,
         warmup: a.warmup,
         label_dropout: a.label_dropout,
+        ema: a.ema,
         seed: a.common.seed,
         log_every: a.common.log_every,
         checkpoint_every: a.common.checkpoint_every,
@@ -240,9 +245,9 @@ fn run_teacher(a: &TeacherArgs) -> Result<()> {
         eprintln!("resumed from step {from}");
     }
     println!(
-        "teacher: {} steps, last loss {:.4}, {}",
+        "teacher: {} steps, {}, {}",
         s.step,
-        s.last_loss,
+        last_loss(s.last_loss),
         a.out.display()
     );
     Ok(())
@@ -285,9 +290,9 @@ fn run_distill(a: &DistillArgs) -> Result<()> {
         eprintln!("resumed from step {from}");
     }
     println!(
-        "distill: {} steps, last loss {:.5}, {}",
+        "distill: {} steps, {}, {}",
         s.step,
-        s.last_loss,
+        last_loss(s.last_loss),
         a.out.display()
     );
     Ok(())
@@ -457,6 +462,6 @@ fn last_loss(loss: f64) -> String {
     if loss.is_finite() {
         format!("last loss {loss:.5}")
     } else {
-        "cached from an earlier run".into()
+        "already complete (no step run)".into()
     }
 }

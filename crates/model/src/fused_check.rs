@@ -1,0 +1,194 @@
+//! Checks the fused kernels on one device against the CPU kernels (which
+//! `llama::tests` checks against plain candle ops): forward values and every
+//! input gradient, on seeded random inputs at training shapes. Used by
+//! `tests/cuda_fused.rs` and `frugal bench kernels`, so a user can check a
+//! card with the binary alone.
+
+use crate::fused::{self, RopeTables};
+use candle_core::{DType, Device, Result, Tensor, Var};
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+
+/// Largest |device − CPU| allowed, relative to the largest |CPU| value (at
+/// least 1). Both sides are f32; the GPU uses `__expf`/`rsqrtf` and another
+/// summation order, so the results are close but not bit-identical.
+pub const TOLERANCE: f32 = 1e-4;
+
+/// One kernel at one shape.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    pub name: String,
+    pub forward_gap: f32,
+    /// Per differentiable input, in argument order.
+    pub grad_gaps: Vec<f32>,
+}
+
+impl Check {
+    pub fn worst(&self) -> f32 {
+        self.grad_gaps
+            .iter()
+            .fold(self.forward_gap, |a, &b| a.max(b))
+    }
+    pub fn passed(&self) -> bool {
+        self.worst() < TOLERANCE
+    }
+}
+
+/// Runs every check on `device`.
+pub fn check_all(device: &Device) -> Result<Vec<Check>> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut randn = |shape: &[usize], std: f32, mean: f32| -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                let z: f32 = StandardNormal.sample(&mut rng);
+                mean + std * z
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu)
+    };
+    let mut out = Vec::new();
+    for d in [64, 768, 2000] {
+        let inputs = [randn(&[4, 33, d], 1.0, 0.0)?, randn(&[d], 0.1, 1.0)?];
+        out.push(compare(&format!("rms_norm d={d}"), device, &inputs, |t| {
+            fused::rms_norm(&t[0], &t[1], 1e-5)
+        })?);
+    }
+    // Square scores (training) and a cached prefix (S > T).
+    for (t, s) in [(64, 64), (17, 40), (512, 512)] {
+        let inputs = [randn(&[2, 3, t, s], 1.0, 0.0)?];
+        out.push(compare(
+            &format!("causal_softmax {t}x{s}"),
+            device,
+            &inputs,
+            |x| fused::causal_softmax(&x[0], 0.125),
+        )?);
+    }
+    let inputs = [
+        randn(&[3, 70, 2048], 1.0, 0.0)?,
+        randn(&[3, 70, 2048], 1.0, 0.0)?,
+    ];
+    out.push(compare("swiglu", device, &inputs, |t| {
+        fused::swiglu(&t[0], &t[1])
+    })?);
+    let (hd, max_t) = (64, 128);
+    let half = hd / 2;
+    let angles: Vec<f32> = (0..max_t)
+        .flat_map(|p| (0..half).map(move |i| p as f32 / 10_000f32.powf(i as f32 / half as f32)))
+        .collect();
+    let a = Tensor::from_vec(angles, (max_t, half), &Device::Cpu)?;
+    let tables = RopeTables::new(&a.cos()?, &a.sin()?)?;
+    for pos in [0, 37] {
+        let inputs = [randn(&[2, 4, 50, hd], 1.0, 0.0)?];
+        out.push(compare(&format!("rope pos={pos}"), device, &inputs, |x| {
+            tables.apply(&x[0], pos)
+        })?);
+    }
+    let (n, v) = (300, 50_304);
+    let logits = randn(&[n, v], 3.0, 0.0)?;
+    let ids: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % v as u32).collect();
+    let targets = Tensor::new(ids.as_slice(), &Device::Cpu)?;
+    for dtype in [DType::U32, DType::I64] {
+        let inputs = [logits.clone(), targets.to_dtype(dtype)?];
+        out.push(compare(
+            &format!("cross_entropy {dtype:?} targets"),
+            device,
+            &inputs,
+            |t| fused::cross_entropy(&t[0], &t[1]),
+        )?);
+    }
+    Ok(out)
+}
+
+/// Largest |a − b| relative to the largest |a| (at least 1).
+fn rel_gap(a: &Tensor, b: &Tensor) -> Result<f32> {
+    let scale: f32 = a.abs()?.max_all()?.to_scalar()?;
+    let d: f32 = (a - b)?.abs()?.max_all()?.to_scalar()?;
+    Ok(d / scale.max(1.0))
+}
+
+/// Output and input gradients of `op` on `device`, back-propagating a fixed
+/// upstream gradient; f32 inputs are differentiated, others (targets) not.
+fn run(
+    device: &Device,
+    inputs: &[Tensor],
+    op: &impl Fn(&[Tensor]) -> Result<Tensor>,
+) -> Result<(Tensor, Vec<Option<Tensor>>)> {
+    let mut vars = Vec::new();
+    let mut ts = Vec::new();
+    for t in inputs {
+        let t = t.to_device(device)?;
+        if t.dtype() == DType::F32 {
+            let v = Var::from_tensor(&t)?;
+            ts.push(v.as_tensor().clone());
+            vars.push(Some(v));
+        } else {
+            ts.push(t);
+            vars.push(None);
+        }
+    }
+    let y = op(&ts)?;
+    let n = y.elem_count();
+    let up: Vec<f32> = (0..n)
+        .map(|i| ((i as u64).wrapping_mul(2_654_435_761) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let up = Tensor::from_vec(up, y.shape(), &Device::Cpu)?.to_device(device)?;
+    let grads = (&y * &up)?.sum_all()?.backward()?;
+    let mut g = Vec::new();
+    for v in &vars {
+        g.push(match v {
+            Some(v) => Some(
+                grads
+                    .get(v.as_tensor())
+                    .ok_or_else(|| candle_core::Error::Msg("an input got no gradient".into()))?
+                    .to_device(&Device::Cpu)?,
+            ),
+            None => None,
+        });
+    }
+    Ok((y.to_device(&Device::Cpu)?, g))
+}
+
+fn compare(
+    name: &str,
+    device: &Device,
+    inputs: &[Tensor],
+    op: impl Fn(&[Tensor]) -> Result<Tensor>,
+) -> Result<Check> {
+    let (cpu_y, cpu_g) = run(&Device::Cpu, inputs, &op)?;
+    let (dev_y, dev_g) = run(device, inputs, &op)?;
+    let mut grad_gaps = Vec::new();
+    for (a, b) in cpu_g.iter().zip(&dev_g) {
+        if let (Some(a), Some(b)) = (a, b) {
+            grad_gaps.push(rel_gap(a, b)?);
+        }
+    }
+    Ok(Check {
+        name: name.to_string(),
+        forward_gap: rel_gap(&cpu_y, &dev_y)?,
+        grad_gaps,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On the CPU against itself every gap is exactly zero: the harness
+    /// compares what it should (a GPU run is in tests/cuda_fused.rs).
+    #[test]
+    fn cpu_against_itself_is_exact() {
+        let checks = check_all(&Device::Cpu).unwrap();
+        assert_eq!(checks.len(), 11);
+        for c in &checks {
+            assert_eq!(c.worst(), 0.0, "{}", c.name);
+            assert!(c.passed());
+            let expect = if c.name.starts_with("rms_norm") || c.name.starts_with("swiglu") {
+                2
+            } else {
+                1
+            };
+            assert_eq!(c.grad_gaps.len(), expect, "{}", c.name);
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! Launchers for the CUDA versions of the fused kernels (`kernels/fused.cu`,
+//! compiled to PTX by build.rs). Each function is the `cuda_fwd` of the
+//! matching custom op in [`crate::fused`] and computes exactly what its
+//! `cpu_fwd` does, on contiguous f32 data.
+//!
+//! They are used on a GPU only when `FRUGAL_CUDA_FUSED=1` (see
+//! [`crate::fused::use_fused`]): no GPU has run them yet, so the plain candle
+//! ops stay the default until `tests/cuda_fused.rs` has passed on a card.
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaSlice, CudaView, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg,
+};
+use candle_core::cuda_backend::WrapErr;
+use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape};
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
+const MODULE: &str = "frugal_fused";
+/// Threads per block of the row kernels (the `BLOCK` of fused.cu).
+const BLOCK: u32 = 256;
+/// Rows per partial sum of the RMSNorm weight gradient.
+const DW_CHUNK: usize = 64;
+
+fn view<'a, T: candle_core::cuda_backend::CudaDType + DeviceRepr>(
+    s: &'a CudaStorage,
+    l: &Layout,
+    what: &str,
+) -> Result<CudaView<'a, T>> {
+    let data = s.as_cuda_slice::<T>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(data.slice(a..b)),
+        None => candle_core::bail!("{what}: input must be contiguous"),
+    }
+}
+
+/// One block per row.
+fn per_row(rows: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows as u32, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// A grid-stride launch over `n` elements (capped grid, the loop covers the rest).
+fn elementwise(n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (n.div_ceil(BLOCK as usize).clamp(1, 65_535) as u32, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+fn alloc(dev: &CudaDevice, n: usize) -> Result<CudaSlice<f32>> {
+    // SAFETY: every element is written by the kernel launched next.
+    unsafe { dev.alloc::<f32>(n) }
+}
+
+fn wrap(dst: CudaSlice<f32>, dev: &CudaDevice) -> CudaStorage {
+    CudaStorage::wrap_cuda_slice(dst, dev.clone())
+}
+
+pub fn rms_norm(
+    s1: &CudaStorage,
+    l1: &Layout,
+    s2: &CudaStorage,
+    l2: &Layout,
+    eps: f32,
+) -> Result<(CudaStorage, Shape)> {
+    let dev = s1.device();
+    let (x, w) = (
+        view::<f32>(s1, l1, "rms_norm")?,
+        view::<f32>(s2, l2, "rms_norm")?,
+    );
+    let d = l2.shape().elem_count();
+    let n = l1.shape().elem_count();
+    let y = alloc(dev, n)?;
+    let f = dev.get_or_load_custom_func("rms_norm_rows", MODULE, PTX)?;
+    let mut b = f.builder();
+    b.arg(&x);
+    b.arg(&w);
+    b.arg(&y);
+    candle_core::builder_arg!(b, d as i32, eps);
+    // SAFETY: argument types and order match the kernel's signature.
+    unsafe { b.launch(per_row(n / d)) }.w()?;
+    Ok((wrap(y, dev), l1.shape().clone()))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_bwd_x(
+    s1: &CudaStorage,
+    l1: &Layout,
+    s2: &CudaStorage,
+    l2: &Layout,
+    s3: &CudaStorage,
+    l3: &Layout,
+    eps: f32,
+) -> Result<(CudaStorage, Shape)> {
+    let dev = s1.device();
+    let x = view::<f32>(s1, l1, "rms bwd")?;
+    let w = view::<f32>(s2, l2, "rms bwd")?;
+    let g = view::<f32>(s3, l3, "rms bwd")?;
+    let d = l2.shape().elem_count();
+    let n = l1.shape().elem_count();
+    let dx = alloc(dev, n)?;
+    let f = dev.get_or_load_custom_func("rms_norm_bwd_x_rows", MODULE, PTX)?;
+    let mut b = f.builder();
+    b.arg(&x);
+    b.arg(&w);
+    b.arg(&g);
+    b.arg(&dx);
+    candle_core::builder_arg!(b, d as i32, eps);
+    // SAFETY: as above.
+    unsafe { b.launch(per_row(n / d)) }.w()?;
+    Ok((wrap(dx, dev), l1.shape().clone()))
+}
+
+/// dw = Σ_rows g∘x·r: per-row 1/rms, per-chunk column sums, then the sum
+/// of the chunks in order (deterministic, like the CPU kernel).
+pub fn rms_norm_bwd_w(
+    s1: &CudaStorage,
+    l1: &Layout,
+    s2: &CudaStorage,
+    l2: &Layout,
+    eps: f32,
+    d: usize,
+) -> Result<(CudaStorage, Shape)> {
+    let dev = s1.device();
+    let x = view::<f32>(s1, l1, "rms bwd")?;
+    let g = view::<f32>(s2, l2, "rms bwd")?;
+    let rows = l1.shape().elem_count() / d;
+    let inv = alloc(dev, rows)?;
+    let f = dev.get_or_load_custom_func("rms_inv_rows", MODULE, PTX)?;
+    let mut b = f.builder();
+    b.arg(&x);
+    b.arg(&inv);
+    candle_core::builder_arg!(b, d as i32, eps);
+    // SAFETY: as above.
+    unsafe { b.launch(per_row(rows)) }.w()?;
+
+    let chunks = rows.div_ceil(DW_CHUNK).max(1);
+    let partial = alloc(dev, chunks * d)?;
+    let cols = d.div_ceil(BLOCK as usize) as u32;
+    let f = dev.get_or_load_custom_func("rms_norm_bwd_w_partial", MODULE, PTX)?;
+    let mut b = f.builder();
+    b.arg(&x);
+    b.arg(&g);
+    b.arg(&inv);
+    b.arg(&partial);
+    candle_core::builder_arg!(b, rows as i32, d as i32, DW_CHUNK as i32);
+    let cfg = LaunchConfig {
+        grid_dim: (cols, chunks as u32, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: as above.
+    unsafe { b.launch(cfg) }.w()?;
+
+    let dw = alloc(dev, d)?;
+    let f = dev.get_or_load_custom_func("sum_columns", MODULE, PTX)?;
+    let mut b = f.builder();
+    b.arg(&partial);
+    b.arg(&dw);
+    candle_core::builder_arg!(b, chunks as i32, d as i32);
+    let cfg = LaunchConfig {
+        grid_dim: (cols, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: as above.
+    unsafe { b.launch(cfg) }.w()?;
+    Ok((wrap(dw, dev), Shape::from(d)))
+}
+
+pub fn causal_softmax(s: &CudaStorage, l: &Layout, scale: f32) -> Result<(CudaStorage, Shape)> {
+    let dev = s.device();
+    let x = view::<f32>(s, l, "causal_softmax")?;
+    let dims = l.dims();
+    let (t, n) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+    let len = l.shape().elem_count();
+    let y = alloc(dev, len)?;
+    let f = dev.get_or_load_custom_func("causal_softmax_rows", MODULE, PTX)?;
+    let mut b = f.builder();
+    b.arg(&x);
+    b.arg(&y);
+    candle_core::builder_arg!(b, t as i32, n as i32, scale);
+    // SAFETY: as above.
+    unsafe { b.launch(per_row(len / n)) }.w()?;
+    Ok((wrap(y, dev), l.shape().clone()))
+}
+
+pub fn softmax_bwd(
+    s1: &CudaStorage,
+    l1: &Layout,
+    s2: &CudaStorage,
+    l2: &Layout,
+    scale: f32,
+) -> Result<(CudaStorage, Shape)> {
+    let dev = s1.device();
+    let p = view::<f32>(s1, l1, "softmax bwd")?;
+    let g = view::<f32>(s2, l2, "softmax bwd")?;
+    let n = *l1.dims().last().unwrap_or(&1);
+    let len = l1.shape().elem_count();
+    let dx = alloc(dev, len)?;
+    let f = dev.get_or_load_custom_func("softmax_bwd_rows", MODULE, PTX)?;
+    let mut b = f.builder();
+    b.arg(&p);
+    b.arg(&g);
+    b.arg(&dx);
+    candle_core::builder_arg!(b, n as i32, scale);
+    // SAFETY: as above.
+    unsafe { b.launch(per_row(len / n)) }.w()?;
+    Ok((wrap(dx, dev), l1.shape().clone()))
+}
+
+pub fn swiglu(
+    s1: &CudaStorage,
+    l1: &Layout,
+    s2: &CudaStorage,
+    l2: &Layout,
+) -> Result<(CudaStorage, Shape)> {
+    let dev = s1.device();
+    let a = view::<f32>(s1, l1, "swiglu")?;
+    let bv = view::<f32>(s2, l2, "swiglu")?;
+    let n = l1.shape().elem_count();
+    let y = alloc(dev, n)?;
+    let f = dev.get_or_load_custom_func("swiglu", MODULE, PTX)?;
+    let mut b = f.builder();
+    b.arg(&a);
+    b.arg(&bv);
+    b.arg(&y);
+    candle_core::builder_arg!(b, n);
+    // SAFETY: as above.
+    unsafe { b.launch(elementwise(n)) }.w()?;
+    Ok((wrap(y, dev), l1.shape().clone()))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn swiglu_bwd(
+    s1: &CudaStorage,
+    l1: &Layout,
+    s2: &CudaStorage,
+    l2: &Layout,
+    s3: &CudaStorage,
+    l3: &Layout,
+) -> Result<(CudaStorage, Shape)> {
+    let dev = s1.device();
+    let a = view::<f32>(s1, l1, "swiglu bwd")?;
+    let bv = view::<f32>(s2, l2, "swiglu bwd")?;
+    let g = view::<f32>(s3, l3, "swiglu bwd")?;
+    let n = l1.shape().elem_count();
+    let out = alloc(dev, 2 * n)?;
+    let f = dev.get_or_load_custom_func("swiglu_bwd", MODULE, PTX)?;
+    let mut b = f.builder();
+    b.arg(&a);
+    b.arg(&bv);
+    b.arg(&g);
+    b.arg(&out);
+    candle_core::builder_arg!(b, n);
+    // SAFETY: as above.
+    unsafe { b.launch(elementwise(n)) }.w()?;
+    Ok((wrap(out, dev), Shape::from((2, n))))
+}
+
+/// `cos`/`sin` are the host tables `[positions, half]`; the rows for
+/// positions `pos..pos+t` are copied to the device for this call.
+#[allow(clippy::too_many_arguments)]
+pub fn rope(
+    s: &CudaStorage,
+    l: &Layout,
+    cos: &[f32],
+    sin: &[f32],
+    half: usize,
+    pos: usize,
+    sign: f32,
+) -> Result<(CudaStorage, Shape)> {
+    let dev = s.device();
+    let x = view::<f32>(s, l, "rope")?;
+    let dims = l.dims();
+    let (t, hd) = (dims[2], dims[3]);
+    let range = pos * half..(pos + t) * half;
+    let (c, sn) = (
+        dev.clone_htod(&cos[range.clone()])?,
+        dev.clone_htod(&sin[range])?,
+    );
+    let n = l.shape().elem_count();
+    let rows = n / hd;
+    let y = alloc(dev, n)?;
+    let f = dev.get_or_load_custom_func("rope", MODULE, PTX)?;
+    let mut b = f.builder();
+    b.arg(&x);
+    b.arg(&c);
+    b.arg(&sn);
+    b.arg(&y);
+    candle_core::builder_arg!(b, rows, t as i32, half as i32, sign);
+    // SAFETY: as above.
+    unsafe { b.launch(elementwise(rows * half)) }.w()?;
+    Ok((wrap(y, dev), l.shape().clone()))
+}
+
+/// Target ids as the CPU kernel accepts them: u32 or i64.
+enum Targets<'a> {
+    U32(CudaView<'a, u32>),
+    I64(CudaView<'a, i64>),
+}
+
+impl<'a> Targets<'a> {
+    fn of(s: &'a CudaStorage, l: &Layout) -> Result<Self> {
+        match s.dtype() {
+            DType::U32 => Ok(Self::U32(view(s, l, "cross_entropy targets")?)),
+            DType::I64 => Ok(Self::I64(view(s, l, "cross_entropy targets")?)),
+            other => candle_core::bail!("cross_entropy: targets must be u32 or i64, got {other:?}"),
+        }
+    }
+    /// The kernel name's suffix.
+    fn suffix(&self) -> &'static str {
+        match self {
+            Self::U32(_) => "u32",
+            Self::I64(_) => "i64",
+        }
+    }
+    fn push<'b>(&'b self, b: &mut LaunchArgs<'b>) {
+        match self {
+            Self::U32(v) => b.arg(v),
+            Self::I64(v) => b.arg(v),
+        };
+    }
+}
+
+pub fn cross_entropy(
+    s1: &CudaStorage,
+    l1: &Layout,
+    s2: &CudaStorage,
+    l2: &Layout,
+) -> Result<(CudaStorage, Shape)> {
+    let dev = s1.device();
+    let x = view::<f32>(s1, l1, "cross_entropy")?;
+    let v = l1.dims()[1];
+    let rows = l2.shape().elem_count();
+    let loss = alloc(dev, rows)?;
+    // Out-of-range targets are not checked on the device (the CPU kernel
+    // checks them); the trainer's targets come from the tokenizer's range.
+    let y = Targets::of(s2, l2)?;
+    let f =
+        dev.get_or_load_custom_func(&format!("cross_entropy_rows_{}", y.suffix()), MODULE, PTX)?;
+    let mut b = f.builder();
+    b.arg(&x);
+    y.push(&mut b);
+    b.arg(&loss);
+    candle_core::builder_arg!(b, v as i32);
+    // SAFETY: as above.
+    unsafe { b.launch(per_row(rows)) }.w()?;
+    Ok((wrap(loss, dev), Shape::from(rows)))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn cross_entropy_bwd(
+    s1: &CudaStorage,
+    l1: &Layout,
+    s2: &CudaStorage,
+    l2: &Layout,
+    s3: &CudaStorage,
+    l3: &Layout,
+) -> Result<(CudaStorage, Shape)> {
+    let dev = s1.device();
+    let x = view::<f32>(s1, l1, "cross_entropy bwd")?;
+    let g = view::<f32>(s3, l3, "cross_entropy bwd")?;
+    let v = l1.dims()[1];
+    let rows = l2.shape().elem_count();
+    let dx = alloc(dev, l1.shape().elem_count())?;
+    let y = Targets::of(s2, l2)?;
+    let f = dev.get_or_load_custom_func(
+        &format!("cross_entropy_bwd_rows_{}", y.suffix()),
+        MODULE,
+        PTX,
+    )?;
+    let mut b = f.builder();
+    b.arg(&x);
+    y.push(&mut b);
+    b.arg(&g);
+    b.arg(&dx);
+    candle_core::builder_arg!(b, v as i32);
+    // SAFETY: as above.
+    unsafe { b.launch(per_row(rows)) }.w()?;
+    Ok((wrap(dx, dev), l1.shape().clone()))
+}
