@@ -9,8 +9,8 @@
 # OUT_DIR defaults to runs/pcm, FRUGAL_BIN to target/release/frugal. Every
 # step resumes: re-run the script after an interruption and finished work is
 # skipped. Two single-threaded jobs share a 2-core machine (the students run
-# two at a time). Set DEVICE=cuda to use a GPU (a frugal built with --features
-# cuda). Budgets: TEACHER_STEPS (20000), DISTILL_STEPS (4000), SAMPLES (10000);
+# two at a time); the evaluation runs alone on EVAL_THREADS (2) threads. Set
+# DEVICE=cuda to use a GPU (a frugal built with --features cuda). Budgets: TEACHER_STEPS (20000), DISTILL_STEPS (4000), SAMPLES (10000);
 # STOCHASTIC_R (0,0.5): the r values of the extra pcm-stochastic rows;
 # TEACHER_ARGS adds teacher options, e.g. TEACHER_ARGS="--channels 16 --batch 32";
 # DISTILL_ARGS adds options to every student, e.g. DISTILL_ARGS="--batch 32 --lr 1e-4";
@@ -28,7 +28,7 @@ teacher_args=${TEACHER_ARGS:-}
 distill_args=${DISTILL_ARGS:-}
 eval_args=${EVAL_ARGS:-}
 [ -x "$bin" ] || { echo "no $bin: cargo build --release -p frugal" >&2; exit 1; }
-f() { "$bin" --threads 1 pcm "$@" --device "$dev"; }
+f() { "$bin" --threads "${threads:-1}" pcm "$@" --device "$dev"; }
 
 f teacher --data fashion-mnist --out "$out/teacher" --steps "$teacher_steps" $teacher_args --quiet
 # PCM with 1 and 2 phases side by side, then 4 phases beside LCM (same budget).
@@ -40,6 +40,6 @@ f distill --teacher "$out/teacher" --phases 4 --out "$out/pcm4" --steps "$distil
 p=$!
 f distill --teacher "$out/teacher" --method lcm --out "$out/lcm" --steps "$distill_steps" $distill_args --quiet
 wait $p
-f eval --models "$out/teacher" "$out/pcm1" "$out/pcm2" "$out/pcm4" "$out/lcm" \
+threads=${EVAL_THREADS:-2} f eval --models "$out/teacher" "$out/pcm1" "$out/pcm2" "$out/pcm4" "$out/lcm" \
     --steps 1,2,4,8,16 --samples "$samples" --stochastic-r "$stochastic_r" --out "$out/eval" $eval_args --quiet
 echo "table: $out/eval/results.md, grids: $out/eval/grids/"

@@ -111,7 +111,27 @@ pub fn run(
     // The classifier: cached, or trained now on the real training images.
     let cdir = out.join("classifier");
     let (clf, info) = match classifier::load(&cdir, device)? {
-        Some(c) => c,
+        Some((net, info)) => {
+            // A cached classifier trained otherwise would silently change
+            // every FID: refuse it instead.
+            let mut want = opts.classifier;
+            want.image_size = info.config.image_size;
+            if info.config != want {
+                return Err(PcmError::arg(format!(
+                    "{} holds a classifier trained with other settings ({} steps, batch {}, lr {}) \
+                     than asked for ({} steps, batch {}, lr {}): remove it or pass the same \
+                     --classifier-steps",
+                    cdir.display(),
+                    info.config.steps,
+                    info.config.batch,
+                    info.config.lr,
+                    want.steps,
+                    want.batch,
+                    want.lr
+                )));
+            }
+            (net, info)
+        }
         None => {
             let set = train()?;
             let mut cfg = opts.classifier;

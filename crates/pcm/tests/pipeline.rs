@@ -237,4 +237,11 @@ fn teacher_distill_sample_eval_end_to_end() {
     )
     .unwrap();
     assert_eq!(again.classifier_accuracy, report.classifier_accuracy);
+    // ... but not one trained with other settings.
+    let mut other = opts.clone();
+    other.classifier.steps = 200;
+    let err = eval::run(&other, "synthetic", &train_fn, &test, &out, &dev)
+        .err()
+        .expect("a classifier trained otherwise must be refused");
+    assert!(err.to_string().contains("other settings"), "{err}");
 }
