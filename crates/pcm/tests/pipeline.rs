@@ -241,7 +241,6 @@ fn teacher_distill_sample_eval_end_to_end() {
     let mut other = opts.clone();
     other.classifier.steps = 200;
     let err = eval::run(&other, "synthetic", &train_fn, &test, &out, &dev)
-        .err()
-        .expect("a classifier trained otherwise must be refused");
+        .expect_err("a classifier trained otherwise must be refused");
     assert!(err.to_string().contains("other settings"), "{err}");
 }
