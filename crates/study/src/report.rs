@@ -28,7 +28,17 @@ pub fn fit_all(res: &Results, spec: &FitSpec) -> Result<(Vec<FamilyFit>, Vec<Str
 /// Collects the results, fits them and writes `fit.json`.
 pub fn fit(plan: &Plan, study_dir: &Path, spec: &FitSpec) -> Result<(Vec<FamilyFit>, Vec<String>)> {
     let res = results::collect(plan, study_dir)?;
-    let out = fit_all(&res, spec)?;
+    fit_and_save(&res, spec, study_dir)
+}
+
+/// Fits every family and writes `fit.json`; returns the fits and the lines
+/// explaining what was skipped.
+fn fit_and_save(
+    res: &results::Results,
+    spec: &FitSpec,
+    study_dir: &Path,
+) -> Result<(Vec<FamilyFit>, Vec<String>)> {
+    let out = fit_all(res, spec)?;
     write(
         &study_dir.join("fit.json"),
         &serde_json::to_vec_pretty(&out.0)?,
@@ -55,11 +65,7 @@ pub fn write_report(plan: &Plan, study_dir: &Path, spec: &FitSpec) -> Result<Pat
         );
     }
     write(&study_dir.join("points.csv"), csv.as_bytes())?;
-    let (fits, skipped) = fit_all(&res, spec)?;
-    write(
-        &study_dir.join("fit.json"),
-        &serde_json::to_vec_pretty(&fits)?,
-    )?;
+    let (fits, skipped) = fit_and_save(&res, spec, study_dir)?;
     let figures = crate::plots::write_all(plan, study_dir, &res, &fits, &study_dir.join("plots"))?;
     let mut md = markdown(plan, &res, &fits);
     for line in skipped {
@@ -76,8 +82,9 @@ pub fn write_report(plan: &Plan, study_dir: &Path, spec: &FitSpec) -> Result<Pat
     Ok(path)
 }
 
+/// Atomic, so an interrupted report never leaves a torn file behind.
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|e| StudyError::io(path, e))
+    Ok(frugal_data::atomic::write_bytes(path, bytes)?)
 }
 
 fn saving(w: f64, c: f64) -> String {

@@ -2,24 +2,13 @@
 
 use crate::{Result, TrainError};
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::Path;
 
 /// Writes `bytes` to `path` so that a crash leaves either the old file or the
-/// complete new one, never a torn one.
+/// complete new one, never a torn one (frugal-data's temp file + fsync +
+/// rename + directory fsync).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut f = File::create(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| TrainError::io(&tmp, e))?;
-    f.sync_all().map_err(|e| TrainError::io(&tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
-    sync_dir(dir)
+    Ok(frugal_data::atomic::write_bytes(path, bytes)?)
 }
 
 /// fsyncs a file that was written by someone else (safetensors writers).
