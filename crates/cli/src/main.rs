@@ -128,10 +128,9 @@ fn without_backtrace(s: &str) -> String {
             .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
             && t.len() < line.len()
     };
-    match s.split('\n').position(frame) {
-        Some(i) => s.split('\n').take(i).collect::<Vec<_>>().join("\n"),
-        None => s.to_string(),
-    }
+    let lines: Vec<&str> = s.split('\n').collect();
+    let end = lines.iter().position(|l| frame(l)).unwrap_or(lines.len());
+    lines[..end].join("\n")
 }
 
 #[cfg(test)]

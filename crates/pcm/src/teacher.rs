@@ -130,10 +130,11 @@ pub fn train(
     // from the seed so that runs are reproducible.
     seeded_init(&params, cfg.seed)?;
     let mut opt = AdamW::new(cfg.adamw, &params)?;
-    let (start, keep) = match ckpt::latest(out)? {
+    let resume = ckpt::latest(out)?;
+    let (start, keep) = match &resume {
         Some((st, dir)) => {
-            model_dir::set_vars(&params, &ckpt::load_file(&dir, "model", device)?)?;
-            opt.load_state(&ckpt::load_file(&dir, "optimizer", device)?, st.step)?;
+            model_dir::set_vars(&params, &ckpt::load_file(dir, "model", device)?)?;
+            opt.load_state(&ckpt::load_file(dir, "optimizer", device)?, st.step)?;
             (st.step, st.metrics_len)
         }
         None => (0, 0),
@@ -143,9 +144,9 @@ pub fn train(
     let ema = if cfg.ema > 0.0 {
         let (vm, _) = model_dir::trainable(cfg.unet, Some(&model_dir::snapshot(&params)?), device)?;
         let ep = optim::params_of(&vm);
-        if let Some((_, dir)) = ckpt::latest(out)? {
+        if let Some((_, dir)) = &resume {
             if dir.join("ema.safetensors").is_file() {
-                model_dir::set_vars(&ep, &ckpt::load_file(&dir, "ema", device)?)?;
+                model_dir::set_vars(&ep, &ckpt::load_file(dir, "ema", device)?)?;
             }
         }
         Some(ep)
