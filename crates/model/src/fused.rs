@@ -32,8 +32,11 @@ pub fn fused_on(device: &candle_core::Device) -> bool {
 /// build but used only with `FRUGAL_CUDA_FUSED=1`: no GPU has run them yet,
 /// so plain candle ops stay the default until `tests/cuda_fused.rs` has
 /// passed on a card.
+/// The variable is read once per process: this is asked on every fused op.
 pub fn cuda_fused_enabled() -> bool {
-    cfg!(feature = "cuda") && std::env::var("FRUGAL_CUDA_FUSED").is_ok_and(|v| v == "1")
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    cfg!(feature = "cuda")
+        && *ON.get_or_init(|| std::env::var("FRUGAL_CUDA_FUSED").is_ok_and(|v| v == "1"))
 }
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
@@ -451,9 +454,7 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 /// `pos..pos+T`; backward is the same rotation by the negated angle.
 #[derive(Clone)]
 struct Rope {
-    cos: Arc<Vec<f32>>,
-    sin: Arc<Vec<f32>>,
-    half: usize,
+    tables: RopeTables,
     pos: usize,
     sign: f32,
 }
@@ -464,19 +465,26 @@ impl CustomOp1 for Rope {
     }
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
-        crate::fused_cuda::rope(s, l, &self.cos, &self.sin, self.half, self.pos, self.sign)
+        let Some((cos, sin)) = &self.tables.device else {
+            candle_core::bail!("rope: the tables were built on the CPU, the input is on a GPU");
+        };
+        crate::fused_cuda::rope(s, l, cos, sin, self.tables.half, self.pos, self.sign)
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice(s, l, "rope")?;
         let dims = l.dims();
         let (t, hd) = (dims[2], dims[3]);
-        let half = self.half;
+        let half = self.tables.half;
+        let (cos, sin) = (&self.tables.cos, &self.tables.sin);
+        if cos.is_empty() {
+            candle_core::bail!("rope: the tables were built on a GPU, the input is on the CPU");
+        }
         let mut out = vec![0f32; x.len()];
         par_rows(&mut out, hd, |r, y| {
             let p = self.pos + r % t;
             let (c, sn) = (
-                &self.cos[p * half..(p + 1) * half],
-                &self.sin[p * half..(p + 1) * half],
+                &cos[p * half..(p + 1) * half],
+                &sin[p * half..(p + 1) * half],
             );
             let xr = &x[r * hd..(r + 1) * hd];
             for i in 0..half {
@@ -494,32 +502,50 @@ impl CustomOp1 for Rope {
     }
 }
 
-/// Rotary tables as shared vectors for the fused kernel.
+/// Rotary tables `[positions, half]` where the fused kernel reads them: as
+/// shared host vectors for the CPU kernel, or (with the `cuda` feature) as
+/// the device tensors themselves, so a GPU step copies nothing from the host.
 #[derive(Debug, Clone)]
 pub struct RopeTables {
+    /// Host tables; empty when the tables live on a GPU.
     cos: Arc<Vec<f32>>,
     sin: Arc<Vec<f32>>,
+    #[cfg(feature = "cuda")]
+    device: Option<(Tensor, Tensor)>,
     half: usize,
+    positions: usize,
 }
 
 impl RopeTables {
     pub fn new(cos: &Tensor, sin: &Tensor) -> Result<Self> {
+        let (positions, half) = cos.dims2()?;
+        #[cfg(feature = "cuda")]
+        if cos.device().is_cuda() {
+            return Ok(Self {
+                cos: Arc::default(),
+                sin: Arc::default(),
+                device: Some((cos.contiguous()?, sin.contiguous()?)),
+                half,
+                positions,
+            });
+        }
         Ok(Self {
-            half: cos.dim(1)?,
             cos: Arc::new(cos.flatten_all()?.to_vec1()?),
             sin: Arc::new(sin.flatten_all()?.to_vec1()?),
+            #[cfg(feature = "cuda")]
+            device: None,
+            half,
+            positions,
         })
     }
 
     pub fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
         let t = x.dim(2)?;
-        if (pos + t) * self.half > self.cos.len() {
+        if pos + t > self.positions {
             candle_core::bail!("rope: positions {pos}..{} exceed the table", pos + t);
         }
         x.contiguous()?.apply_op1(Rope {
-            cos: self.cos.clone(),
-            sin: self.sin.clone(),
-            half: self.half,
+            tables: self.clone(),
             pos,
             sign: 1.0,
         })

@@ -77,11 +77,13 @@ pub fn check_all(device: &Device) -> Result<Vec<Check>> {
         .flat_map(|p| (0..half).map(move |i| p as f32 / 10_000f32.powf(i as f32 / half as f32)))
         .collect();
     let a = Tensor::from_vec(angles, (max_t, half), &Device::Cpu)?;
-    let tables = RopeTables::new(&a.cos()?, &a.sin()?)?;
+    let (cos, sin) = (a.cos()?, a.sin()?);
     for pos in [0, 37] {
         let inputs = [randn(&[2, 4, 50, hd], 1.0, 0.0)?];
+        // The tables live where the kernel runs, as in the model.
         out.push(compare(&format!("rope pos={pos}"), device, &inputs, |x| {
-            tables.apply(&x[0], pos)
+            let dev = x[0].device();
+            RopeTables::new(&cos.to_device(dev)?, &sin.to_device(dev)?)?.apply(&x[0], pos)
         })?);
     }
     let (n, v) = (300, 50_304);

@@ -12,7 +12,7 @@ use candle_core::cuda_backend::cudarc::driver::{
     CudaSlice, CudaView, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg,
 };
 use candle_core::cuda_backend::WrapErr;
-use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape};
+use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape, Storage, Tensor};
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
 const MODULE: &str = "frugal_fused";
@@ -262,14 +262,13 @@ pub fn swiglu_bwd(
     Ok((wrap(out, dev), Shape::from((2, n))))
 }
 
-/// `cos`/`sin` are the host tables `[positions, half]`; the rows for
-/// positions `pos..pos+t` are copied to the device for this call.
-#[allow(clippy::too_many_arguments)]
+/// `cos`/`sin` are the device tables `[positions, half]`, contiguous; the
+/// kernel reads the rows for positions `pos..pos+t` in place.
 pub fn rope(
     s: &CudaStorage,
     l: &Layout,
-    cos: &[f32],
-    sin: &[f32],
+    cos: &Tensor,
+    sin: &Tensor,
     half: usize,
     pos: usize,
     sign: f32,
@@ -278,11 +277,14 @@ pub fn rope(
     let x = view::<f32>(s, l, "rope")?;
     let dims = l.dims();
     let (t, hd) = (dims[2], dims[3]);
-    let range = pos * half..(pos + t) * half;
-    let (c, sn) = (
-        dev.clone_htod(&cos[range.clone()])?,
-        dev.clone_htod(&sin[range])?,
-    );
+    let (cs, cl) = cos.storage_and_layout();
+    let (ss, sl) = sin.storage_and_layout();
+    let (Storage::Cuda(cs), Storage::Cuda(ss)) = (&*cs, &*ss) else {
+        candle_core::bail!("rope: the tables are not on the GPU");
+    };
+    let rows = |o: usize| o + pos * half..o + (pos + t) * half;
+    let c = cs.as_cuda_slice::<f32>()?.slice(rows(cl.start_offset()));
+    let sn = ss.as_cuda_slice::<f32>()?.slice(rows(sl.start_offset()));
     let n = l.shape().elem_count();
     let rows = n / hd;
     let y = alloc(dev, n)?;
