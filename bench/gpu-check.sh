@@ -12,10 +12,10 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 py=${1:-/opt/torch/.venv/bin/python}
-lib=$("$py" -c 'import os, nvidia; print(os.path.join(os.path.dirname(nvidia.__file__), "cu13", "lib"))' 2>/dev/null || true)
-export LD_LIBRARY_PATH=${lib:+$lib:}${LD_LIBRARY_PATH:-}
-bin=${TMPDIR:-/tmp}/frugal-cuda
-gunzip -c "$root/target/cuda/frugal.gz" >"$bin" && chmod +x "$bin"
+# shellcheck source=bench/cuda-env.sh
+. "$here/cuda-env.sh"
+cuda_libs_of "$py"
+bin=$(runnable_bin "$root/target/cuda/frugal.gz") || exit 1
 echo "== fused kernels vs CPU" >&2
 if "$bin" bench kernels --device cuda; then fused=1; else fused=0; fi
 echo "== bench (fused rows: $fused)" >&2

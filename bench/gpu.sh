@@ -22,13 +22,10 @@ steps=${STEPS:-10}
 warmup=${WARMUP:-3}
 only=${ONLY:-}
 here=$(cd "$(dirname "$0")" && pwd)
-if [[ $bin == *.gz ]]; then  # the carried, compressed binary from scripts/build-cuda.sh
-    gunzip -c "$bin" >"${TMPDIR:-/tmp}/frugal-cuda"
-    chmod +x "${TMPDIR:-/tmp}/frugal-cuda"
-    bin=${TMPDIR:-/tmp}/frugal-cuda
-fi
-lib=$("$py" -c 'import os, nvidia; print(os.path.join(os.path.dirname(nvidia.__file__), "cu13", "lib"))' 2>/dev/null || true)
-export LD_LIBRARY_PATH=${lib:+$lib:}${LD_LIBRARY_PATH:-}
+# shellcheck source=bench/cuda-env.sh
+. "$here/cuda-env.sh"
+bin=$(runnable_bin "$bin")
+cuda_libs_of "$py"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >&2 || true
 out=$(mktemp)
 

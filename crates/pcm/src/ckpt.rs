@@ -110,6 +110,20 @@ pub fn load_file(dir: &Path, stem: &str, device: &Device) -> Result<HashMap<Stri
         .map_err(|e| PcmError::ckpt(&p, format!("unreadable: {e}")))
 }
 
+/// Like [`load_file`], but `None` when the checkpoint has no such file (an
+/// optional part, such as a teacher's EMA).
+pub fn load_optional(
+    dir: &Path,
+    stem: &str,
+    device: &Device,
+) -> Result<Option<HashMap<String, Tensor>>> {
+    if dir.join(format!("{stem}.safetensors")).is_file() {
+        load_file(dir, stem, device).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// Writes `run.json`, or checks that an existing one describes the same
 /// run (so a resume cannot silently continue with other settings).
 /// Only `steps` may differ, so a finished run can be extended.

@@ -5,7 +5,7 @@
 
 use crate::data::ImageSet;
 use crate::fastconv::{fast_conv, FastConv};
-use crate::optim::{self, AdamW, AdamWConfig};
+use crate::optim::{self, AdamW, Trainable};
 use crate::{rng, PcmError, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder, VarMap};
@@ -148,7 +148,7 @@ pub fn train(
     let net = Classifier::new(cfg, VarBuilder::from_varmap(&vm, DType::F32, device))?;
     let params = optim::params_of(&vm);
     crate::teacher::seeded_init(&params, cfg.seed)?;
-    let mut opt = AdamW::new(AdamWConfig::default(), &params)?;
+    let mut opt = AdamW::new(optim::adamw_defaults(), &Trainable(&params))?;
     let bar = crate::eval::bar(cfg.steps, "classifier", progress);
     for step in 0..cfg.steps {
         let mut r = rng::stream(cfg.seed, step, 4);
@@ -167,7 +167,7 @@ pub fn train(
         // Cosine decay to 10 % helps the last epoch's accuracy.
         let prog = step as f64 / cfg.steps as f64;
         let lr = cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * prog).cos()));
-        opt.step(&params, &grads, lr)?;
+        opt.step(&Trainable(&params), &grads, lr)?;
         if step % 50 == 0 {
             bar.set_message(format!("loss {:.3}", loss.to_scalar::<f32>()?));
         }

@@ -12,7 +12,7 @@ use crate::adv::{hinge_d, hinge_g, renoise, Discriminator};
 use crate::ckpt::{self, Metrics, State};
 use crate::data::ImageSet;
 use crate::model_dir::{self, Kind};
-use crate::optim::{self, AdamW, AdamWConfig};
+use crate::optim::{self, AdamW, AdamWConfig, Trainable};
 use crate::schedule::{prev_timestep, solver_grid, Consistency, Param, Schedule, SOLVER_STEPS};
 use crate::teacher::{batch, check_data, lr_at};
 use crate::unet::{per_sample, UNetConfig};
@@ -95,7 +95,7 @@ impl DistillConfig {
             lr: 5e-5,
             warmup: 100,
             clip: 1.0,
-            adamw: AdamWConfig::default(),
+            adamw: optim::adamw_defaults(),
             w_min: 0.0,
             w_max: 0.5,
             cfg_free: false,
@@ -183,7 +183,7 @@ pub fn train(
         Target::Online => None,
     };
     let ema_params = ema.as_ref().map(|(vm, _)| optim::params_of(vm));
-    let mut opt = AdamW::new(cfg.adamw, &params)?;
+    let mut opt = AdamW::new(cfg.adamw, &Trainable(&params))?;
     // The discriminator: heads on the teacher's middle features.
     let disc = if cfg.adv_weight > 0.0 {
         let vm = candle_nn::VarMap::new();
@@ -194,9 +194,9 @@ pub fn train(
         let dcfg = AdamWConfig {
             beta1: 0.0,
             beta2: 0.999,
-            ..AdamWConfig::default()
+            ..optim::adamw_defaults()
         };
-        let o = AdamW::new(dcfg, &p)?;
+        let o = AdamW::new(dcfg, &Trainable(&p))?;
         Some((d, p, o))
     } else {
         None
@@ -205,10 +205,10 @@ pub fn train(
     let (start, keep) = match ckpt::latest(out)? {
         Some((st, dir)) => {
             model_dir::set_vars(&params, &ckpt::load_file(&dir, "model", device)?)?;
-            opt.load_state(&ckpt::load_file(&dir, "optimizer", device)?, st.step)?;
+            opt.load_state(ckpt::load_file(&dir, "optimizer", device)?, st.step)?;
             if let Some((_, p, o)) = disc.as_mut() {
                 model_dir::set_vars(p, &ckpt::load_file(&dir, "disc", device)?)?;
-                o.load_state(&ckpt::load_file(&dir, "disc_optimizer", device)?, st.step)?;
+                o.load_state(ckpt::load_file(&dir, "disc_optimizer", device)?, st.step)?;
             }
             if let Some(ep) = &ema_params {
                 model_dir::set_vars(ep, &ckpt::load_file(&dir, "ema", device)?)?;
@@ -305,7 +305,7 @@ pub fn train(
         let mut grads = optim::collect_grads(&params, &loss.backward()?)?;
         let gnorm = frugal_train::optim::clip_grad_norm(&mut grads, cfg.clip)?;
         let lr = lr_at(step, cfg.lr, cfg.warmup);
-        opt.step(&params, &grads, lr)?;
+        opt.step(&Trainable(&params), &grads, lr)?;
         // The discriminator's update, after the student's.
         let mut d_loss = None;
         if let (Some((d, dp, dopt)), Some((fake, real, s))) = (disc.as_mut(), adv) {
@@ -315,7 +315,7 @@ pub fn train(
             )?;
             d_loss = Some(dl.to_scalar::<f32>()? as f64);
             let dg = optim::collect_grads(dp, &dl.backward()?)?;
-            dopt.step(dp, &dg, cfg.disc_lr)?;
+            dopt.step(&Trainable(dp), &dg, cfg.disc_lr)?;
         }
         if let (Target::Ema { rate }, Some(ep)) = (cfg.target, &ema_params) {
             optim::ema_update(ep, &params, rate)?;
@@ -339,14 +339,14 @@ pub fn train(
             };
             let mut files = vec![
                 ("model", model_dir::snapshot(&params)?),
-                ("optimizer", opt.state_tensors()),
+                ("optimizer", opt.state_tensors()?),
             ];
             if let Some(ep) = &ema_params {
                 files.push(("ema", model_dir::snapshot(ep)?));
             }
             if let Some((_, dp, dopt)) = &disc {
                 files.push(("disc", model_dir::snapshot(dp)?));
-                files.push(("disc_optimizer", dopt.state_tensors()));
+                files.push(("disc_optimizer", dopt.state_tensors()?));
             }
             ckpt::save(out, &state, files, 2)?;
         }

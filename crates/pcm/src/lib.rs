@@ -7,7 +7,7 @@
 //! * [`schedule`]: the DDPM schedule, the 50-step solver grid, phase edges,
 //!   DDIM steps, the consistency functions and the losses (pure arithmetic).
 //! * [`unet`]: the U-Net with timestep and class embeddings.
-//! * [`optim`]: AdamW over named candle variables.
+//! * [`optim`]: frugal-train's AdamW over a `VarMap`'s variables, and the weight EMA.
 //! * [`ckpt`]: atomic, resumable checkpoints and `metrics.jsonl`.
 //! * [`teacher`], [`distill`]: the two training loops.
 //! * [`sample`]: PCM (deterministic, stochastic), LCM and DDIM samplers.

@@ -52,12 +52,14 @@ pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
     })?;
     // A teacher samples with its EMA weights when it has them (a student's
     // `ema` file is its target network, not its output).
-    let stem = if header.kind == Kind::Teacher && ck.join("ema.safetensors").is_file() {
-        "ema"
-    } else {
-        "model"
+    let ema = match header.kind {
+        Kind::Teacher => ckpt::load_optional(&ck, "ema", device)?,
+        Kind::Pcm | Kind::Lcm => None,
     };
-    let tensors = ckpt::load_file(&ck, stem, device)?;
+    let tensors = match ema {
+        Some(t) => t,
+        None => ckpt::load_file(&ck, "model", device)?,
+    };
     let net = frozen(header.unet, &tensors, device)?;
     Ok(Loaded {
         kind: header.kind,

@@ -1,33 +1,22 @@
-//! AdamW over named candle variables.
+//! Optimizer glue: frugal-train's AdamW over a `VarMap`'s named variables.
 //!
-//! frugal-train's AdamW takes a `frugal_model::ParamStore`, which can only be
-//! built from a Llama config's parameter list, so it cannot hold a U-Net's
-//! variables without changing frugal-model. This is the same update
-//! (PyTorch's order of operations, decoupled decay) over a `VarMap`'s
-//! variables; gradient collection and clipping are frugal-train's, which
-//! work on any name → tensor map.
+//! The update, its checkpoint format and gradient clipping are frugal-train's;
+//! this module says which U-Net and classifier parameters take weight decay,
+//! gives the DDPM recipe's AdamW defaults, and keeps the weight EMA.
 
 use crate::{PcmError, Result};
-use candle_core::{backprop::GradStore, Tensor, Var};
-use frugal_train::optim::Grads;
-use std::collections::{BTreeMap, HashMap};
+use candle_core::{backprop::GradStore, Var};
+pub use frugal_train::optim::{AdamW, AdamWConfig, Grads, NamedParams};
+use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AdamWConfig {
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-}
-
-impl Default for AdamWConfig {
-    fn default() -> Self {
-        Self {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        }
+/// AdamW as diffusion models are trained: PyTorch's defaults (β₂ 0.999, no
+/// weight decay), not frugal-train's language-model ones (β₂ 0.95, decay 0.1).
+pub fn adamw_defaults() -> AdamWConfig {
+    AdamWConfig {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
     }
 }
 
@@ -42,17 +31,27 @@ pub fn params_of(vm: &candle_nn::VarMap) -> Params {
         .unwrap_or_default()
 }
 
+/// A U-Net's or classifier's parameters as the optimizer sees them: weight
+/// decay applies to conv and linear weights, not to biases, norms or the class
+/// embedding.
+pub struct Trainable<'a>(pub &'a Params);
+
+impl NamedParams for Trainable<'_> {
+    fn named_vars(&self) -> Vec<(&String, &Var)> {
+        self.0.iter().collect()
+    }
+    fn decays(&self, name: &str) -> bool {
+        let rank = self.0.get(name).map_or(0, |v| v.rank());
+        name.ends_with(".weight") && rank >= 2 && !name.contains("class_emb")
+    }
+}
+
 /// Gradients of every parameter (zeros where the loss does not reach).
 pub fn collect_grads(params: &Params, store: &GradStore) -> Result<Grads> {
-    let mut out = BTreeMap::new();
-    for (name, var) in params {
-        let g = match store.get(var.as_tensor()) {
-            Some(g) => g.clone(),
-            None => var.zeros_like()?,
-        };
-        out.insert(name.clone(), g);
-    }
-    Ok(out)
+    Ok(frugal_train::optim::collect_grads(
+        &Trainable(params),
+        store,
+    )?)
 }
 
 /// `e ← rate·e + (1 − rate)·p` for every variable of `ema` (an exponential
@@ -68,101 +67,10 @@ pub fn ema_update(ema: &Params, params: &Params, rate: f64) -> Result<()> {
     Ok(())
 }
 
-/// Weight decay applies to conv and linear weights, not to biases, norms or
-/// embeddings.
-fn decays(name: &str, var: &Var) -> bool {
-    name.ends_with(".weight") && var.rank() >= 2 && !name.contains("class_emb")
-}
-
-pub struct AdamW {
-    pub config: AdamWConfig,
-    pub step: u64,
-    m: BTreeMap<String, Tensor>,
-    v: BTreeMap<String, Tensor>,
-}
-
-impl AdamW {
-    pub fn new(config: AdamWConfig, params: &Params) -> Result<Self> {
-        let mut m = BTreeMap::new();
-        let mut v = BTreeMap::new();
-        for (name, var) in params {
-            m.insert(name.clone(), var.zeros_like()?);
-            v.insert(name.clone(), var.zeros_like()?);
-        }
-        Ok(Self {
-            config,
-            step: 0,
-            m,
-            v,
-        })
-    }
-
-    /// `p ← p(1 − lr·wd)`, `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
-    /// `p ← p − (lr/(1−β₁ᵗ))·m/(√v/√(1−β₂ᵗ) + ε)`.
-    pub fn step(&mut self, params: &Params, grads: &Grads, lr: f64) -> Result<()> {
-        self.step += 1;
-        let c = self.config;
-        let t = self.step as i32;
-        let bc1 = 1.0 - c.beta1.powi(t);
-        let bc2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
-        for (name, var) in params {
-            let Some(g) = grads.get(name) else { continue };
-            let m = (self.m[name].affine(c.beta1, 0.0)? + g.affine(1.0 - c.beta1, 0.0)?)?;
-            let v = (self.v[name].affine(c.beta2, 0.0)? + g.sqr()?.affine(1.0 - c.beta2, 0.0)?)?;
-            let mut p = var.as_tensor().detach();
-            if decays(name, var) && c.weight_decay > 0.0 {
-                p = p.affine(1.0 - lr * c.weight_decay, 0.0)?;
-            }
-            let denom = (v.sqrt()?.affine(1.0 / bc2_sqrt, 0.0)? + c.eps)?;
-            let p = (p - (&m / denom)?.affine(lr / bc1, 0.0)?)?;
-            var.set(&p)?;
-            self.m.insert(name.clone(), m);
-            self.v.insert(name.clone(), v);
-        }
-        Ok(())
-    }
-
-    /// Moments as `m.NAME` / `v.NAME` for a checkpoint.
-    pub fn state_tensors(&self) -> HashMap<String, Tensor> {
-        let mut out = HashMap::new();
-        for (k, t) in &self.m {
-            out.insert(format!("m.{k}"), t.clone());
-        }
-        for (k, t) in &self.v {
-            out.insert(format!("v.{k}"), t.clone());
-        }
-        out
-    }
-
-    pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, step: u64) -> Result<()> {
-        for (prefix, map) in [("m", &mut self.m), ("v", &mut self.v)] {
-            for (k, slot) in map.iter_mut() {
-                let key = format!("{prefix}.{k}");
-                let t = tensors.get(&key).ok_or_else(|| {
-                    PcmError::ckpt("optimizer.safetensors", format!("missing '{key}'"))
-                })?;
-                if t.dims() != slot.dims() {
-                    return Err(PcmError::ckpt(
-                        "optimizer.safetensors",
-                        format!(
-                            "'{key}' has shape {:?}, expected {:?}",
-                            t.dims(),
-                            slot.dims()
-                        ),
-                    ));
-                }
-                *slot = t.clone();
-            }
-        }
-        self.step = step;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{Device, Tensor};
 
     #[test]
     fn ema_update_is_the_weighted_average() {
@@ -179,6 +87,28 @@ mod tests {
     }
 
     #[test]
+    fn decay_only_on_conv_and_linear_weights() {
+        let dev = Device::Cpu;
+        let var = |dims: &[usize]| Var::zeros(dims, candle_core::DType::F32, &dev).unwrap();
+        let params: Params = [
+            ("conv.weight".to_string(), var(&[2, 2, 3, 3])),
+            ("lin.weight".to_string(), var(&[2, 2])),
+            ("lin.bias".to_string(), var(&[2])),
+            ("norm.weight".to_string(), var(&[2])),
+            ("class_emb.weight".to_string(), var(&[11, 2])),
+        ]
+        .into();
+        let t = Trainable(&params);
+        let decayed: Vec<&str> = t
+            .named_vars()
+            .into_iter()
+            .filter(|(n, _)| t.decays(n))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert_eq!(decayed, ["conv.weight", "lin.weight"]);
+    }
+
+    #[test]
     fn one_step_matches_hand_computation() {
         let dev = Device::Cpu;
         let var = Var::from_tensor(&Tensor::new(&[[1.0f32, -2.0]], &dev).unwrap()).unwrap();
@@ -190,13 +120,13 @@ mod tests {
             eps: 1e-8,
             weight_decay: 0.1,
         };
-        let mut opt = AdamW::new(cfg, &params).unwrap();
+        let mut opt = AdamW::new(cfg, &Trainable(&params)).unwrap();
         let mut grads = Grads::new();
         grads.insert(
             "l.weight".into(),
             Tensor::new(&[[0.5f32, 0.25]], &dev).unwrap(),
         );
-        opt.step(&params, &grads, 0.01).unwrap();
+        opt.step(&Trainable(&params), &grads, 0.01).unwrap();
         // Step 1: m̂ = g, v̂ = g², update = lr·g/(|g| + ε) = lr·sign(g).
         let got = var.as_tensor().to_vec2::<f32>().unwrap();
         let want = [1.0 * (1.0 - 0.001) - 0.01, -2.0 * (1.0 - 0.001) - 0.01];
@@ -204,11 +134,12 @@ mod tests {
             (got[0][0] - want[0]).abs() < 1e-6 && (got[0][1] - want[1]).abs() < 1e-6,
             "{got:?}"
         );
-        // State round trip.
-        let st = opt.state_tensors();
-        let mut fresh = AdamW::new(cfg, &params).unwrap();
-        fresh.load_state(&st, 1).unwrap();
+        // State round trip, in the parameter's shape.
+        let st = opt.state_tensors().unwrap();
+        assert_eq!(st["m.l.weight"].dims(), &[1, 2]);
+        let mut fresh = AdamW::new(cfg, &Trainable(&params)).unwrap();
+        fresh.load_state(st, 1).unwrap();
         assert_eq!(fresh.step, 1);
-        assert!(fresh.load_state(&HashMap::new(), 1).is_err());
+        assert!(fresh.load_state(Default::default(), 1).is_err());
     }
 }

@@ -5,7 +5,7 @@
 use crate::ckpt::{self, Metrics, State};
 use crate::data::ImageSet;
 use crate::model_dir::{self, Kind};
-use crate::optim::{self, AdamW, AdamWConfig};
+use crate::optim::{self, AdamW, AdamWConfig, Trainable};
 use crate::schedule::{Schedule, TRAIN_STEPS};
 use crate::unet::{per_sample, UNetConfig};
 use crate::{rng, PcmError, Result};
@@ -60,7 +60,7 @@ impl Default for TeacherConfig {
             warmup: 500,
             label_dropout: 0.1,
             clip: 1.0,
-            adamw: AdamWConfig::default(),
+            adamw: optim::adamw_defaults(),
             seed: 0,
             log_every: 50,
             checkpoint_every: 1000,
@@ -129,12 +129,12 @@ pub fn train(
     // Fresh variables come from candle's unseeded generator: overwrite them
     // from the seed so that runs are reproducible.
     seeded_init(&params, cfg.seed)?;
-    let mut opt = AdamW::new(cfg.adamw, &params)?;
+    let mut opt = AdamW::new(cfg.adamw, &Trainable(&params))?;
     let resume = ckpt::latest(out)?;
     let (start, keep) = match &resume {
         Some((st, dir)) => {
             model_dir::set_vars(&params, &ckpt::load_file(dir, "model", device)?)?;
-            opt.load_state(&ckpt::load_file(dir, "optimizer", device)?, st.step)?;
+            opt.load_state(ckpt::load_file(dir, "optimizer", device)?, st.step)?;
             (st.step, st.metrics_len)
         }
         None => (0, 0),
@@ -145,8 +145,8 @@ pub fn train(
         let (vm, _) = model_dir::trainable(cfg.unet, Some(&model_dir::snapshot(&params)?), device)?;
         let ep = optim::params_of(&vm);
         if let Some((_, dir)) = &resume {
-            if dir.join("ema.safetensors").is_file() {
-                model_dir::set_vars(&ep, &ckpt::load_file(dir, "ema", device)?)?;
+            if let Some(t) = ckpt::load_optional(dir, "ema", device)? {
+                model_dir::set_vars(&ep, &t)?;
             }
         }
         Some(ep)
@@ -183,7 +183,7 @@ pub fn train(
         let mut grads = optim::collect_grads(&params, &loss.backward()?)?;
         let gnorm = frugal_train::optim::clip_grad_norm(&mut grads, cfg.clip)?;
         let lr = lr_at(step, cfg.lr, cfg.warmup);
-        opt.step(&params, &grads, lr)?;
+        opt.step(&Trainable(&params), &grads, lr)?;
         if let Some(ep) = &ema {
             optim::ema_update(ep, &params, ema_rate(cfg.ema, step))?;
         }
@@ -202,7 +202,7 @@ pub fn train(
             };
             let mut files = vec![
                 ("model", model_dir::snapshot(&params)?),
-                ("optimizer", opt.state_tensors()),
+                ("optimizer", opt.state_tensors()?),
             ];
             if let Some(ep) = &ema {
                 files.push(("ema", model_dir::snapshot(ep)?));

@@ -1,7 +1,9 @@
 //! AdamW with PyTorch's semantics and global-norm gradient clipping.
 //!
 //! The state (first and second moments, step count) is plain named tensors so
-//! it checkpoints as safetensors and resumes bit-identically.
+//! it checkpoints as safetensors and resumes bit-identically. Any model whose
+//! parameters implement [`NamedParams`] can use it: the Llama's
+//! [`ParamStore`] here, frugal-pcm's U-Nets and classifier there.
 
 use crate::Result;
 use candle_core::{Tensor, Var};
@@ -31,14 +33,32 @@ impl Default for AdamWConfig {
 /// Gradients by parameter name, in name order.
 pub type Grads = BTreeMap<String, Tensor>;
 
+/// The variables an optimizer updates, and which of them take weight decay.
+pub trait NamedParams {
+    /// Every variable with its name, in name order (so that every reduction
+    /// over them is deterministic).
+    fn named_vars(&self) -> Vec<(&String, &Var)>;
+    /// Whether decoupled weight decay applies to this parameter.
+    fn decays(&self, name: &str) -> bool;
+}
+
+impl NamedParams for ParamStore {
+    fn named_vars(&self) -> Vec<(&String, &Var)> {
+        self.iter().collect()
+    }
+    fn decays(&self, name: &str) -> bool {
+        ParamStore::decays(self, name)
+    }
+}
+
 /// Collects the gradients of every parameter from a backward pass; a missing
 /// gradient becomes zeros (a parameter the loss does not touch).
-pub fn collect_grads(
-    params: &ParamStore,
+pub fn collect_grads<P: NamedParams + ?Sized>(
+    params: &P,
     store: &candle_core::backprop::GradStore,
 ) -> Result<Grads> {
     let mut out = BTreeMap::new();
-    for (name, var) in params.iter() {
+    for (name, var) in params.named_vars() {
         let g = match store.get(var.as_tensor()) {
             Some(g) => g.clone(),
             None => var.zeros_like()?,
@@ -99,18 +119,32 @@ pub struct AdamW {
     pub step: u64,
     m: BTreeMap<String, Tensor>,
     v: BTreeMap<String, Tensor>,
-    host: BTreeMap<String, (Vec<f32>, Vec<f32>)>,
+    host: BTreeMap<String, HostMoments>,
+}
+
+/// The moments of one parameter updated on the host, and its shape (so a
+/// checkpoint holds them in the parameter's shape on every device).
+#[derive(Debug, Clone)]
+struct HostMoments {
+    m: Vec<f32>,
+    v: Vec<f32>,
+    shape: candle_core::Shape,
 }
 
 impl AdamW {
-    pub fn new(config: AdamWConfig, params: &ParamStore) -> Result<Self> {
+    pub fn new<P: NamedParams + ?Sized>(config: AdamWConfig, params: &P) -> Result<Self> {
         let mut m = BTreeMap::new();
         let mut v = BTreeMap::new();
         let mut host = BTreeMap::new();
-        for (name, var) in params.iter() {
+        for (name, var) in params.named_vars() {
             if host_update(var) {
                 let n = var.elem_count();
-                host.insert(name.clone(), (vec![0f32; n], vec![0f32; n]));
+                let moments = HostMoments {
+                    m: vec![0f32; n],
+                    v: vec![0f32; n],
+                    shape: var.shape().clone(),
+                };
+                host.insert(name.clone(), moments);
             } else {
                 m.insert(name.clone(), var.zeros_like()?);
                 v.insert(name.clone(), var.zeros_like()?);
@@ -128,20 +162,25 @@ impl AdamW {
     /// One update with learning rate `lr`, in PyTorch's order of operations:
     /// `p ← p(1 − lr·wd)`, `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
     /// `p ← p − (lr/(1−β₁ᵗ)) · m / (√v/√(1−β₂ᵗ) + ε)`.
-    pub fn step(&mut self, params: &ParamStore, grads: &Grads, lr: f64) -> Result<()> {
+    pub fn step<P: NamedParams + ?Sized>(
+        &mut self,
+        params: &P,
+        grads: &Grads,
+        lr: f64,
+    ) -> Result<()> {
         self.step += 1;
         let c = self.config;
         let t = self.step as i32;
         let bc1 = 1.0 - c.beta1.powi(t);
         let bc2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
-        for (name, var) in params.iter() {
+        for (name, var) in params.named_vars() {
             let Some(g) = grads.get(name) else { continue };
             let decay = if params.decays(name) {
                 c.weight_decay
             } else {
                 0.0
             };
-            if let Some((m, v)) = self.host.get_mut(name) {
+            if let Some(HostMoments { m, v, .. }) = self.host.get_mut(name) {
                 let step = HostStep {
                     decay: (1.0 - lr * decay) as f32,
                     b1: c.beta1 as f32,
@@ -156,11 +195,6 @@ impl AdamW {
             let (m, v) = (&self.m[name], &self.v[name]);
             let m = (m.affine(c.beta1, 0.0)? + g.affine(1.0 - c.beta1, 0.0)?)?;
             let v = (v.affine(c.beta2, 0.0)? + g.sqr()?.affine(1.0 - c.beta2, 0.0)?)?;
-            let decay = if params.decays(name) {
-                c.weight_decay
-            } else {
-                0.0
-            };
             update_param(var, &m, &v, lr, decay, bc1, bc2_sqrt, c.eps)?;
             self.m.insert(name.clone(), m);
             self.v.insert(name.clone(), v);
@@ -171,16 +205,10 @@ impl AdamW {
     /// Moments as `m.NAME` / `v.NAME` tensors for a checkpoint.
     pub fn state_tensors(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
-        for (k, (m, v)) in &self.host {
-            let n = m.len();
-            out.insert(
-                format!("m.{k}"),
-                Tensor::from_slice(m, n, &candle_core::Device::Cpu)?,
-            );
-            out.insert(
-                format!("v.{k}"),
-                Tensor::from_slice(v, n, &candle_core::Device::Cpu)?,
-            );
+        for (k, h) in &self.host {
+            let cpu = &candle_core::Device::Cpu;
+            out.insert(format!("m.{k}"), Tensor::from_slice(&h.m, &h.shape, cpu)?);
+            out.insert(format!("v.{k}"), Tensor::from_slice(&h.v, &h.shape, cpu)?);
         }
         for (k, t) in &self.m {
             out.insert(format!("m.{k}"), t.clone());
@@ -191,10 +219,12 @@ impl AdamW {
         Ok(out)
     }
 
-    /// Restores moments saved by [`AdamW::state_tensors`].
+    /// Restores moments saved by [`AdamW::state_tensors`] on any device
+    /// (moments are matched by element count, so the flat moments of older
+    /// CPU checkpoints load too).
     pub fn load_state(&mut self, mut tensors: HashMap<String, Tensor>, step: u64) -> Result<()> {
-        for (k, (m, v)) in self.host.iter_mut() {
-            for (prefix, slot) in [("m", m), ("v", v)] {
+        for (k, h) in self.host.iter_mut() {
+            for (prefix, slot) in [("m", &mut h.m), ("v", &mut h.v)] {
                 let key = format!("{prefix}.{k}");
                 let t = tensors.remove(&key).ok_or_else(|| {
                     crate::TrainError::ckpt("optimizer.safetensors", format!("missing '{key}'"))
@@ -218,7 +248,7 @@ impl AdamW {
                 let t = tensors.remove(&key).ok_or_else(|| {
                     crate::TrainError::ckpt("optimizer.safetensors", format!("missing '{key}'"))
                 })?;
-                if t.dims() != slot.dims() {
+                if t.elem_count() != slot.elem_count() {
                     return Err(crate::TrainError::ckpt(
                         "optimizer.safetensors",
                         format!(
@@ -228,7 +258,10 @@ impl AdamW {
                         ),
                     ));
                 }
-                *slot = t;
+                *slot = t
+                    .reshape(slot.shape())?
+                    .to_device(slot.device())?
+                    .to_dtype(slot.dtype())?;
             }
         }
         self.step = step;

@@ -94,3 +94,45 @@ fn clipping_scales_to_max_norm() {
     assert!((norm - 1.0).abs() < 1e-5);
     assert!((global_norm(&g).unwrap() - 1.0).abs() < 1e-5);
 }
+
+/// Moments are saved in each parameter's shape, and the flat moments that
+/// older CPU checkpoints hold still load, to the same values.
+#[test]
+fn state_is_saved_in_parameter_shapes_and_flat_state_loads() {
+    let c = LlamaConfig::new(5, 4, 1, 2);
+    let params = ParamStore::init(&c, &Device::Cpu, 1).unwrap();
+    let mut opt = AdamW::new(AdamWConfig::default(), &params).unwrap();
+    let mut grads = Grads::new();
+    for (n, var) in params.iter() {
+        grads.insert(
+            n.clone(),
+            var.ones_like().unwrap().affine(0.1, 0.0).unwrap(),
+        );
+    }
+    opt.step(&params, &grads, 0.01).unwrap();
+    let state = opt.state_tensors().unwrap();
+    for (name, var) in params.iter() {
+        assert_eq!(state[&format!("m.{name}")].dims(), var.dims(), "{name}");
+        assert_eq!(state[&format!("v.{name}")].dims(), var.dims(), "{name}");
+    }
+    let flat: HashMap<String, Tensor> = state
+        .iter()
+        .map(|(k, t)| (k.clone(), t.flatten_all().unwrap()))
+        .collect();
+    let mut resumed = AdamW::new(AdamWConfig::default(), &params).unwrap();
+    resumed.load_state(flat, 1).unwrap();
+    for (k, t) in resumed.state_tensors().unwrap() {
+        let want: Vec<f32> = state[&k].flatten_all().unwrap().to_vec1().unwrap();
+        let got: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(got, want, "{k}");
+    }
+    // A moment of the wrong size is refused, naming the key.
+    let mut bad = state.clone();
+    let key = "m.model.norm.weight".to_string();
+    bad.insert(
+        key.clone(),
+        Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    let err = resumed.load_state(bad, 1).unwrap_err().to_string();
+    assert!(err.contains(&key), "{err}");
+}

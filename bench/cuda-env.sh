@@ -1,0 +1,22 @@
+# shellcheck shell=bash
+# Sourced by bench/gpu.sh and bench/gpu-check.sh: what both need before running
+# the CUDA binary on a lent machine.
+
+# Puts the CUDA 13 libraries of PYTHON's pip `nvidia` packages (the torch venv's)
+# on LD_LIBRARY_PATH, for frugal as for torch; nothing when PYTHON has none.
+cuda_libs_of() {
+    local lib
+    lib=$("$1" -c 'import os, nvidia; print(os.path.join(os.path.dirname(nvidia.__file__), "cu13", "lib"))' 2>/dev/null || true)
+    export LD_LIBRARY_PATH=${lib:+$lib:}${LD_LIBRARY_PATH:-}
+}
+
+# Prints a runnable path for BIN: BIN itself, or for the carried
+# target/cuda/frugal.gz of scripts/build-cuda.sh, its unpacked copy in TMPDIR.
+runnable_bin() {
+    if [[ $1 == *.gz ]]; then
+        local out=${TMPDIR:-/tmp}/frugal-cuda
+        gunzip -c "$1" >"$out" && chmod +x "$out" && echo "$out"
+    else
+        echo "$1"
+    fi
+}
