@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The whole GPU session in one device call: first the fused CUDA kernels
 # against the CPU ones (`frugal bench kernels`, the check of
-# crates/model/tests/cuda_fused.rs), then bench/gpu.sh, with rows using the
-# fused kernels added when that check passed.
+# crates/model/tests/cuda_fused.rs), then the per-kernel profile of a training
+# step (bench/gpu-profile.sh), then bench/gpu.sh; the profile and the bench add
+# rows with the fused kernels when that check passed.
 #
 #   bench/gpu-check.sh [PYTHON]
 #
-# Needs target/cuda/frugal.gz from scripts/build-cuda.sh (carry it: ~19 MB).
-# PYTHON as in gpu.sh.
+# Needs target/cuda/frugal.gz and target/cuda/libkernel_trace.so from
+# scripts/build-cuda.sh (carry both: ~19 MB). PYTHON as in gpu.sh. The traces
+# are kept in $OUT/profile when OUT is set (a device call's output folder).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -18,5 +20,7 @@ cuda_libs_of "$py"
 bin=$(runnable_bin "$root/target/cuda/frugal.gz") || exit 1
 echo "== fused kernels vs CPU" >&2
 if "$bin" bench kernels --device cuda; then fused=1; else fused=0; fi
+echo "== profile (fused rows: $fused)" >&2
+OUT=${OUT:+$OUT/profile} FUSED=$fused bash "$here/gpu-profile.sh" "$bin" "$py"
 echo "== bench (fused rows: $fused)" >&2
 FUSED=$fused bash "$here/gpu.sh" "$bin" "$py"

@@ -8,7 +8,9 @@
 # Environment: CUDA_ROOT (where the toolkit is unpacked; default .cuda),
 # CUDA_TARGET_DIR (cargo's target dir; default target/cuda, so the CPU build in
 # target/ is left alone), CUDA_COMPUTE_CAP (default 90: H100/H200).
-# Output: $CUDA_TARGET_DIR/release/frugal, stripped. On the GPU machine run it
+# Output: $CUDA_TARGET_DIR/release/frugal, stripped, its gzip frugal.gz, and
+# libkernel_trace.so (bench/cupti/kernel_trace.c, the CUPTI kernel tracer of
+# bench/gpu-profile.sh). On the GPU machine run it
 # with LD_LIBRARY_PATH pointing at a directory holding libcublas.so.13,
 # libcublasLt.so.13, libcurand.so.10, libnvrtc.so.13 and libcudart.so.13
 # (e.g. a PyTorch venv's site-packages/nvidia/cu13/lib, or $CUDA_ROOT/lib).
@@ -35,6 +37,19 @@ if [ ! -x "$root/bin/nvcc" ]; then
     cp -a "$root/unpacked/nvidia/cu13/." "$root/"
     rm -rf "$root/unpacked"
     chmod +x "$root"/bin/* "$root"/nvvm/bin/* 2>/dev/null || true
+fi
+
+# CUPTI's headers and library, for the kernel tracer (fetched on their own so
+# that a toolkit unpacked by an older version of this script gains them).
+cupti_wheel=nvidia-cuda-cupti==13.0.85
+if [ ! -e "$root/include/cupti.h" ]; then
+    echo "== fetching $cupti_wheel into $root" >&2
+    mkdir -p "$root/wheels"
+    python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$root/wheels" "$cupti_wheel"
+    python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
+        "$root"/wheels/nvidia_cuda_cupti-*.whl "$root/unpacked"
+    cp -a "$root/unpacked/nvidia/cu13/." "$root/"
+    rm -rf "$root/unpacked"
 fi
 
 # The linker wants unversioned names (-lcublas finds libcublas.so).
@@ -67,4 +82,6 @@ strip "$target/release/frugal"
 # A device call carries at most 64 MiB and the stripped binary is ~73 MB;
 # gzip brings it to ~19 MB (bench/gpu.sh unpacks a .gz itself).
 gzip -9 -c "$target/release/frugal" >"$target/frugal.gz"
-ls -la "$target/release/frugal" "$target/frugal.gz"
+cc -O2 -Wall -Wextra -Werror -shared -fPIC -I"$root/include" bench/cupti/kernel_trace.c \
+    -L"$root/lib" -lcupti -o "$target/libkernel_trace.so"
+ls -la "$target/release/frugal" "$target/frugal.gz" "$target/libkernel_trace.so"

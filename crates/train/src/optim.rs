@@ -81,15 +81,23 @@ pub fn add_grads(acc: &mut Grads, other: Grads) -> Result<()> {
 }
 
 /// The global L2 norm of all gradients, summed in name order (deterministic).
+///
+/// Each gradient's sum of squares is widened to f64 and added on its device,
+/// so a GPU is read once per call rather than once per parameter (every read
+/// is a synchronisation); the additions are the same, in the same order.
 pub fn global_norm(grads: &Grads) -> Result<f64> {
-    let mut total = 0f64;
+    let mut total: Option<Tensor> = None;
     for g in grads.values() {
-        total += g
-            .sqr()?
-            .sum_all()?
-            .to_dtype(candle_core::DType::F64)?
-            .to_scalar::<f64>()?;
+        let sq = g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?;
+        total = Some(match total {
+            Some(t) => (t + sq)?,
+            None => sq,
+        });
     }
+    let total = match total {
+        Some(t) => t.to_scalar::<f64>()?,
+        None => 0.0,
+    };
     Ok(total.sqrt())
 }
 
