@@ -209,3 +209,21 @@ extern "C" __global__ void cross_entropy_rows_u32(const float* x, const uint32_t
 extern "C" __global__ void cross_entropy_rows_i64(const float* x, const int64_t* y, float* loss, int v) { ce_fwd(x, y, loss, v); }
 extern "C" __global__ void cross_entropy_bwd_rows_u32(const float* x, const uint32_t* y, const float* g, float* dx, int v) { ce_bwd(x, y, g, dx, v); }
 extern "C" __global__ void cross_entropy_bwd_rows_i64(const float* x, const int64_t* y, const float* g, float* dx, int v) { ce_bwd(x, y, g, dx, v); }
+
+// ------------------------------------------------------------------- AdamW
+
+// One AdamW step of one parameter (src/fused_adamw.rs, PyTorch's order of
+// operations). mv = [m; v] (2n), out = [p'; m'; v'] (3n).
+extern "C" __global__ void adamw_step(const float* p, const float* g, const float* mv, float* out,
+                                      size_t n, float decay, float b1, float b2, float bc2_sqrt,
+                                      float step_size, float eps) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const float gi = g[i];
+        const float m = b1 * mv[i] + (1.f - b1) * gi;
+        const float v = b2 * mv[n + i] + (1.f - b2) * gi * gi;
+        const float denom = sqrtf(v) / bc2_sqrt + eps;
+        out[i] = p[i] * decay - step_size * m / denom;
+        out[n + i] = m;
+        out[2 * n + i] = v;
+    }
+}

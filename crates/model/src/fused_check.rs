@@ -5,6 +5,7 @@
 //! card with the binary alone.
 
 use crate::fused::{self, RopeTables};
+use crate::fused_adamw::AdamWStep;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -99,7 +100,59 @@ pub fn check_all(device: &Device) -> Result<Vec<Check>> {
             |t| fused::cross_entropy(&t[0], &t[1]),
         )?);
     }
+    // AdamW on a 768 x 2048 weight at step 3 (no backward: compared forward).
+    let (rows, cols) = (768, 2048);
+    let g = randn(&[rows, cols], 0.01, 0.0)?;
+    let m = randn(&[rows * cols], 0.001, 0.0)?;
+    let v = randn(&[rows * cols], 1e-5, 0.0)?.abs()?;
+    let inputs = [
+        randn(&[rows, cols], 0.02, 0.0)?,
+        g,
+        Tensor::stack(&[m, v], 0)?,
+    ];
+    let step = AdamWStep {
+        decay: 1.0 - 3e-4 * 0.1,
+        b1: 0.9,
+        b2: 0.95,
+        bc2_sqrt: (1.0f32 - 0.95f32.powi(3)).sqrt(),
+        step_size: 3e-4 / (1.0 - 0.9f32.powi(3)),
+        eps: 1e-8,
+    };
+    let (cpu, dev) = (
+        step.fused(&inputs[0], &inputs[1], &inputs[2])?,
+        on(device, &inputs, |t| step.fused(&t[0], &t[1], &t[2]))?,
+    );
+    // Relative to each output's own scale: v is ~1e-5, m ~1e-3, p ~1e-2.
+    let mut worst = 0f32;
+    for k in 0..3 {
+        worst = worst.max(rel_gap_to_own_scale(&cpu.get(k)?, &dev.get(k)?)?);
+    }
+    out.push(Check {
+        name: "adamw 768x2048 (p, m, v)".to_string(),
+        forward_gap: worst,
+        grad_gaps: Vec::new(),
+    });
     Ok(out)
+}
+
+/// `op` on copies of `inputs` on `device`, brought back to the CPU.
+fn on(
+    device: &Device,
+    inputs: &[Tensor],
+    op: impl Fn(&[Tensor]) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let ts = inputs
+        .iter()
+        .map(|t| t.to_device(device))
+        .collect::<Result<Vec<_>>>()?;
+    op(&ts)?.to_device(&Device::Cpu)
+}
+
+/// Largest |a − b| relative to the largest |a| (for values far below 1).
+fn rel_gap_to_own_scale(a: &Tensor, b: &Tensor) -> Result<f32> {
+    let scale: f32 = a.abs()?.max_all()?.to_scalar()?;
+    let d: f32 = (a - b)?.abs()?.max_all()?.to_scalar()?;
+    Ok(if scale > 0.0 { d / scale } else { d })
 }
 
 /// Largest |a − b| relative to the largest |a| (at least 1).
@@ -181,12 +234,14 @@ mod tests {
     #[test]
     fn cpu_against_itself_is_exact() {
         let checks = check_all(&Device::Cpu).unwrap();
-        assert_eq!(checks.len(), 11);
+        assert_eq!(checks.len(), 12);
         for c in &checks {
             assert_eq!(c.worst(), 0.0, "{}", c.name);
             assert!(c.passed());
             let expect = if c.name.starts_with("rms_norm") || c.name.starts_with("swiglu") {
                 2
+            } else if c.name.starts_with("adamw") {
+                0
             } else {
                 1
             };

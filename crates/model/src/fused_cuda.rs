@@ -386,3 +386,32 @@ pub fn cross_entropy_bwd(
     unsafe { b.launch(per_row(rows)) }.w()?;
     Ok((wrap(dx, dev), l1.shape().clone()))
 }
+
+#[allow(clippy::too_many_arguments)]
+pub fn adamw(
+    step: &crate::fused_adamw::AdamWStep,
+    s1: &CudaStorage,
+    l1: &Layout,
+    s2: &CudaStorage,
+    l2: &Layout,
+    s3: &CudaStorage,
+    l3: &Layout,
+) -> Result<(CudaStorage, Shape)> {
+    let dev = s1.device();
+    let p = view::<f32>(s1, l1, "adamw")?;
+    let g = view::<f32>(s2, l2, "adamw")?;
+    let mv = view::<f32>(s3, l3, "adamw")?;
+    let n = l1.shape().elem_count();
+    let out = alloc(dev, 3 * n)?;
+    let f = dev.get_or_load_custom_func("adamw_step", MODULE, PTX)?;
+    let mut b = f.builder();
+    b.arg(&p);
+    b.arg(&g);
+    b.arg(&mv);
+    b.arg(&out);
+    let s = step;
+    candle_core::builder_arg!(b, n, s.decay, s.b1, s.b2, s.bc2_sqrt, s.step_size, s.eps);
+    // SAFETY: argument types and order match the kernel's signature.
+    unsafe { b.launch(elementwise(n)) }.w()?;
+    Ok((wrap(out, dev), Shape::from((3, n))))
+}

@@ -6,6 +6,7 @@
 //! * [`precision`]: f32 or autocast-style bf16 matmuls.
 //! * [`llama`]: the model itself — every op differentiable (candle's fused
 //!   `rms_norm`/`softmax_last_dim` have no backward and are not used here).
+//! * [`fused`], [`fused_adamw`]: fused kernels with CPU and CUDA versions.
 //! * [`hf`]: Hugging Face `config.json` for export.
 //! * [`gguf`]: llama.cpp GGUF files, dequantised to f32 under HF names.
 
@@ -13,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod flops;
 pub mod fused;
+pub mod fused_adamw;
 pub mod fused_check;
 #[cfg(feature = "cuda")]
 mod fused_cuda;

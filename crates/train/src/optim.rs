@@ -6,7 +6,8 @@
 //! [`ParamStore`] here, frugal-pcm's U-Nets and classifier there.
 
 use crate::Result;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Shape, Tensor, Var};
+use frugal_model::fused_adamw::AdamWStep;
 use frugal_model::ParamStore;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -117,9 +118,12 @@ pub fn clip_grad_norm(grads: &mut Grads, max_norm: f64) -> Result<f64> {
 
 /// AdamW: decoupled weight decay, bias-corrected moments.
 ///
-/// On the CPU the moments live in host vectors and each parameter is updated
-/// in one fused pass (three copies instead of a dozen tensor ops); elsewhere
-/// the same arithmetic runs as tensor ops.
+/// Each parameter is updated one of three ways, chosen once per parameter:
+/// on the CPU the moments live in host vectors and one fused loop updates
+/// them (three copies instead of a dozen tensor ops); on a GPU with the fused
+/// kernels on ([`frugal_model::fused::fused_on`]) one kernel per parameter
+/// does the same arithmetic ([`AdamWStep::fused`]); elsewhere it runs as
+/// tensor ops.
 #[derive(Debug, Clone)]
 pub struct AdamW {
     pub config: AdamWConfig,
@@ -128,6 +132,7 @@ pub struct AdamW {
     m: BTreeMap<String, Tensor>,
     v: BTreeMap<String, Tensor>,
     host: BTreeMap<String, HostMoments>,
+    fused: BTreeMap<String, FusedMoments>,
 }
 
 /// The moments of one parameter updated on the host, and its shape (so a
@@ -136,35 +141,74 @@ pub struct AdamW {
 struct HostMoments {
     m: Vec<f32>,
     v: Vec<f32>,
-    shape: candle_core::Shape,
+    shape: Shape,
+}
+
+/// The moments of one parameter updated by the fused kernel: `[2, n]`, m
+/// then v (a view into the kernel's last output, so no copy is made).
+#[derive(Debug, Clone)]
+struct FusedMoments {
+    mv: Tensor,
+    shape: Shape,
+}
+
+/// How one parameter is updated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Update {
+    Host,
+    Fused,
+    Tensor,
+}
+
+fn update_for(var: &Var) -> Update {
+    if var.dtype() != DType::F32 {
+        Update::Tensor
+    } else if var.device().is_cpu() {
+        Update::Host
+    } else if frugal_model::fused::fused_on(var.device()) {
+        Update::Fused
+    } else {
+        Update::Tensor
+    }
 }
 
 impl AdamW {
     pub fn new<P: NamedParams + ?Sized>(config: AdamWConfig, params: &P) -> Result<Self> {
-        let mut m = BTreeMap::new();
-        let mut v = BTreeMap::new();
-        let mut host = BTreeMap::new();
-        for (name, var) in params.named_vars() {
-            if host_update(var) {
-                let n = var.elem_count();
-                let moments = HostMoments {
-                    m: vec![0f32; n],
-                    v: vec![0f32; n],
-                    shape: var.shape().clone(),
-                };
-                host.insert(name.clone(), moments);
-            } else {
-                m.insert(name.clone(), var.zeros_like()?);
-                v.insert(name.clone(), var.zeros_like()?);
-            }
-        }
-        Ok(Self {
+        Self::build(config, params, update_for)
+    }
+
+    /// Zero moments, each parameter's kept as `choose` says.
+    fn build<P: NamedParams + ?Sized>(
+        config: AdamWConfig,
+        params: &P,
+        choose: impl Fn(&Var) -> Update,
+    ) -> Result<Self> {
+        let mut opt = Self {
             config,
             step: 0,
-            m,
-            v,
-            host,
-        })
+            m: BTreeMap::new(),
+            v: BTreeMap::new(),
+            host: BTreeMap::new(),
+            fused: BTreeMap::new(),
+        };
+        for (name, var) in params.named_vars() {
+            let (n, shape) = (var.elem_count(), var.shape().clone());
+            match choose(var) {
+                Update::Host => {
+                    let (m, v) = (vec![0f32; n], vec![0f32; n]);
+                    opt.host.insert(name.clone(), HostMoments { m, v, shape });
+                }
+                Update::Fused => {
+                    let mv = Tensor::zeros((2, n), DType::F32, var.device())?;
+                    opt.fused.insert(name.clone(), FusedMoments { mv, shape });
+                }
+                Update::Tensor => {
+                    opt.m.insert(name.clone(), var.zeros_like()?);
+                    opt.v.insert(name.clone(), var.zeros_like()?);
+                }
+            }
+        }
+        Ok(opt)
     }
 
     /// One update with learning rate `lr`, in PyTorch's order of operations:
@@ -188,16 +232,22 @@ impl AdamW {
             } else {
                 0.0
             };
-            if let Some(HostMoments { m, v, .. }) = self.host.get_mut(name) {
-                let step = HostStep {
-                    decay: (1.0 - lr * decay) as f32,
-                    b1: c.beta1 as f32,
-                    b2: c.beta2 as f32,
-                    bc2_sqrt: bc2_sqrt as f32,
-                    step_size: (lr / bc1) as f32,
-                    eps: c.eps as f32,
-                };
-                step.apply(var, g, m, v)?;
+            let fused_step = AdamWStep {
+                decay: (1.0 - lr * decay) as f32,
+                b1: c.beta1 as f32,
+                b2: c.beta2 as f32,
+                bc2_sqrt: bc2_sqrt as f32,
+                step_size: (lr / bc1) as f32,
+                eps: c.eps as f32,
+            };
+            if let Some(h) = self.host.get_mut(name) {
+                host_update(&fused_step, var, g, &mut h.m, &mut h.v)?;
+                continue;
+            }
+            if let Some(f) = self.fused.get_mut(name) {
+                let out = fused_step.fused(var.as_tensor(), g, &f.mv)?;
+                var.set(&out.get(0)?.reshape(var.shape())?)?;
+                f.mv = out.narrow(0, 1, 2)?;
                 continue;
             }
             let (m, v) = (&self.m[name], &self.v[name]);
@@ -210,13 +260,18 @@ impl AdamW {
         Ok(())
     }
 
-    /// Moments as `m.NAME` / `v.NAME` tensors for a checkpoint.
+    /// Moments as `m.NAME` / `v.NAME` tensors for a checkpoint, each in its
+    /// parameter's shape whichever way it is updated.
     pub fn state_tensors(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for (k, h) in &self.host {
             let cpu = &candle_core::Device::Cpu;
             out.insert(format!("m.{k}"), Tensor::from_slice(&h.m, &h.shape, cpu)?);
             out.insert(format!("v.{k}"), Tensor::from_slice(&h.v, &h.shape, cpu)?);
+        }
+        for (k, f) in &self.fused {
+            out.insert(format!("m.{k}"), f.mv.get(0)?.reshape(&f.shape)?);
+            out.insert(format!("v.{k}"), f.mv.get(1)?.reshape(&f.shape)?);
         }
         for (k, t) in &self.m {
             out.insert(format!("m.{k}"), t.clone());
@@ -231,41 +286,32 @@ impl AdamW {
     /// (moments are matched by element count, so the flat moments of older
     /// CPU checkpoints load too).
     pub fn load_state(&mut self, mut tensors: HashMap<String, Tensor>, step: u64) -> Result<()> {
-        for (k, h) in self.host.iter_mut() {
-            for (prefix, slot) in [("m", &mut h.m), ("v", &mut h.v)] {
-                let key = format!("{prefix}.{k}");
-                let t = tensors.remove(&key).ok_or_else(|| {
-                    crate::TrainError::ckpt("optimizer.safetensors", format!("missing '{key}'"))
-                })?;
-                let data: Vec<f32> = t
-                    .flatten_all()?
-                    .to_dtype(candle_core::DType::F32)?
-                    .to_vec1()?;
-                if data.len() != slot.len() {
-                    return Err(crate::TrainError::ckpt(
-                        "optimizer.safetensors",
-                        format!("'{key}' has {} values, expected {}", data.len(), slot.len()),
-                    ));
-                }
-                *slot = data;
+        let mut take = |prefix: &str, k: &str, want: usize| -> Result<Tensor> {
+            let key = format!("{prefix}.{k}");
+            let t = tensors.remove(&key).ok_or_else(|| {
+                crate::TrainError::ckpt("optimizer.safetensors", format!("missing '{key}'"))
+            })?;
+            if t.elem_count() != want {
+                return Err(crate::TrainError::ckpt(
+                    "optimizer.safetensors",
+                    format!("'{key}' has shape {:?}, expected {want} values", t.dims()),
+                ));
             }
+            Ok(t.flatten_all()?.to_dtype(DType::F32)?)
+        };
+        for (k, h) in self.host.iter_mut() {
+            let n = h.m.len();
+            h.m = take("m", k, n)?.to_vec1()?;
+            h.v = take("v", k, n)?.to_vec1()?;
+        }
+        for (k, f) in self.fused.iter_mut() {
+            let n = f.shape.elem_count();
+            let (m, v) = (take("m", k, n)?, take("v", k, n)?);
+            f.mv = Tensor::stack(&[m, v], 0)?.to_device(f.mv.device())?;
         }
         for (prefix, map) in [("m", &mut self.m), ("v", &mut self.v)] {
             for (k, slot) in map.iter_mut() {
-                let key = format!("{prefix}.{k}");
-                let t = tensors.remove(&key).ok_or_else(|| {
-                    crate::TrainError::ckpt("optimizer.safetensors", format!("missing '{key}'"))
-                })?;
-                if t.elem_count() != slot.elem_count() {
-                    return Err(crate::TrainError::ckpt(
-                        "optimizer.safetensors",
-                        format!(
-                            "'{key}' has shape {:?}, expected {:?}",
-                            t.dims(),
-                            slot.dims()
-                        ),
-                    ));
-                }
+                let t = take(prefix, k, slot.elem_count())?;
                 *slot = t
                     .reshape(slot.shape())?
                     .to_device(slot.device())?
@@ -277,43 +323,23 @@ impl AdamW {
     }
 }
 
-/// Whether a parameter is updated by the fused host loop.
-fn host_update(var: &Var) -> bool {
-    var.device().is_cpu() && var.dtype() == candle_core::DType::F32
-}
-
-/// One AdamW update in f32, PyTorch's order of operations.
-struct HostStep {
-    decay: f32,
-    b1: f32,
-    b2: f32,
-    bc2_sqrt: f32,
-    step_size: f32,
-    eps: f32,
-}
-
-impl HostStep {
-    fn apply(&self, var: &Var, g: &Tensor, m: &mut [f32], v: &mut [f32]) -> Result<()> {
-        use rayon::prelude::*;
-        let g: Vec<f32> = g.flatten_all()?.to_vec1()?;
-        let mut p: Vec<f32> = var.flatten_all()?.to_vec1()?;
-        const CHUNK: usize = 8192;
-        p.par_chunks_mut(CHUNK)
-            .zip(m.par_chunks_mut(CHUNK))
-            .zip(v.par_chunks_mut(CHUNK))
-            .zip(g.par_chunks(CHUNK))
-            .for_each(|(((p, m), v), g)| {
-                for i in 0..p.len() {
-                    p[i] *= self.decay;
-                    m[i] = self.b1 * m[i] + (1.0 - self.b1) * g[i];
-                    v[i] = self.b2 * v[i] + (1.0 - self.b2) * g[i] * g[i];
-                    let denom = v[i].sqrt() / self.bc2_sqrt + self.eps;
-                    p[i] -= self.step_size * m[i] / denom;
-                }
-            });
-        var.set(&Tensor::from_vec(p, var.shape(), var.device())?)?;
-        Ok(())
-    }
+/// One AdamW update of a CPU parameter in one parallel pass.
+fn host_update(s: &AdamWStep, var: &Var, g: &Tensor, m: &mut [f32], v: &mut [f32]) -> Result<()> {
+    use rayon::prelude::*;
+    let g: Vec<f32> = g.flatten_all()?.to_vec1()?;
+    let mut p: Vec<f32> = var.flatten_all()?.to_vec1()?;
+    const CHUNK: usize = 8192;
+    p.par_chunks_mut(CHUNK)
+        .zip(m.par_chunks_mut(CHUNK))
+        .zip(v.par_chunks_mut(CHUNK))
+        .zip(g.par_chunks(CHUNK))
+        .for_each(|(((p, m), v), g)| {
+            for i in 0..p.len() {
+                s.apply(&mut p[i], &mut m[i], &mut v[i], g[i]);
+            }
+        });
+    var.set(&Tensor::from_vec(p, var.shape(), var.device())?)?;
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -70,7 +70,10 @@ fn kernels(a: &KernelsArgs) -> Result<()> {
     println!("| kernel | forward | gradients | |");
     println!("| --- | ---: | --- | --- |");
     for c in &checks {
-        let grads: Vec<String> = c.grad_gaps.iter().map(|g| format!("{g:.1e}")).collect();
+        let mut grads: Vec<String> = c.grad_gaps.iter().map(|g| format!("{g:.1e}")).collect();
+        if grads.is_empty() {
+            grads.push("- (no backward)".into());
+        }
         let verdict = if c.passed() { "ok" } else { "OFF" };
         println!(
             "| {} | {:.1e} | {} | {verdict} |",

@@ -136,3 +136,58 @@ fn state_is_saved_in_parameter_shapes_and_flat_state_loads() {
     let err = resumed.load_state(bad, 1).unwrap_err().to_string();
     assert!(err.contains(&key), "{err}");
 }
+
+/// The GPU's fused-kernel path (forced here on the CPU, where the kernel's
+/// CPU version runs) updates exactly as the host loop does, keeps its moments
+/// in the same checkpoint format, and resumes from the host path's state.
+#[test]
+fn fused_kernel_path_matches_the_host_path() {
+    let c = LlamaConfig::new(7, 8, 1, 2);
+    let host_params = ParamStore::init(&c, &Device::Cpu, 3).unwrap();
+    let fused_params = ParamStore::init(&c, &Device::Cpu, 3).unwrap();
+    let cfg = AdamWConfig::default();
+    let mut host = AdamW::new(cfg, &host_params).unwrap();
+    let mut fused = AdamW::build(cfg, &fused_params, |_| Update::Fused).unwrap();
+    assert!(host.fused.is_empty() && fused.host.is_empty() && !fused.fused.is_empty());
+    let grads_at = |step: usize| -> Grads {
+        let mut g = Grads::new();
+        for (i, (n, var)) in host_params.iter().enumerate() {
+            let k = (i + 3 * step) as f64 * 0.37;
+            let t = var
+                .ones_like()
+                .unwrap()
+                .affine(k.sin() * 0.2, 0.01)
+                .unwrap();
+            g.insert(n.clone(), t);
+        }
+        g
+    };
+    let values = |p: &ParamStore| -> Vec<Vec<f32>> {
+        p.iter()
+            .map(|(_, v)| v.flatten_all().unwrap().to_vec1().unwrap())
+            .collect()
+    };
+    for step in 0..3 {
+        host.step(&host_params, &grads_at(step), 0.01).unwrap();
+        fused.step(&fused_params, &grads_at(step), 0.01).unwrap();
+        assert_eq!(values(&host_params), values(&fused_params), "step {step}");
+    }
+    let (hs, fs) = (
+        host.state_tensors().unwrap(),
+        fused.state_tensors().unwrap(),
+    );
+    let mut keys: Vec<_> = hs.keys().collect();
+    keys.sort();
+    for k in keys {
+        assert_eq!(hs[k].dims(), fs[k].dims(), "{k}");
+        let a: Vec<f32> = hs[k].flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = fs[k].flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(a, b, "{k}");
+    }
+    // A fused optimizer resumed from the host one's checkpoint continues it.
+    let mut resumed = AdamW::build(cfg, &fused_params, |_| Update::Fused).unwrap();
+    resumed.load_state(hs, host.step).unwrap();
+    host.step(&host_params, &grads_at(3), 0.01).unwrap();
+    resumed.step(&fused_params, &grads_at(3), 0.01).unwrap();
+    assert_eq!(values(&host_params), values(&fused_params));
+}
