@@ -61,6 +61,24 @@ impl Precision {
     }
 }
 
+impl Precision {
+    /// [`Precision::matmul`] with the batch dimensions broadcast (a weight
+    /// matrix against a batch of inputs, as a convolution written as a
+    /// matmul does).
+    pub fn broadcast_matmul(self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::F32 => Ok(a.broadcast_matmul(b)?),
+            Self::Bf16 if a.device().is_cpu() => {
+                round_bf16(&round_bf16(a)?.broadcast_matmul(&round_bf16(b)?)?)
+            }
+            Self::Bf16 => Ok(a
+                .to_dtype(DType::BF16)?
+                .broadcast_matmul(&b.to_dtype(DType::BF16)?)?
+                .to_dtype(DType::F32)?),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +112,14 @@ mod tests {
         // 2.001953125, which bf16 (step 2^-6 in [2, 4)) rounds to 2.0.
         assert!((f - (2.0 + 1.0 / 1024.0)).abs() < 1e-6, "{f}");
         assert_eq!(h, 2.0);
+        // Broadcast over a batch: the same rounding in every batch entry.
+        let bb = Tensor::stack(&[&b, &b], 0).unwrap();
+        let hb = Precision::Bf16.broadcast_matmul(&a, &bb).unwrap();
+        assert_eq!(
+            hb.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [2.0, 2.0]
+        );
+        let fb = Precision::F32.broadcast_matmul(&a, &bb).unwrap();
+        assert_eq!(fb.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [f, f]);
     }
 }

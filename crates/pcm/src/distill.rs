@@ -18,6 +18,7 @@ use crate::teacher::{batch, check_data, lr_at};
 use crate::unet::{per_sample, UNetConfig};
 use crate::{rng, PcmError, Result};
 use candle_core::{Device, Tensor};
+use frugal_model::Precision;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -70,6 +71,10 @@ pub struct DistillConfig {
     /// Discriminator learning rate (AdamW, β 0/0.999).
     #[serde(default = "default_disc_lr")]
     pub disc_lr: f64,
+    /// The convolutions' matmul dtype for the student, its target and the
+    /// teacher it queries (runs written before it existed read as f32).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 fn default_disc_lr() -> f64 {
@@ -106,6 +111,7 @@ impl DistillConfig {
             checkpoint_every: 500,
             adv_weight: 0.0,
             disc_lr: default_disc_lr(),
+            precision: Precision::F32,
         }
     }
     pub fn param(&self) -> Param {
@@ -146,7 +152,7 @@ pub fn train(
     device: &Device,
     progress: bool,
 ) -> Result<Summary> {
-    let teacher = model_dir::load(&cfg.teacher, device)?;
+    let teacher = model_dir::load(&cfg.teacher, device)?.in_precision(cfg.precision);
     if teacher.kind != Kind::Teacher {
         return Err(PcmError::arg(format!(
             "{} is a {:?} run, not a teacher",
@@ -172,14 +178,15 @@ pub fn train(
     let consistency = Consistency::new(cfg.param())?;
     ckpt::write_or_check_run(out, cfg)?;
 
-    let (vm, student) = model_dir::trainable(cfg.unet, Some(&teacher.tensors), device)?;
+    let (vm, mut student) = model_dir::trainable(cfg.unet, Some(&teacher.tensors), device)?;
+    student.set_precision(cfg.precision);
     let params = optim::params_of(&vm);
     let ema = match cfg.target {
-        Target::Ema { .. } => Some(model_dir::trainable(
-            cfg.unet,
-            Some(&teacher.tensors),
-            device,
-        )?),
+        Target::Ema { .. } => {
+            let (vm, mut net) = model_dir::trainable(cfg.unet, Some(&teacher.tensors), device)?;
+            net.set_precision(cfg.precision);
+            Some((vm, net))
+        }
         Target::Online => None,
     };
     let ema_params = ema.as_ref().map(|(vm, _)| optim::params_of(vm));

@@ -49,6 +49,9 @@ pub struct EvalOptions {
     /// Images in each grid (10 per row, one class per column).
     pub grid: usize,
     pub progress: bool,
+    /// The generators' matmul dtype (the classifier always runs in f32, so
+    /// FIDs of both dtypes use the same features).
+    pub precision: frugal_model::Precision,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,7 +108,7 @@ pub fn run(
     let models: Vec<Loaded> = opts
         .models
         .iter()
-        .map(|m| model_dir::load(m, device))
+        .map(|m| Ok(model_dir::load(m, device)?.in_precision(opts.precision)))
         .collect::<Result<_>>()?;
 
     // The classifier: cached, or trained now on the real training images.
@@ -167,7 +170,7 @@ pub fn run(
         })?;
     let teacher = match models.iter().find(|m| m.dir == teacher_dir) {
         Some(_) => None,
-        None => Some(model_dir::load(&teacher_dir, device)?),
+        None => Some(model_dir::load(&teacher_dir, device)?.in_precision(opts.precision)),
     };
     let teacher_ref = teacher.as_ref().unwrap_or_else(|| {
         models

@@ -12,12 +12,15 @@
 use crate::{PcmError, Result};
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
+use frugal_model::Precision;
 
 #[derive(Debug, Clone)]
 pub struct FastConv {
     weight: Tensor,
     bias: Tensor,
     k: usize,
+    /// The matmul's dtype (bf16: autocast-style, see frugal-model's precision).
+    pub precision: Precision,
 }
 
 /// A k×k convolution (k odd) with padding k/2 and a bias, named and
@@ -40,7 +43,12 @@ pub fn fast_conv(i: usize, o: usize, k: usize, vb: VarBuilder) -> Result<FastCon
             up: bound,
         },
     )?;
-    Ok(FastConv { weight, bias, k })
+    Ok(FastConv {
+        weight,
+        bias,
+        k,
+        precision: Precision::F32,
+    })
 }
 
 impl FastConv {
@@ -53,7 +61,12 @@ impl FastConv {
                 bias.dims()
             )));
         }
-        Ok(Self { weight, bias, k })
+        Ok(Self {
+            weight,
+            bias,
+            k,
+            precision: Precision::F32,
+        })
     }
 }
 
@@ -77,7 +90,14 @@ impl Module for FastConv {
         };
         // The weight in the same order: (o, dy, dx, ci).
         let wm = self.weight.permute((0, 2, 3, 1))?.reshape((o, k * k * c))?;
-        let y = wm.broadcast_matmul(&cols)?.reshape((b, o, h, w))?;
+        let y = self
+            .precision
+            .broadcast_matmul(&wm, &cols)
+            .map_err(|e| match e {
+                frugal_model::ModelError::Candle(e) => e,
+                other => candle_core::Error::Msg(other.to_string()),
+            })?
+            .reshape((b, o, h, w))?;
         y.broadcast_add(&self.bias.reshape((1, o, 1, 1))?)
     }
 }

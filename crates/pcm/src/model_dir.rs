@@ -44,6 +44,14 @@ pub struct Loaded {
     pub dir: PathBuf,
 }
 
+impl Loaded {
+    /// The same model with its convolutions' matmuls in `precision`.
+    pub fn in_precision(mut self, precision: frugal_model::Precision) -> Self {
+        self.net.set_precision(precision);
+        self
+    }
+}
+
 /// Loads the newest checkpoint of a run directory.
 pub fn load(dir: &Path, device: &Device) -> Result<Loaded> {
     let header: Header = ckpt::read_run(dir)?;

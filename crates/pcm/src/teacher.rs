@@ -10,6 +10,7 @@ use crate::schedule::{Schedule, TRAIN_STEPS};
 use crate::unet::{per_sample, UNetConfig};
 use crate::{rng, PcmError, Result};
 use candle_core::{Device, Tensor};
+use frugal_model::Precision;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -35,6 +36,10 @@ pub struct TeacherConfig {
     /// Runs written before the EMA existed read as the default.
     #[serde(default = "default_ema")]
     pub ema: f64,
+    /// The convolutions' matmul dtype (bf16: autocast-style, f32 master
+    /// weights; runs written before it existed read as f32).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 fn default_ema() -> f64 {
@@ -65,6 +70,7 @@ impl Default for TeacherConfig {
             log_every: 50,
             checkpoint_every: 1000,
             ema: default_ema(),
+            precision: Precision::F32,
         }
     }
 }
@@ -124,7 +130,8 @@ pub fn train(
         )));
     }
     ckpt::write_or_check_run(out, cfg)?;
-    let (vm, net) = model_dir::trainable(cfg.unet, None, device)?;
+    let (vm, mut net) = model_dir::trainable(cfg.unet, None, device)?;
+    net.set_precision(cfg.precision);
     let params = optim::params_of(&vm);
     // Fresh variables come from candle's unseeded generator: overwrite them
     // from the seed so that runs are reproducible.

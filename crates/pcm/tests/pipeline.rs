@@ -181,6 +181,7 @@ fn teacher_distill_sample_eval_end_to_end() {
     // Evaluation.
     let out = root.join("eval");
     let opts = EvalOptions {
+        precision: frugal_model::Precision::F32,
         models: vec![t_dir.clone(), pcm_dir.clone(), lcm_dir.clone()],
         steps: vec![1, 2],
         samples: 20,
@@ -243,4 +244,53 @@ fn teacher_distill_sample_eval_end_to_end() {
     let err = eval::run(&other, "synthetic", &train_fn, &test, &out, &dev)
         .expect_err("a classifier trained otherwise must be refused");
     assert!(err.to_string().contains("other settings"), "{err}");
+}
+
+/// `--dtype bf16`: a teacher and a student train with bf16 convolutions,
+/// the precision is part of the run (a resume in f32 is refused), and the
+/// bf16 teacher's losses track an f32 teacher's from the same seed.
+#[test]
+fn bf16_runs_track_f32_and_are_recorded() {
+    let dev = Device::Cpu;
+    let tmp = tempfile::tempdir().unwrap();
+    let train = synthetic(200, 0);
+    let (f32_dir, bf16_dir) = (tmp.path().join("f32"), tmp.path().join("bf16"));
+    teacher::train(&teacher_cfg(20), &train, &f32_dir, &dev, false).unwrap();
+    let mut cfg = teacher_cfg(20);
+    cfg.precision = frugal_model::Precision::Bf16;
+    teacher::train(&cfg, &train, &bf16_dir, &dev, false).unwrap();
+    let run = std::fs::read_to_string(bf16_dir.join("run.json")).unwrap();
+    assert!(run.contains("\"precision\": \"bf16\""), "{run}");
+    let (a, b) = (losses(&f32_dir), losses(&bf16_dir));
+    assert_eq!((a.len(), b.len()), (20, 20));
+    assert_ne!(a, b, "bf16 changed nothing");
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs() / x)
+        .fold(0.0, f64::max);
+    eprintln!("bf16 vs f32 teacher loss over 20 steps: max relative gap {worst:.4}");
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            (x - y).abs() < 0.02 * x.max(0.1),
+            "step {i}: f32 {x}, bf16 {y}"
+        );
+    }
+    // Resuming the bf16 run in f32 is a clear error.
+    let mut f32_cfg = teacher_cfg(30);
+    f32_cfg.precision = frugal_model::Precision::F32;
+    let err = match teacher::train(&f32_cfg, &train, &bf16_dir, &dev, false) {
+        Ok(_) => panic!("a bf16 run resumed in f32"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("other settings"), "{err}");
+    // A bf16 student of the f32 teacher.
+    let mut pcm = DistillConfig::new(f32_dir.clone(), unet(), Some(2));
+    (pcm.steps, pcm.batch) = (3, 8);
+    pcm.precision = frugal_model::Precision::Bf16;
+    let pcm_dir = tmp.path().join("pcm");
+    distill::train(&pcm, &train, &pcm_dir, &dev, false).unwrap();
+    assert!(losses(&pcm_dir).iter().all(|l| l.is_finite()));
+    let run = std::fs::read_to_string(pcm_dir.join("run.json")).unwrap();
+    assert!(run.contains("\"precision\": \"bf16\""), "{run}");
 }

@@ -46,6 +46,10 @@ pub struct Common {
     pub checkpoint_every: u64,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Matmul dtype of the convolutions: f32, or bf16 (autocast-style: f32
+    /// weights, norms and loss; on the CPU emulated, so slower, not faster).
+    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    pub dtype: frugal_model::Precision,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -157,6 +161,10 @@ pub struct SampleArgs {
     pub out: PathBuf,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Matmul dtype of the convolutions: f32, or bf16 (autocast-style: f32
+    /// weights, norms and loss; on the CPU emulated, so slower, not faster).
+    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    pub dtype: frugal_model::Precision,
 }
 
 #[derive(Args)]
@@ -191,6 +199,10 @@ pub struct EvalArgs {
     pub out: PathBuf,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Matmul dtype of the convolutions: f32, or bf16 (autocast-style: f32
+    /// weights, norms and loss; on the CPU emulated, so slower, not faster).
+    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    pub dtype: frugal_model::Precision,
     #[arg(long)]
     pub quiet: bool,
 }
@@ -238,6 +250,7 @@ fn run_teacher(a: &TeacherArgs) -> Result<()> {
         seed: a.common.seed,
         log_every: a.common.log_every,
         checkpoint_every: a.common.checkpoint_every,
+        precision: a.common.dtype,
         ..TeacherConfig::default()
     };
     let s = teacher::train(&cfg, &set, &a.out, &device, show(a.common.quiet))?;
@@ -284,6 +297,7 @@ fn run_distill(a: &DistillArgs) -> Result<()> {
     cfg.seed = a.common.seed;
     cfg.log_every = a.common.log_every;
     cfg.checkpoint_every = a.common.checkpoint_every;
+    cfg.precision = a.common.dtype;
     drop(teacher);
     let s = distill::train(&cfg, &set, &a.out, &device, show(a.common.quiet))?;
     if let Some(from) = s.resumed_from {
@@ -300,7 +314,7 @@ fn run_distill(a: &DistillArgs) -> Result<()> {
 
 fn run_sample(a: &SampleArgs) -> Result<()> {
     let device = crate::device::parse(&a.device)?;
-    let m = model_dir::load(&a.model, &device)?;
+    let m = model_dir::load(&a.model, &device)?.in_precision(a.dtype);
     let sampler = match &a.sampler {
         Some(s) => Sampler::parse(s, a.r)?,
         None => match m.kind {
@@ -363,6 +377,7 @@ fn run_eval(a: &EvalArgs) -> Result<()> {
         },
         grid: 100,
         progress: show(a.quiet),
+        precision: a.dtype,
     };
     let train = || data::load(&source, Split::Train);
     let report = eval::run(&opts, &source.describe(), &train, &test, &a.out, &device)?;
