@@ -80,6 +80,9 @@ pub struct Report {
     pub samples: usize,
     /// FID of the teacher's reference samples against the real test set.
     pub reference_fid_real: f64,
+    /// The generators' matmul dtype (reports written before it existed: f32).
+    #[serde(default)]
+    pub precision: frugal_model::Precision,
     pub rows: Vec<Row>,
 }
 
@@ -270,6 +273,7 @@ pub fn run(
         student_cfg: opts.cfg,
         samples: opts.samples,
         reference_fid_real,
+        precision: opts.precision,
         rows,
     };
     frugal_train::fsutil::write_atomic(
@@ -289,7 +293,8 @@ pub fn markdown(r: &Report, steps: &[usize]) -> String {
     let mut s = format!(
         "# PCM evaluation on {}\n\n{} samples per cell (classes evenly). Features: frugal's CNN classifier \
          (test accuracy {:.2} % on {} images), not Inception: compare numbers within this table only.\n\
-         Reference: the teacher's {}-step DDIM samples (cfg {}), FID vs real {:.2}. Student cfg {}.\n",
+         Reference: the teacher's {}-step DDIM samples (cfg {}), FID vs real {:.2}. Student cfg {}. \
+         Generators in {}.\n",
         r.data,
         r.samples,
         100.0 * r.classifier_accuracy,
@@ -297,7 +302,8 @@ pub fn markdown(r: &Report, steps: &[usize]) -> String {
         r.reference_steps,
         r.teacher_cfg,
         r.reference_fid_real,
-        r.student_cfg
+        r.student_cfg,
+        r.precision
     );
     let mut keys: Vec<(String, String)> = Vec::new();
     for row in &r.rows {

@@ -224,9 +224,11 @@ fn teacher_distill_sample_eval_end_to_end() {
         md.contains("| pcm2 | pcm |") && md.contains("| lcm | lcm |"),
         "{md}"
     );
+    assert!(md.contains("Generators in f32."), "{md}");
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(json["rows"].as_array().unwrap().len(), 8);
+    assert_eq!(json["precision"], "f32");
     // A second run reuses the saved classifier.
     let again = eval::run(
         &opts,
