@@ -2,6 +2,12 @@
 # Sourced by bench/gpu.sh and bench/gpu-check.sh: what both need before running
 # the CUDA binary on a lent machine.
 
+# The paper's 124m preset (d 768, 12 layers, 12 heads, FFN 2048, vocab 50304,
+# tied head) at batch 16 x 512: the anchor's shape. With --untied it is the
+# anchor's 162 M model.
+# shellcheck disable=SC2034  # used by the scripts that source this file
+anchor_shape="--vocab 50304 --d-model 768 --layers 12 --heads 12 --ffn 2048 --batch 16 --seq 512"
+
 # Puts the CUDA 13 libraries of PYTHON's pip `nvidia` packages (the torch venv's)
 # on LD_LIBRARY_PATH, for frugal as for torch; nothing when PYTHON has none.
 cuda_libs_of() {

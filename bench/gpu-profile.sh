@@ -25,7 +25,7 @@ trace=${TRACE_LIB:-$root/target/cuda/libkernel_trace.so}
 [ -f "$trace" ] || { echo "no tracer at $trace: scripts/build-cuda.sh builds it" >&2; exit 1; }
 out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
-shape="--vocab 50304 --d-model 768 --layers 12 --heads 12 --ffn 2048 --untied --batch 16 --seq 512"
+shape="$anchor_shape --untied"  # bench/cuda-env.sh: the anchor's 162 M model
 profile() {  # label, dtype, env assignments...
     local label=$1 dtype=$2
     shift 2

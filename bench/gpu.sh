@@ -29,9 +29,7 @@ cuda_libs_of "$py"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >&2 || true
 out=$(mktemp)
 
-# The paper's 124m preset (d 768, 12 layers, 12 heads, FFN 2048, vocab 50304,
-# tied head) at batch 16 x 512: the anchor's shape.
-shape="--vocab 50304 --d-model 768 --layers 12 --heads 12 --ffn 2048 --batch 16 --seq 512"
+shape=$anchor_shape  # bench/cuda-env.sh
 run() {  # label, command...
     local label=$1
     shift

@@ -6,6 +6,7 @@
 //! GPU, where the composite tensor version costs about fourteen launches and
 //! as many passes over memory per parameter.
 
+use crate::fused::slice;
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
@@ -37,6 +38,21 @@ impl AdamWStep {
         *p -= self.step_size * *m / denom;
     }
 
+    /// [`AdamWStep::apply`] over a whole parameter in parallel chunks:
+    /// `p`, `m` and `v` updated in place from the gradient `g`.
+    pub fn apply_all(&self, p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32]) {
+        const CHUNK: usize = 8192;
+        p.par_chunks_mut(CHUNK)
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(((p, m), v), g)| {
+                for i in 0..p.len() {
+                    self.apply(&mut p[i], &mut m[i], &mut v[i], g[i]);
+                }
+            });
+    }
+
     /// `[3, n]` = the updated parameter, first and second moments, from the
     /// parameter `p`, its gradient `g` and the moments `mv` (`[2, n]`: m then
     /// v), all f32 with `n` elements each.
@@ -51,14 +67,6 @@ impl AdamWStep {
         }
         p.contiguous()?
             .apply_op3_no_bwd(&g.contiguous()?, &mv.contiguous()?, self)
-    }
-}
-
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("adamw: input must be contiguous"),
     }
 }
 
@@ -87,23 +95,18 @@ impl CustomOp3 for AdamWStep {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (p, g, mv) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        let (p, g, mv) = (
+            slice(s1, l1, "adamw")?,
+            slice(s2, l2, "adamw")?,
+            slice(s3, l3, "adamw")?,
+        );
         let n = p.len();
         let mut out = Vec::with_capacity(3 * n);
         out.extend_from_slice(p);
         out.extend_from_slice(mv);
         let (po, mvo) = out.split_at_mut(n);
         let (mo, vo) = mvo.split_at_mut(n);
-        const CHUNK: usize = 8192;
-        po.par_chunks_mut(CHUNK)
-            .zip(mo.par_chunks_mut(CHUNK))
-            .zip(vo.par_chunks_mut(CHUNK))
-            .zip(g.par_chunks(CHUNK))
-            .for_each(|(((p, m), v), g)| {
-                for i in 0..p.len() {
-                    self.apply(&mut p[i], &mut m[i], &mut v[i], g[i]);
-                }
-            });
+        self.apply_all(po, mo, vo, g);
         Ok((CpuStorage::F32(out), Shape::from((3, n))))
     }
 }

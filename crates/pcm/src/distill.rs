@@ -178,15 +178,11 @@ pub fn train(
     let consistency = Consistency::new(cfg.param())?;
     ckpt::write_or_check_run(out, cfg)?;
 
-    let (vm, mut student) = model_dir::trainable(cfg.unet, Some(&teacher.tensors), device)?;
-    student.set_precision(cfg.precision);
+    let init = Some(&teacher.tensors);
+    let (vm, student) = model_dir::trainable(cfg.unet, init, cfg.precision, device)?;
     let params = optim::params_of(&vm);
     let ema = match cfg.target {
-        Target::Ema { .. } => {
-            let (vm, mut net) = model_dir::trainable(cfg.unet, Some(&teacher.tensors), device)?;
-            net.set_precision(cfg.precision);
-            Some((vm, net))
-        }
+        Target::Ema { .. } => Some(model_dir::trainable(cfg.unet, init, cfg.precision, device)?),
         Target::Online => None,
     };
     let ema_params = ema.as_ref().map(|(vm, _)| optim::params_of(vm));

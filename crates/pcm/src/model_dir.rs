@@ -96,14 +96,17 @@ pub fn frozen(
     })
 }
 
-/// A trainable U-Net: fresh variables, then overwritten by `init` if given.
+/// A trainable U-Net with its convolutions in `precision`: fresh variables,
+/// then overwritten by `init` if given.
 pub fn trainable(
     config: UNetConfig,
     init: Option<&HashMap<String, Tensor>>,
+    precision: frugal_model::Precision,
     device: &Device,
 ) -> Result<(VarMap, UNet)> {
     let vm = VarMap::new();
-    let net = UNet::new(config, VarBuilder::from_varmap(&vm, DType::F32, device))?;
+    let mut net = UNet::new(config, VarBuilder::from_varmap(&vm, DType::F32, device))?;
+    net.set_precision(precision);
     if let Some(init) = init {
         set_vars(&crate::optim::params_of(&vm), init)?;
     }

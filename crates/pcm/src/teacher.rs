@@ -130,8 +130,7 @@ pub fn train(
         )));
     }
     ckpt::write_or_check_run(out, cfg)?;
-    let (vm, mut net) = model_dir::trainable(cfg.unet, None, device)?;
-    net.set_precision(cfg.precision);
+    let (vm, net) = model_dir::trainable(cfg.unet, None, cfg.precision, device)?;
     let params = optim::params_of(&vm);
     // Fresh variables come from candle's unseeded generator: overwrite them
     // from the seed so that runs are reproducible.
@@ -149,7 +148,8 @@ pub fn train(
     // The EMA starts from the current weights: the initialisation, or the
     // resumed weights of a checkpoint written before the EMA existed.
     let ema = if cfg.ema > 0.0 {
-        let (vm, _) = model_dir::trainable(cfg.unet, Some(&model_dir::snapshot(&params)?), device)?;
+        let init = model_dir::snapshot(&params)?;
+        let (vm, _) = model_dir::trainable(cfg.unet, Some(&init), cfg.precision, device)?;
         let ep = optim::params_of(&vm);
         if let Some((_, dir)) = &resume {
             if let Some(t) = ckpt::load_optional(dir, "ema", device)? {

@@ -325,19 +325,9 @@ impl AdamW {
 
 /// One AdamW update of a CPU parameter in one parallel pass.
 fn host_update(s: &AdamWStep, var: &Var, g: &Tensor, m: &mut [f32], v: &mut [f32]) -> Result<()> {
-    use rayon::prelude::*;
     let g: Vec<f32> = g.flatten_all()?.to_vec1()?;
     let mut p: Vec<f32> = var.flatten_all()?.to_vec1()?;
-    const CHUNK: usize = 8192;
-    p.par_chunks_mut(CHUNK)
-        .zip(m.par_chunks_mut(CHUNK))
-        .zip(v.par_chunks_mut(CHUNK))
-        .zip(g.par_chunks(CHUNK))
-        .for_each(|(((p, m), v), g)| {
-            for i in 0..p.len() {
-                s.apply(&mut p[i], &mut m[i], &mut v[i], g[i]);
-            }
-        });
+    s.apply_all(&mut p, m, v, &g);
     var.set(&Tensor::from_vec(p, var.shape(), var.device())?)?;
     Ok(())
 }

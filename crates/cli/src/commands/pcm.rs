@@ -28,6 +28,17 @@ pub enum PcmCommand {
     Sd15(super::pcm_sd15::Sd15Args),
 }
 
+/// Where the U-Net runs and its convolutions' matmul dtype.
+#[derive(Args)]
+pub struct Compute {
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Matmul dtype of the convolutions: f32, or bf16 (autocast-style: f32
+    /// weights, norms and loss; on the CPU emulated, so slower, not faster).
+    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    pub dtype: frugal_model::Precision,
+}
+
 #[derive(Args)]
 pub struct Common {
     /// `fashion-mnist`, `mnist` or a directory of IDX files.
@@ -44,12 +55,8 @@ pub struct Common {
     pub log_every: u64,
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: u64,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Matmul dtype of the convolutions: f32, or bf16 (autocast-style: f32
-    /// weights, norms and loss; on the CPU emulated, so slower, not faster).
-    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
-    pub dtype: frugal_model::Precision,
+    #[command(flatten)]
+    pub compute: Compute,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -159,12 +166,8 @@ pub struct SampleArgs {
     pub seed: u64,
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Matmul dtype of the convolutions: f32, or bf16 (autocast-style: f32
-    /// weights, norms and loss; on the CPU emulated, so slower, not faster).
-    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
-    pub dtype: frugal_model::Precision,
+    #[command(flatten)]
+    pub compute: Compute,
 }
 
 #[derive(Args)]
@@ -197,12 +200,8 @@ pub struct EvalArgs {
     pub classifier_steps: u64,
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Matmul dtype of the convolutions: f32, or bf16 (autocast-style: f32
-    /// weights, norms and loss; on the CPU emulated, so slower, not faster).
-    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
-    pub dtype: frugal_model::Precision,
+    #[command(flatten)]
+    pub compute: Compute,
     #[arg(long)]
     pub quiet: bool,
 }
@@ -231,7 +230,7 @@ fn train_set(c: &Common) -> Result<data::ImageSet> {
 }
 
 fn run_teacher(a: &TeacherArgs) -> Result<()> {
-    let device = crate::device::parse(&a.common.device)?;
+    let device = crate::device::parse(&a.common.compute.device)?;
     let set = train_set(&a.common)?;
     let cfg = TeacherConfig {
         data: a.common.data.clone(),
@@ -250,7 +249,7 @@ fn run_teacher(a: &TeacherArgs) -> Result<()> {
         seed: a.common.seed,
         log_every: a.common.log_every,
         checkpoint_every: a.common.checkpoint_every,
-        precision: a.common.dtype,
+        precision: a.common.compute.dtype,
         ..TeacherConfig::default()
     };
     let s = teacher::train(&cfg, &set, &a.out, &device, show(a.common.quiet))?;
@@ -267,7 +266,7 @@ fn run_teacher(a: &TeacherArgs) -> Result<()> {
 }
 
 fn run_distill(a: &DistillArgs) -> Result<()> {
-    let device = crate::device::parse(&a.common.device)?;
+    let device = crate::device::parse(&a.common.compute.device)?;
     let teacher = model_dir::load(&a.teacher, &device).context("loading the teacher")?;
     let set = train_set(&a.common)?;
     let phases = (a.method == Method::Pcm).then_some(a.phases);
@@ -297,7 +296,7 @@ fn run_distill(a: &DistillArgs) -> Result<()> {
     cfg.seed = a.common.seed;
     cfg.log_every = a.common.log_every;
     cfg.checkpoint_every = a.common.checkpoint_every;
-    cfg.precision = a.common.dtype;
+    cfg.precision = a.common.compute.dtype;
     drop(teacher);
     let s = distill::train(&cfg, &set, &a.out, &device, show(a.common.quiet))?;
     if let Some(from) = s.resumed_from {
@@ -313,8 +312,8 @@ fn run_distill(a: &DistillArgs) -> Result<()> {
 }
 
 fn run_sample(a: &SampleArgs) -> Result<()> {
-    let device = crate::device::parse(&a.device)?;
-    let m = model_dir::load(&a.model, &device)?.in_precision(a.dtype);
+    let device = crate::device::parse(&a.compute.device)?;
+    let m = model_dir::load(&a.model, &device)?.in_precision(a.compute.dtype);
     let sampler = match &a.sampler {
         Some(s) => Sampler::parse(s, a.r)?,
         None => match m.kind {
@@ -358,7 +357,7 @@ fn run_sample(a: &SampleArgs) -> Result<()> {
 }
 
 fn run_eval(a: &EvalArgs) -> Result<()> {
-    let device = crate::device::parse(&a.device)?;
+    let device = crate::device::parse(&a.compute.device)?;
     let source = Source::parse(&a.data);
     let test = data::load(&source, Split::Test).context("loading the test images")?;
     let opts = EvalOptions {
@@ -377,7 +376,7 @@ fn run_eval(a: &EvalArgs) -> Result<()> {
         },
         grid: 100,
         progress: show(a.quiet),
-        precision: a.dtype,
+        precision: a.compute.dtype,
     };
     let train = || data::load(&source, Split::Train);
     let report = eval::run(&opts, &source.describe(), &train, &test, &a.out, &device)?;
