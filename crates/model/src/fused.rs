@@ -39,7 +39,8 @@ pub fn cuda_fused_enabled() -> bool {
         && *ON.get_or_init(|| std::env::var("FRUGAL_CUDA_FUSED").is_ok_and(|v| v == "1"))
 }
 
-pub(crate) fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+/// The contiguous f32 data of a custom op's input (an error otherwise).
+pub fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = s.as_slice::<f32>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),

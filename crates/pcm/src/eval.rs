@@ -2,6 +2,7 @@
 //! test set and against the teacher's own 50-step DDIM samples (the paper's
 //! FID-SD analogue), with features from a classifier trained here.
 
+use crate::cells::{CellKey, Cells, Reference, Settings};
 use crate::classifier::{self, ClassifierConfig, ClassifierInfo};
 use crate::data::ImageSet;
 use crate::fid::{fid, Stats};
@@ -183,31 +184,60 @@ pub fn run(
     });
     let ncls = teacher_ref.net.config.num_classes as u32;
     let classes: Vec<u32> = (0..opts.samples as u32).map(|i| i % ncls).collect();
+    let cells = Cells::open(
+        out,
+        Settings {
+            data: data_name.to_string(),
+            samples: opts.samples,
+            batch: fb,
+            seed: opts.seed,
+            precision: opts.precision,
+            classifier: info.config,
+            classifier_accuracy: info.test_accuracy,
+            teacher: teacher_dir.display().to_string(),
+            teacher_step: teacher_ref.step,
+            reference_steps: opts.reference_steps,
+            teacher_cfg: opts.teacher_cfg,
+        },
+    )?;
     let total = (opts.samples as u64)
         * (1 + models.len() as u64
             * opts.steps.len() as u64
             * (1 + opts.stochastic_r.len() as u64));
     let pb = bar(total, "eval", opts.progress);
-    let ref_imgs = sample_many(
-        &teacher_ref.net,
-        Sampler::Ddim,
-        opts.reference_steps,
-        &classes,
-        opts.teacher_cfg,
-        opts.seed ^ 0x5eed,
-        fb,
-        device,
-        |k| pb.inc(k as u64),
-    )?;
-    let ref_stats = Stats::of(&clf.features(&ref_imgs, fb)?)?;
-    let reference_fid_real = fid(&real_stats, &ref_stats)?;
     let g = opts.grid.min(opts.samples).max(1);
-    crate::png::write_grid(
-        &ref_imgs.narrow(0, 0, g)?,
-        10,
-        &out.join("grids")
-            .join(format!("reference-ddim-{}.png", opts.reference_steps)),
-    )?;
+    let reference = match cells.reference()? {
+        Some(r) => {
+            pb.inc(opts.samples as u64);
+            r
+        }
+        None => {
+            let ref_imgs = sample_many(
+                &teacher_ref.net,
+                Sampler::Ddim,
+                opts.reference_steps,
+                &classes,
+                opts.teacher_cfg,
+                opts.seed ^ 0x5eed,
+                fb,
+                device,
+                |k| pb.inc(k as u64),
+            )?;
+            let stats = Stats::of(&clf.features(&ref_imgs, fb)?)?;
+            crate::png::write_grid(
+                &ref_imgs.narrow(0, 0, g)?,
+                10,
+                &out.join("grids")
+                    .join(format!("reference-ddim-{}.png", opts.reference_steps)),
+            )?;
+            let r = Reference {
+                fid_real: fid(&real_stats, &stats)?,
+                stats,
+            };
+            cells.save_reference(&r)?;
+            r
+        }
+    };
 
     let mut rows = Vec::new();
     for m in &models {
@@ -229,6 +259,23 @@ pub fn run(
         };
         for sampler in samplers {
             for &steps in &opts.steps {
+                let name = format!(
+                    "{}-{}-{steps}",
+                    name_of(&m.dir),
+                    sampler.name().replace(['(', ')', '='], "")
+                );
+                let key = CellKey {
+                    model: m.dir.display().to_string(),
+                    step: m.step,
+                    sampler: sampler.name(),
+                    steps,
+                    cfg,
+                };
+                if let Some(row) = cells.row(&name, &key)? {
+                    pb.inc(opts.samples as u64);
+                    rows.push(row);
+                    continue;
+                }
                 let imgs = sample_many(
                     &m.net,
                     sampler,
@@ -241,23 +288,21 @@ pub fn run(
                     |k| pb.inc(k as u64),
                 )?;
                 let stats = Stats::of(&clf.features(&imgs, fb)?)?;
-                let file = format!(
-                    "{}-{}-{steps}.png",
-                    name_of(&m.dir),
-                    sampler.name().replace(['(', ')', '='], "")
-                );
+                let file = format!("{name}.png");
                 crate::png::write_grid(&imgs.narrow(0, 0, g)?, 10, &out.join("grids").join(&file))?;
-                rows.push(Row {
+                let row = Row {
                     model: name_of(&m.dir),
                     kind: m.kind,
                     phases: m.phases,
                     sampler: sampler.name(),
                     steps,
                     fid_real: fid(&real_stats, &stats)?,
-                    fid_teacher: fid(&ref_stats, &stats)?,
+                    fid_teacher: fid(&reference.stats, &stats)?,
                     samples: opts.samples,
                     grid: format!("grids/{file}"),
-                });
+                };
+                cells.save_row(&name, &key, &row)?;
+                rows.push(row);
             }
         }
     }
@@ -272,7 +317,7 @@ pub fn run(
         teacher_cfg: opts.teacher_cfg,
         student_cfg: opts.cfg,
         samples: opts.samples,
-        reference_fid_real,
+        reference_fid_real: reference.fid_real,
         precision: opts.precision,
         rows,
     };

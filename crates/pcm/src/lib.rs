@@ -17,6 +17,7 @@
 //!   with a released PCM LoRA merged into its UNet, DDIM-trailing and TCD.
 
 pub mod adv;
+pub mod cells;
 pub mod ckpt;
 pub mod classifier;
 pub mod data;
@@ -27,6 +28,7 @@ pub mod fastconv;
 pub mod fid;
 pub mod lora;
 pub mod model_dir;
+pub mod norm_act;
 pub mod optim;
 pub mod png;
 pub mod rng;

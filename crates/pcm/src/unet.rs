@@ -5,14 +5,15 @@
 //! conditioning vector is the sum of a sinusoidal timestep embedding (through
 //! a two-layer MLP) and a class embedding with one extra row, the null class
 //! used for classifier-free guidance. Every op is a plain candle op with a
-//! backward (candle_nn's GroupNorm is composed of them; pooling and
-//! upsampling are reshapes; convolutions are shifted views and a matmul,
-//! fastconv.rs), so gradients reach every parameter.
+//! backward (pooling and upsampling are reshapes), or a fused CPU op with a
+//! hand-written, tested backward (GroupNorm + SiLU, norm_act.rs; the
+//! convolutions' im2col, fastconv.rs), so gradients reach every parameter.
 
 use crate::fastconv::{fast_conv, FastConv};
+use crate::norm_act::{group_norm_silu, GroupNormSilu};
 use crate::{PcmError, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Embedding, GroupNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, Linear, VarBuilder};
 use frugal_model::Precision;
 use serde::{Deserialize, Serialize};
 
@@ -64,10 +65,10 @@ impl UNetConfig {
 }
 
 struct ResBlock {
-    norm1: GroupNorm,
+    norm1: GroupNormSilu,
     conv1: FastConv,
     emb: Linear,
-    norm2: GroupNorm,
+    norm2: GroupNormSilu,
     conv2: FastConv,
     skip: Option<FastConv>,
 }
@@ -87,10 +88,10 @@ impl ResBlock {
 
     fn new(i: usize, o: usize, emb: usize, groups: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            norm1: candle_nn::group_norm(groups, i, 1e-5, vb.pp("norm1"))?,
+            norm1: group_norm_silu(groups, i, 1e-5, vb.pp("norm1"))?,
             conv1: conv3(i, o, vb.pp("conv1"))?,
             emb: candle_nn::linear(emb, o, vb.pp("emb"))?,
-            norm2: candle_nn::group_norm(groups, o, 1e-5, vb.pp("norm2"))?,
+            norm2: group_norm_silu(groups, o, 1e-5, vb.pp("norm2"))?,
             conv2: conv3(o, o, vb.pp("conv2"))?,
             skip: if i != o {
                 Some(fast_conv(i, o, 1, vb.pp("skip"))?)
@@ -101,10 +102,10 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let h = self.conv1.forward(&self.norm1.forward(x)?)?;
         let e = self.emb.forward(&emb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
         let h = h.broadcast_add(&e)?;
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self.conv2.forward(&self.norm2.forward(&h)?)?;
         let skip = match &self.skip {
             Some(s) => s.forward(x)?,
             None => x.clone(),
@@ -125,7 +126,7 @@ pub struct UNet {
     mid1: ResBlock,
     up1: ResBlock,
     up0: ResBlock,
-    norm_out: GroupNorm,
+    norm_out: GroupNormSilu,
     conv_out: FastConv,
     device: Device,
 }
@@ -148,10 +149,21 @@ impl UNet {
             mid1: ResBlock::new(2 * c, 2 * c, e, g, vb.pp("mid1"))?,
             up1: ResBlock::new(4 * c, 2 * c, e, g, vb.pp("up1"))?,
             up0: ResBlock::new(3 * c, c, e, g, vb.pp("up0"))?,
-            norm_out: candle_nn::group_norm(g, c, 1e-5, vb.pp("norm_out"))?,
+            norm_out: group_norm_silu(g, c, 1e-5, vb.pp("norm_out"))?,
             conv_out: conv3(c, 1, vb.pp("conv_out"))?,
             device: vb.device().clone(),
         })
+    }
+
+    fn blocks_mut(&mut self) -> [&mut ResBlock; 6] {
+        [
+            &mut self.down0,
+            &mut self.down1,
+            &mut self.mid0,
+            &mut self.mid1,
+            &mut self.up1,
+            &mut self.up0,
+        ]
     }
 
     /// Runs every convolution's matmul in `precision` (bf16: autocast-style,
@@ -160,16 +172,25 @@ impl UNet {
     pub fn set_precision(&mut self, precision: Precision) {
         self.conv_in.precision = precision;
         self.conv_out.precision = precision;
-        for blk in [
-            &mut self.down0,
-            &mut self.down1,
-            &mut self.mid0,
-            &mut self.mid1,
-            &mut self.up1,
-            &mut self.up0,
-        ] {
+        for blk in self.blocks_mut() {
             for conv in blk.convs_mut() {
                 conv.precision = precision;
+            }
+        }
+    }
+
+    /// Whether the fused CPU ops (GroupNorm + SiLU, im2col) run, or the same
+    /// computation from plain candle ops (the reference the tests and
+    /// `examples/unet_bench.rs` compare against). On by default.
+    pub fn set_fused_ops(&mut self, on: bool) {
+        self.conv_in.fused = on;
+        self.conv_out.fused = on;
+        self.norm_out.fused = on;
+        for blk in self.blocks_mut() {
+            blk.norm1.fused = on;
+            blk.norm2.fused = on;
+            for conv in blk.convs_mut() {
+                conv.fused = on;
             }
         }
     }
@@ -189,9 +210,7 @@ impl UNet {
         let u0 = self
             .up0
             .forward(&Tensor::cat(&[&upsample(&u1)?, &d0], 1)?, &emb)?;
-        Ok(self
-            .conv_out
-            .forward(&self.norm_out.forward(&u0)?.silu()?)?)
+        Ok(self.conv_out.forward(&self.norm_out.forward(&u0)?)?)
     }
 
     /// The middle block's output (B, 2C, H/4, W/4): the frozen teacher
@@ -392,6 +411,43 @@ mod tests {
         // layers of them stay within a few percent, and do change the output.
         assert!(gap > 0.0 && gap < 0.05 * scale, "gap {gap}, scale {scale}");
         assert_every_variable_has_a_gradient(&vm, &bf16_out);
+    }
+
+    /// The whole U-Net with the fused CPU ops against the same network from
+    /// plain candle ops: output and every parameter's gradient.
+    #[test]
+    fn fused_ops_match_the_composite_network() {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let mut net = UNet::new(tiny(), VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (3, 1, 8, 8), &dev).unwrap();
+        let (t, c) = ([3, 500, 999], [0, 1, 3]);
+        let run = |net: &UNet| {
+            let y = net.forward(&x, &t, &c).unwrap();
+            let grads = y.sqr().unwrap().mean_all().unwrap().backward().unwrap();
+            (y, grads)
+        };
+        let (y_fused, g_fused) = run(&net);
+        net.set_fused_ops(false);
+        let (y_plain, g_plain) = run(&net);
+        let gap = |a: &Tensor, b: &Tensor| -> (f32, f32) {
+            let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+            let s = a.abs().unwrap().max_all().unwrap();
+            (d.to_scalar().unwrap(), s.to_scalar().unwrap())
+        };
+        let (d, s) = gap(&y_fused, &y_plain);
+        assert!(d <= 1e-5 * s.max(1.0), "output differs by {d} (scale {s})");
+        for (name, var) in vm.data().lock().unwrap().iter() {
+            let (a, b) = (
+                g_fused.get(var.as_tensor()).unwrap(),
+                g_plain.get(var.as_tensor()).unwrap(),
+            );
+            let (d, s) = gap(a, b);
+            assert!(
+                d <= 1e-4 * s.max(1e-3),
+                "{name}: gradient differs by {d} (scale {s})"
+            );
+        }
     }
 
     #[test]

@@ -240,6 +240,37 @@ fn teacher_distill_sample_eval_end_to_end() {
     )
     .unwrap();
     assert_eq!(again.classifier_accuracy, report.classifier_accuracy);
+    // ... and every finished cell: the same table, nothing sampled twice.
+    let fids = |r: &eval::Report| -> Vec<(f64, f64)> {
+        r.rows.iter().map(|r| (r.fid_real, r.fid_teacher)).collect()
+    };
+    assert_eq!(fids(&again), fids(&report));
+    assert_eq!(again.reference_fid_real, report.reference_fid_real);
+    let cells = out.join("cells");
+    assert_eq!(std::fs::read_dir(&cells).unwrap().count(), 1 + 8);
+    // A lost cell (an interrupted run) is computed again, to the same numbers.
+    std::fs::remove_file(cells.join("pcm2-pcm-2.json")).unwrap();
+    std::fs::remove_file(out.join("grids/pcm2-pcm-2.png")).unwrap();
+    let resumed = eval::run(&opts, "synthetic", &train_fn, &test, &out, &dev).unwrap();
+    assert_eq!(fids(&resumed), fids(&report));
+    assert!(cells.join("pcm2-pcm-2.json").exists() && out.join("grids/pcm2-pcm-2.png").exists());
+    // Another sampling seed is another evaluation: no cell is reused.
+    let reseeded = eval::run(
+        &EvalOptions {
+            seed: 1,
+            ..opts.clone()
+        },
+        "synthetic",
+        &train_fn,
+        &test,
+        &out,
+        &dev,
+    )
+    .unwrap();
+    assert!(fids(&reseeded)
+        .iter()
+        .zip(fids(&report))
+        .all(|(a, b)| a.1 != b.1));
     // ... but not one trained with other settings.
     let mut other = opts.clone();
     other.classifier.steps = 200;
