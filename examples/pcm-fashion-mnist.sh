@@ -8,10 +8,13 @@
 #
 # OUT_DIR defaults to runs/pcm, FRUGAL_BIN to target/release/frugal. Every
 # step resumes: re-run the script after an interruption and finished work is
-# skipped. Two single-threaded jobs share a 2-core machine (the students run
-# two at a time); the evaluation runs alone on EVAL_THREADS (2) threads. Set
-# DEVICE=cuda to use a GPU (a frugal built with --features cuda). Budgets: TEACHER_STEPS (20000), DISTILL_STEPS (4000), SAMPLES (10000);
-# STOCHASTIC_R (0,0.5): the r values of the extra pcm-stochastic rows;
+# skipped (the evaluation per table cell). Single-threaded jobs share a 2-core
+# machine: the students distil two at a time while the teacher's own cells
+# (its reference samples, the costliest, and its rows) are evaluated beside
+# them, then two evaluations split the students, and a last call, which finds
+# every cell done, writes the whole table. Set DEVICE=cuda to use a GPU (a
+# frugal built with --features cuda). Budgets: TEACHER_STEPS (20000), DISTILL_STEPS (4000), SAMPLES (10000);
+# STOCHASTIC_R (0.5): the r values of the extra pcm-stochastic rows;
 # TEACHER_ARGS adds teacher options, e.g. TEACHER_ARGS="--channels 16 --batch 32";
 # DISTILL_ARGS adds options to every student, e.g. DISTILL_ARGS="--batch 32 --lr 1e-4";
 # EVAL_ARGS adds eval options (a smoke run: EVAL_ARGS="--classifier-steps 20 --reference-steps 2").
@@ -23,7 +26,7 @@ dev=${DEVICE:-cpu}
 teacher_steps=${TEACHER_STEPS:-20000}
 distill_steps=${DISTILL_STEPS:-4000}
 samples=${SAMPLES:-10000}
-stochastic_r=${STOCHASTIC_R:-0,0.5}
+stochastic_r=${STOCHASTIC_R:-0.5}
 teacher_args=${TEACHER_ARGS:-}
 distill_args=${DISTILL_ARGS:-}
 eval_args=${EVAL_ARGS:-}
@@ -31,6 +34,14 @@ eval_args=${EVAL_ARGS:-}
 f() { "$bin" --threads "${threads:-1}" pcm "$@" --device "$dev"; }
 
 f teacher --data fashion-mnist --out "$out/teacher" --steps "$teacher_steps" $teacher_args --quiet
+ev() {
+    f eval --models "$@" --steps 1,2,4,8,16 --samples "$samples" --stochastic-r "$stochastic_r" \
+        --out "$out/eval" $eval_args --quiet
+}
+# The teacher's cells also train the classifier, which the student
+# evaluations below (started after it) read from $out/eval.
+ev "$out/teacher" &
+t=$!
 # PCM with 1 and 2 phases side by side, then 4 phases beside LCM (same budget).
 f distill --teacher "$out/teacher" --phases 1 --out "$out/pcm1" --steps "$distill_steps" $distill_args --quiet &
 p=$!
@@ -40,6 +51,10 @@ f distill --teacher "$out/teacher" --phases 4 --out "$out/pcm4" --steps "$distil
 p=$!
 f distill --teacher "$out/teacher" --method lcm --out "$out/lcm" --steps "$distill_steps" $distill_args --quiet
 wait $p
-threads=${EVAL_THREADS:-2} f eval --models "$out/teacher" "$out/pcm1" "$out/pcm2" "$out/pcm4" "$out/lcm" \
-    --steps 1,2,4,8,16 --samples "$samples" --stochastic-r "$stochastic_r" --out "$out/eval" $eval_args --quiet
+wait $t  # the teacher's reference, which the students' cells are scored against
+ev "$out/pcm1" "$out/pcm2" &
+p=$!
+ev "$out/pcm4" "$out/lcm"
+wait $p
+ev "$out/teacher" "$out/pcm1" "$out/pcm2" "$out/pcm4" "$out/lcm"  # every cell is done: the table
 echo "table: $out/eval/results.md, grids: $out/eval/grids/"

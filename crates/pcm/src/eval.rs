@@ -93,6 +93,15 @@ fn name_of(p: &Path) -> String {
         .unwrap_or_else(|| p.display().to_string())
 }
 
+/// A directory as a cell key: its canonical path, so `runs/t` and
+/// `./runs/t` find the same cells.
+fn same_path(p: &Path) -> String {
+    std::fs::canonicalize(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
 /// Runs the evaluation; `train` loads the training set when the classifier
 /// has to be trained (it is cached in `OUT/classifier`).
 pub fn run(
@@ -194,7 +203,7 @@ pub fn run(
             precision: opts.precision,
             classifier: info.config,
             classifier_accuracy: info.test_accuracy,
-            teacher: teacher_dir.display().to_string(),
+            teacher: same_path(&teacher_dir),
             teacher_step: teacher_ref.step,
             reference_steps: opts.reference_steps,
             teacher_cfg: opts.teacher_cfg,
@@ -265,7 +274,7 @@ pub fn run(
                     sampler.name().replace(['(', ')', '='], "")
                 );
                 let key = CellKey {
-                    model: m.dir.display().to_string(),
+                    model: same_path(&m.dir),
                     step: m.step,
                     sampler: sampler.name(),
                     steps,
