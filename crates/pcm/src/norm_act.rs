@@ -11,7 +11,7 @@
 //! composite ops, which the tests check the fused op against.
 
 use crate::Result;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Shape, Tensor};
 use candle_nn::VarBuilder;
 use frugal_model::fused::slice;
 use rayon::prelude::*;
@@ -69,8 +69,7 @@ impl Module for GroupNormSilu {
             return self.forward_composite(x);
         }
         let params = Tensor::stack(&[&self.weight, &self.bias], 0)?;
-        x.contiguous()?.apply_op3(
-            &params,
+        x.contiguous()?.apply_op2(
             &params,
             Fused {
                 groups: self.groups,
@@ -80,17 +79,15 @@ impl Module for GroupNormSilu {
     }
 }
 
-/// The op: (x, [γ; β], unused) → SiLU(GroupNorm(x)). Its backward is
-/// [`Backward`]; the parameter tensor is passed twice because candle's
-/// custom ops come in one-, two- and three-input forms and the backward
-/// needs a third input.
+/// The op: (x, [γ; β]) → SiLU(GroupNorm(x)). Its backward is [`Backward`].
 #[derive(Clone, Copy)]
 struct Fused {
     groups: usize,
     eps: f32,
 }
 
-/// One (sample, group) block: its offset and the channel range.
+/// An activation's channels, spatial size and the length of one (sample,
+/// group) block, which is contiguous in NCHW.
 struct Geometry {
     channels: usize,
     spatial: usize,
@@ -124,7 +121,7 @@ fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + (-z).exp())
 }
 
-impl CustomOp3 for Fused {
+impl CustomOp2 for Fused {
     fn name(&self) -> &'static str {
         "frugal-group-norm-silu"
     }
@@ -134,8 +131,6 @@ impl CustomOp3 for Fused {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, p) = (
             slice(s1, l1, "group_norm_silu")?,
@@ -172,16 +167,15 @@ impl CustomOp3 for Fused {
         &self,
         x: &Tensor,
         params: &Tensor,
-        _: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let n = x.elem_count();
         let c = params.dim(1)?;
         let packed = x.apply_op3_no_bwd(params, &grad.contiguous()?, &Backward(*self))?;
         let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
         let dparams = packed.narrow(0, n, 2 * c)?.reshape((2, c))?;
-        Ok((Some(dx), Some(dparams), None))
+        Ok((Some(dx), Some(dparams)))
     }
 }
 
