@@ -211,19 +211,9 @@ impl CustomOp1 for Col2Im {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{max_abs, max_abs_diff as max_diff};
     use candle_core::{DType, Device, Var};
     use candle_nn::Conv2dConfig;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
 
     /// Forward and all three gradients against candle's conv2d, with the
     /// fused im2col and with narrow + cat.
@@ -266,7 +256,7 @@ mod tests {
                         g1.get(v.as_tensor()).unwrap(),
                         g2.get(v.as_tensor()).unwrap(),
                     );
-                    let scale: f32 = a.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+                    let scale = max_abs(a);
                     let d = max_diff(a, b);
                     assert!(
                         d <= 1e-4 * scale.max(1.0),

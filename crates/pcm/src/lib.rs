@@ -38,6 +38,8 @@ pub mod schedule;
 pub mod sd15;
 pub mod sd_schedule;
 pub mod teacher;
+#[cfg(test)]
+mod testing;
 pub mod unet;
 
 pub use error::{PcmError, Result};

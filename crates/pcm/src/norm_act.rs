@@ -263,6 +263,7 @@ impl CustomOp3 for Backward {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{max_abs, max_abs_diff};
     use candle_core::{Device, Var};
     use candle_nn::VarMap;
 
@@ -286,18 +287,7 @@ mod tests {
             .unwrap();
             let up = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev).unwrap();
             let (y1, y2) = (op.forward_composite(&x).unwrap(), op.forward(&x).unwrap());
-            let diff = |a: &Tensor, b: &Tensor| -> (f32, f32) {
-                let d: f32 = (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap();
-                let s: f32 = a.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-                (d, s)
-            };
+            let diff = |a: &Tensor, b: &Tensor| (max_abs_diff(a, b), max_abs(a));
             let (d, s) = diff(&y1, &y2);
             assert!(d <= 1e-5 * s.max(1.0), "forward differs by {d}");
             let g1 = (&y1 * &up).unwrap().sum_all().unwrap().backward().unwrap();

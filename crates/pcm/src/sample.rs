@@ -131,6 +131,7 @@ pub fn sample_many(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{max_abs, max_abs_diff};
     use crate::unet::UNetConfig;
     use candle_core::DType;
     use candle_nn::{VarBuilder, VarMap};
@@ -159,27 +160,12 @@ mod tests {
         )
         .unwrap();
         let c = sample(&net, Sampler::Pcm, 2, &cls, 0.5, 7, &dev).unwrap();
-        let diff = |x: &Tensor, y: &Tensor| -> f32 {
-            (x - y)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
+        let diff = max_abs_diff;
         assert_eq!(diff(&a, &c), 0.0);
         assert!(diff(&a, &b) < 1e-4, "{}", diff(&a, &b));
         let l = sample(&net, Sampler::Lcm, 2, &cls, 0.0, 7, &dev).unwrap();
         assert_eq!(l.dims(), &[3, 1, 8, 8]);
-        let m = l
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let m = max_abs(&l);
         assert!(m <= 1.0);
         assert!(Sampler::parse("pcm-stochastic", 1.5).is_err());
         assert!(Sampler::parse("euler", 0.0).is_err());
