@@ -211,7 +211,7 @@ impl CustomOp1 for Col2Im {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{max_abs, max_abs_diff as max_diff};
+    use crate::testing::{diff_and_scale, max_abs_diff};
     use candle_core::{DType, Device, Var};
     use candle_nn::Conv2dConfig;
 
@@ -245,9 +245,9 @@ mod tests {
                 fast.fused = fused;
                 let (y1, y2) = (reference.forward(&x).unwrap(), fast.forward(&x).unwrap());
                 assert!(
-                    max_diff(&y1, &y2) < 1e-4,
+                    max_abs_diff(&y1, &y2) < 1e-4,
                     "k={k}: forward differs by {}",
-                    max_diff(&y1, &y2)
+                    max_abs_diff(&y1, &y2)
                 );
                 let g1 = (&y1 * &g).unwrap().sum_all().unwrap().backward().unwrap();
                 let g2 = (&y2 * &g).unwrap().sum_all().unwrap().backward().unwrap();
@@ -256,8 +256,7 @@ mod tests {
                         g1.get(v.as_tensor()).unwrap(),
                         g2.get(v.as_tensor()).unwrap(),
                     );
-                    let scale = max_abs(a);
-                    let d = max_diff(a, b);
+                    let (d, scale) = diff_and_scale(a, b);
                     assert!(
                         d <= 1e-4 * scale.max(1.0),
                         "k={k}, fused {fused}: {name} gradient differs by {d} (scale {scale})"

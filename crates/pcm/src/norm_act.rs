@@ -263,7 +263,7 @@ impl CustomOp3 for Backward {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{max_abs, max_abs_diff};
+    use crate::testing::diff_and_scale;
     use candle_core::{Device, Var};
     use candle_nn::VarMap;
 
@@ -287,8 +287,7 @@ mod tests {
             .unwrap();
             let up = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev).unwrap();
             let (y1, y2) = (op.forward_composite(&x).unwrap(), op.forward(&x).unwrap());
-            let diff = |a: &Tensor, b: &Tensor| (max_abs_diff(a, b), max_abs(a));
-            let (d, s) = diff(&y1, &y2);
+            let (d, s) = diff_and_scale(&y1, &y2);
             assert!(d <= 1e-5 * s.max(1.0), "forward differs by {d}");
             let g1 = (&y1 * &up).unwrap().sum_all().unwrap().backward().unwrap();
             let g2 = (&y2 * &up).unwrap().sum_all().unwrap().backward().unwrap();
@@ -302,7 +301,7 @@ mod tests {
             vars.push(("input".into(), x.as_tensor().clone()));
             for (name, t) in vars {
                 let (a, b) = (g1.get(&t).unwrap(), g2.get(&t).unwrap());
-                let (d, s) = diff(a, b);
+                let (d, s) = diff_and_scale(a, b);
                 assert!(s > 0.0, "{name}: zero gradient");
                 assert!(
                     d <= 1e-4 * s.max(1.0),

@@ -160,9 +160,8 @@ mod tests {
         )
         .unwrap();
         let c = sample(&net, Sampler::Pcm, 2, &cls, 0.5, 7, &dev).unwrap();
-        let diff = max_abs_diff;
-        assert_eq!(diff(&a, &c), 0.0);
-        assert!(diff(&a, &b) < 1e-4, "{}", diff(&a, &b));
+        assert_eq!(max_abs_diff(&a, &c), 0.0);
+        assert!(max_abs_diff(&a, &b) < 1e-4, "{}", max_abs_diff(&a, &b));
         let l = sample(&net, Sampler::Lcm, 2, &cls, 0.0, 7, &dev).unwrap();
         assert_eq!(l.dims(), &[3, 1, 8, 8]);
         let m = max_abs(&l);

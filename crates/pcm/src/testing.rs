@@ -11,3 +11,8 @@ pub fn max_abs(t: &Tensor) -> f32 {
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     max_abs(&(a - b).unwrap())
 }
+
+/// (max |a − b|, max |a|): a gap and the scale a relative tolerance uses.
+pub fn diff_and_scale(a: &Tensor, b: &Tensor) -> (f32, f32) {
+    (max_abs_diff(a, b), max_abs(a))
+}

@@ -327,7 +327,7 @@ pub fn mean_per_sample(x: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{max_abs, max_abs_diff};
+    use crate::testing::diff_and_scale;
     use candle_nn::VarMap;
 
     fn tiny() -> UNetConfig {
@@ -393,8 +393,7 @@ mod tests {
             .all(|c| c.precision == Precision::Bf16)));
         assert_eq!(net.conv_out.precision, Precision::Bf16);
         let bf16_out = net.forward(&x, &t, &c).unwrap();
-        let scale = max_abs(&f32_out);
-        let gap = max_abs_diff(&f32_out, &bf16_out);
+        let (gap, scale) = diff_and_scale(&f32_out, &bf16_out);
         // bf16 keeps 8 mantissa bits (2^-8 ≈ 0.4 % per rounding); a few
         // layers of them stay within a few percent, and do change the output.
         assert!(gap > 0.0 && gap < 0.05 * scale, "gap {gap}, scale {scale}");
@@ -418,15 +417,14 @@ mod tests {
         let (y_fused, g_fused) = run(&net);
         net.set_fused_ops(false);
         let (y_plain, g_plain) = run(&net);
-        let gap = |a: &Tensor, b: &Tensor| (max_abs_diff(a, b), max_abs(a));
-        let (d, s) = gap(&y_fused, &y_plain);
+        let (d, s) = diff_and_scale(&y_fused, &y_plain);
         assert!(d <= 1e-5 * s.max(1.0), "output differs by {d} (scale {s})");
         for (name, var) in vm.data().lock().unwrap().iter() {
             let (a, b) = (
                 g_fused.get(var.as_tensor()).unwrap(),
                 g_plain.get(var.as_tensor()).unwrap(),
             );
-            let (d, s) = gap(a, b);
+            let (d, s) = diff_and_scale(a, b);
             assert!(
                 d <= 1e-4 * s.max(1e-3),
                 "{name}: gradient differs by {d} (scale {s})"
