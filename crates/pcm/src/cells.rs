@@ -44,6 +44,15 @@ pub struct CellKey {
     pub cfg: f64,
 }
 
+/// A finished cell: its row (without the FID against the teacher, which
+/// needs the reference) and its features' statistics, from which that FID
+/// is computed whenever the reference is at hand.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cell {
+    pub row: Row,
+    pub stats: Stats,
+}
+
 /// The teacher's reference samples, summarised.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reference {
@@ -78,13 +87,13 @@ impl Cells {
         self.put("reference", &(), r)
     }
 
-    /// The finished row of `key`, stored under `name`.
-    pub fn row(&self, name: &str, key: &CellKey) -> Result<Option<Row>> {
+    /// The finished cell of `key`, stored under `name`.
+    pub fn cell(&self, name: &str, key: &CellKey) -> Result<Option<Cell>> {
         self.get(name, key)
     }
 
-    pub fn save_row(&self, name: &str, key: &CellKey, row: &Row) -> Result<()> {
-        self.put(name, key, row)
+    pub fn save_cell(&self, name: &str, key: &CellKey, cell: &Cell) -> Result<()> {
+        self.put(name, key, cell)
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -147,31 +156,34 @@ mod tests {
         }
     }
 
-    fn row() -> Row {
-        Row {
+    fn cell() -> Cell {
+        let stats = Stats::of(&[vec![0.0, 1.0], vec![1.0, 3.0], vec![2.0, 2.0]]).unwrap();
+        let row = Row {
             model: "pcm4".into(),
             kind: Kind::Pcm,
             phases: Some(4),
             sampler: "pcm".into(),
             steps: 4,
             fid_real: 12.5,
-            fid_teacher: 3.25,
+            fid_teacher: None,
             samples: 100,
             grid: "grids/pcm4-pcm-4.png".into(),
-        }
+        };
+        Cell { row, stats }
     }
 
     #[test]
     fn a_cell_is_reused_only_with_the_same_settings_and_key() {
         let dir = tempfile::tempdir().unwrap();
         let cells = Cells::open(dir.path(), settings()).unwrap();
-        assert!(cells.row("pcm4-pcm-4", &key()).unwrap().is_none());
-        cells.save_row("pcm4-pcm-4", &key(), &row()).unwrap();
-        let back = cells.row("pcm4-pcm-4", &key()).unwrap().unwrap();
-        assert_eq!((back.fid_real, back.fid_teacher), (12.5, 3.25));
+        assert!(cells.cell("pcm4-pcm-4", &key()).unwrap().is_none());
+        cells.save_cell("pcm4-pcm-4", &key(), &cell()).unwrap();
+        let back = cells.cell("pcm4-pcm-4", &key()).unwrap().unwrap();
+        assert_eq!(back.row.fid_real, 12.5);
+        assert_eq!(back.stats.cov, cell().stats.cov);
         // A newer checkpoint of the same model is a different cell.
         let newer = CellKey { step: 800, ..key() };
-        assert!(cells.row("pcm4-pcm-4", &newer).unwrap().is_none());
+        assert!(cells.cell("pcm4-pcm-4", &newer).unwrap().is_none());
         // Another budget or seed invalidates every cell.
         for other in [
             Settings {
@@ -188,11 +200,11 @@ mod tests {
             },
         ] {
             let c = Cells::open(dir.path(), other).unwrap();
-            assert!(c.row("pcm4-pcm-4", &key()).unwrap().is_none());
+            assert!(c.cell("pcm4-pcm-4", &key()).unwrap().is_none());
         }
         // A damaged file is recomputed, not an error.
         std::fs::write(dir.path().join("cells/pcm4-pcm-4.json"), b"{").unwrap();
-        assert!(cells.row("pcm4-pcm-4", &key()).unwrap().is_none());
+        assert!(cells.cell("pcm4-pcm-4", &key()).unwrap().is_none());
     }
 
     #[test]

@@ -193,6 +193,57 @@ pub fn save(dir: &Path, vm: &VarMap, info: &ClassifierInfo) -> Result<()> {
     Ok(())
 }
 
+/// The FID feature extractor kept in `dir`: loaded when it was trained with
+/// `config` (its image size aside, which comes from the data), else trained
+/// now on `train()`'s images, scored on `test` and saved. One trained with
+/// other settings is refused rather than replaced or silently used: it would
+/// change every FID already computed with it.
+pub fn load_or_train(
+    dir: &Path,
+    config: ClassifierConfig,
+    data_name: &str,
+    train: &dyn Fn() -> Result<ImageSet>,
+    test: &ImageSet,
+    device: &Device,
+    progress: bool,
+) -> Result<(Classifier, ClassifierInfo)> {
+    if let Some((net, info)) = load(dir, device)? {
+        let want = ClassifierConfig {
+            image_size: info.config.image_size,
+            ..config
+        };
+        if info.config != want {
+            return Err(PcmError::arg(format!(
+                "{} holds a classifier trained with other settings ({} steps, batch {}, lr {}) \
+                 than asked for ({} steps, batch {}, lr {}): remove it or pass the same \
+                 --classifier-steps",
+                dir.display(),
+                info.config.steps,
+                info.config.batch,
+                info.config.lr,
+                want.steps,
+                want.batch,
+                want.lr
+            )));
+        }
+        return Ok((net, info));
+    }
+    let set = train()?;
+    let config = ClassifierConfig {
+        image_size: set.height,
+        ..config
+    };
+    let (vm, net) = self::train(config, &set, device, progress)?;
+    let info = ClassifierInfo {
+        config,
+        test_accuracy: net.accuracy(test, device)?,
+        test_images: test.len(),
+        data: data_name.to_string(),
+    };
+    save(dir, &vm, &info)?;
+    Ok((net, info))
+}
+
 /// Loads a classifier saved by [`save`], if `dir` has one.
 pub fn load(dir: &Path, device: &Device) -> Result<Option<(Classifier, ClassifierInfo)>> {
     let (w, j) = (

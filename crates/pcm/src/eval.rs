@@ -2,8 +2,8 @@
 //! test set and against the teacher's own 50-step DDIM samples (the paper's
 //! FID-SD analogue), with features from a classifier trained here.
 
-use crate::cells::{CellKey, Cells, Reference, Settings};
-use crate::classifier::{self, ClassifierConfig, ClassifierInfo};
+use crate::cells::{Cell, CellKey, Cells, Reference, Settings};
+use crate::classifier::{self, ClassifierConfig};
 use crate::data::ImageSet;
 use crate::fid::{fid, Stats};
 use crate::model_dir::{self, Kind, Loaded};
@@ -53,6 +53,11 @@ pub struct EvalOptions {
     /// The generators' matmul dtype (the classifier always runs in f32, so
     /// FIDs of both dtypes use the same features).
     pub precision: frugal_model::Precision,
+    /// Leave the teacher's reference unsampled unless a cached one exists:
+    /// this call's cells are computed and saved all the same, their FIDs
+    /// against the teacher stay blank until a later call has the reference.
+    /// Lets students be evaluated while another process samples it.
+    pub skip_reference: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,7 +68,8 @@ pub struct Row {
     pub sampler: String,
     pub steps: usize,
     pub fid_real: f64,
-    pub fid_teacher: f64,
+    /// None while the teacher's reference is not sampled (`skip_reference`).
+    pub fid_teacher: Option<f64>,
     pub samples: usize,
     pub grid: String,
 }
@@ -79,8 +85,9 @@ pub struct Report {
     pub teacher_cfg: f64,
     pub student_cfg: f64,
     pub samples: usize,
-    /// FID of the teacher's reference samples against the real test set.
-    pub reference_fid_real: f64,
+    /// FID of the teacher's reference samples against the real test set
+    /// (None while they are not sampled).
+    pub reference_fid_real: Option<f64>,
     /// The generators' matmul dtype (reports written before it existed: f32).
     #[serde(default)]
     pub precision: frugal_model::Precision,
@@ -125,45 +132,15 @@ pub fn run(
         .collect::<Result<_>>()?;
 
     // The classifier: cached, or trained now on the real training images.
-    let cdir = out.join("classifier");
-    let (clf, info) = match classifier::load(&cdir, device)? {
-        Some((net, info)) => {
-            // A cached classifier trained otherwise would silently change
-            // every FID: refuse it instead.
-            let mut want = opts.classifier;
-            want.image_size = info.config.image_size;
-            if info.config != want {
-                return Err(PcmError::arg(format!(
-                    "{} holds a classifier trained with other settings ({} steps, batch {}, lr {}) \
-                     than asked for ({} steps, batch {}, lr {}): remove it or pass the same \
-                     --classifier-steps",
-                    cdir.display(),
-                    info.config.steps,
-                    info.config.batch,
-                    info.config.lr,
-                    want.steps,
-                    want.batch,
-                    want.lr
-                )));
-            }
-            (net, info)
-        }
-        None => {
-            let set = train()?;
-            let mut cfg = opts.classifier;
-            cfg.image_size = set.height;
-            let (vm, net) = classifier::train(cfg, &set, device, opts.progress)?;
-            let acc = net.accuracy(test, device)?;
-            let info = ClassifierInfo {
-                config: cfg,
-                test_accuracy: acc,
-                test_images: test.len(),
-                data: data_name.to_string(),
-            };
-            classifier::save(&cdir, &vm, &info)?;
-            (net, info)
-        }
-    };
+    let (clf, info) = classifier::load_or_train(
+        &out.join("classifier"),
+        opts.classifier,
+        data_name,
+        train,
+        test,
+        device,
+        opts.progress,
+    )?;
     let fb = opts.batch.max(1);
     let real = Tensor::from_slice(
         &test.images,
@@ -209,17 +186,16 @@ pub fn run(
             teacher_cfg: opts.teacher_cfg,
         },
     )?;
+    let reference = cells.reference()?;
+    let sample_reference = reference.is_none() && !opts.skip_reference;
     let total = (opts.samples as u64)
-        * (1 + models.len() as u64
-            * opts.steps.len() as u64
-            * (1 + opts.stochastic_r.len() as u64));
+        * (sample_reference as u64
+            + models.len() as u64 * opts.steps.len() as u64 * (1 + opts.stochastic_r.len() as u64));
     let pb = bar(total, "eval", opts.progress);
     let g = opts.grid.min(opts.samples).max(1);
-    let reference = match cells.reference()? {
-        Some(r) => {
-            pb.inc(opts.samples as u64);
-            r
-        }
+    let reference = match reference {
+        Some(r) => Some(r),
+        None if !sample_reference => None,
         None => {
             let ref_imgs = sample_many(
                 &teacher_ref.net,
@@ -244,8 +220,12 @@ pub fn run(
                 stats,
             };
             cells.save_reference(&r)?;
-            r
+            Some(r)
         }
+    };
+    // FID against the teacher, from a cell's stored feature statistics.
+    let vs_teacher = |stats: &Stats| -> Result<Option<f64>> {
+        reference.as_ref().map(|r| fid(&r.stats, stats)).transpose()
     };
 
     let mut rows = Vec::new();
@@ -280,9 +260,12 @@ pub fn run(
                     steps,
                     cfg,
                 };
-                if let Some(row) = cells.row(&name, &key)? {
+                if let Some(cell) = cells.cell(&name, &key)? {
                     pb.inc(opts.samples as u64);
-                    rows.push(row);
+                    rows.push(Row {
+                        fid_teacher: vs_teacher(&cell.stats)?,
+                        ..cell.row
+                    });
                     continue;
                 }
                 let imgs = sample_many(
@@ -306,12 +289,20 @@ pub fn run(
                     sampler: sampler.name(),
                     steps,
                     fid_real: fid(&real_stats, &stats)?,
-                    fid_teacher: fid(&reference.stats, &stats)?,
+                    fid_teacher: None,
                     samples: opts.samples,
                     grid: format!("grids/{file}"),
                 };
-                cells.save_row(&name, &key, &row)?;
-                rows.push(row);
+                let fid_teacher = vs_teacher(&stats)?;
+                cells.save_cell(
+                    &name,
+                    &key,
+                    &Cell {
+                        row: row.clone(),
+                        stats,
+                    },
+                )?;
+                rows.push(Row { fid_teacher, ..row });
             }
         }
     }
@@ -326,7 +317,7 @@ pub fn run(
         teacher_cfg: opts.teacher_cfg,
         student_cfg: opts.cfg,
         samples: opts.samples,
-        reference_fid_real: reference.fid_real,
+        reference_fid_real: reference.as_ref().map(|r| r.fid_real),
         precision: opts.precision,
         rows,
     };
@@ -347,7 +338,7 @@ pub fn markdown(r: &Report, steps: &[usize]) -> String {
     let mut s = format!(
         "# PCM evaluation on {}\n\n{} samples per cell (classes evenly). Features: frugal's CNN classifier \
          (test accuracy {:.2} % on {} images), not Inception: compare numbers within this table only.\n\
-         Reference: the teacher's {}-step DDIM samples (cfg {}), FID vs real {:.2}. Student cfg {}. \
+         Reference: the teacher's {}-step DDIM samples (cfg {}), FID vs real {}. Student cfg {}. \
          Generators in {}.\n",
         r.data,
         r.samples,
@@ -355,7 +346,8 @@ pub fn markdown(r: &Report, steps: &[usize]) -> String {
         r.classifier_test_images,
         r.reference_steps,
         r.teacher_cfg,
-        r.reference_fid_real,
+        r.reference_fid_real
+            .map_or("– (not sampled yet)".into(), |f| format!("{f:.2}")),
         r.student_cfg,
         r.precision
     );
@@ -386,7 +378,13 @@ pub fn markdown(r: &Report, steps: &[usize]) -> String {
                     .rows
                     .iter()
                     .find(|x| &x.model == m && &x.sampler == smp && x.steps == *st)
-                    .map(|x| if pick == 0 { x.fid_real } else { x.fid_teacher });
+                    .and_then(|x| {
+                        if pick == 0 {
+                            Some(x.fid_real)
+                        } else {
+                            x.fid_teacher
+                        }
+                    });
                 s += &match v {
                     Some(v) => format!(" {v:.2} |"),
                     None => " – |".into(),

@@ -202,9 +202,50 @@ fn teacher_distill_sample_eval_end_to_end() {
         },
         grid: 20,
         progress: false,
+        skip_reference: false,
     };
     let train_fn = || -> frugal_pcm::Result<ImageSet> { Ok(synthetic(200, 0)) };
+    // A student evaluated before anyone has sampled the teacher's reference:
+    // its cells are computed and kept, FIDs against the teacher left blank.
+    let early = eval::run(
+        &EvalOptions {
+            models: vec![pcm_dir.clone()],
+            skip_reference: true,
+            ..opts.clone()
+        },
+        "synthetic",
+        &train_fn,
+        &test,
+        &out,
+        &dev,
+    )
+    .unwrap();
+    assert_eq!(early.rows.len(), 4);
+    assert!(
+        early.reference_fid_real.is_none() && early.rows.iter().all(|r| r.fid_teacher.is_none())
+    );
+    assert!(!out.join("cells/reference.json").exists());
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(
+        md.contains("not sampled yet") && md.contains("| pcm2 | pcm | "),
+        "{md}"
+    );
+    let early_cell = out.join("cells/pcm2-pcm-2.json");
+    let stamp = std::fs::metadata(&early_cell).unwrap().modified().unwrap();
     let report = eval::run(&opts, "synthetic", &train_fn, &test, &out, &dev).unwrap();
+    // The full call samples the reference and reuses the student's cells.
+    assert_eq!(
+        std::fs::metadata(&early_cell).unwrap().modified().unwrap(),
+        stamp
+    );
+    for e in &early.rows {
+        let r = report
+            .rows
+            .iter()
+            .find(|r| r.model == e.model && r.sampler == e.sampler && r.steps == e.steps)
+            .unwrap();
+        assert_eq!(r.fid_real, e.fid_real);
+    }
     assert!(
         report.classifier_accuracy > 0.9,
         "classifier accuracy {}",
@@ -214,7 +255,9 @@ fn teacher_distill_sample_eval_end_to_end() {
     assert_eq!(report.rows.len(), 8);
     for r in &report.rows {
         assert!(
-            r.fid_real.is_finite() && r.fid_teacher.is_finite() && r.fid_real >= 0.0,
+            r.fid_real.is_finite()
+                && r.fid_teacher.is_some_and(f64::is_finite)
+                && r.fid_real >= 0.0,
             "{r:?}"
         );
         assert_eq!(&std::fs::read(out.join(&r.grid)).unwrap()[..4], b"\x89PNG");
@@ -241,7 +284,7 @@ fn teacher_distill_sample_eval_end_to_end() {
     .unwrap();
     assert_eq!(again.classifier_accuracy, report.classifier_accuracy);
     // ... and every finished cell: the same table, nothing sampled twice.
-    let fids = |r: &eval::Report| -> Vec<(f64, f64)> {
+    let fids = |r: &eval::Report| -> Vec<(f64, Option<f64>)> {
         r.rows.iter().map(|r| (r.fid_real, r.fid_teacher)).collect()
     };
     assert_eq!(fids(&again), fids(&report));

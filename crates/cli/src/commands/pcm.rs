@@ -1,4 +1,4 @@
-//! `frugal pcm teacher|distill|sample|eval` (and `sd15`, in pcm_sd15.rs): Phased Consistency Models on
+//! `frugal pcm teacher|distill|sample|eval|classifier` (and `sd15`, in pcm_sd15.rs): Phased Consistency Models on
 //! Fashion-MNIST / MNIST. Logic lives in frugal-pcm.
 
 use anyhow::{bail, Context, Result};
@@ -24,6 +24,9 @@ pub enum PcmCommand {
     Sample(SampleArgs),
     /// FID of models at several step counts vs the real test set and the teacher.
     Eval(EvalArgs),
+    /// Train eval's FID classifier into EVAL_DIR/classifier ahead of `eval`
+    /// (e.g. beside the teacher), so that evaluations started later share it.
+    Classifier(ClassifierArgs),
     /// Stable Diffusion 1.5 with a released PCM LoRA merged in (feature `sd15`).
     Sd15(super::pcm_sd15::Sd15Args),
 }
@@ -198,10 +201,32 @@ pub struct EvalArgs {
     pub stochastic_r: Vec<f64>,
     #[arg(long, default_value_t = 4000)]
     pub classifier_steps: u64,
+    /// Do not sample the teacher's reference (unless already cached): this
+    /// call's cells are computed and saved, FIDs against the teacher stay
+    /// blank until a later eval in OUT has it. For evaluating students while
+    /// another process samples the reference.
+    #[arg(long)]
+    pub no_reference: bool,
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
     pub compute: Compute,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct ClassifierArgs {
+    /// The real images: trained on the train split, scored on the test split.
+    #[arg(long, default_value = "fashion-mnist")]
+    pub data: String,
+    #[arg(long, default_value_t = 4000)]
+    pub classifier_steps: u64,
+    /// The evaluation directory the classifier is for (`eval --out`).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     #[arg(long)]
     pub quiet: bool,
 }
@@ -212,6 +237,7 @@ pub fn run(c: PcmCommand) -> Result<()> {
         PcmCommand::Distill(a) => run_distill(&a),
         PcmCommand::Sample(a) => run_sample(&a),
         PcmCommand::Eval(a) => run_eval(&a),
+        PcmCommand::Classifier(a) => run_classifier(&a),
         PcmCommand::Sd15(a) => super::pcm_sd15::run(&a),
     }
 }
@@ -377,6 +403,7 @@ fn run_eval(a: &EvalArgs) -> Result<()> {
         grid: 100,
         progress: show(a.quiet),
         precision: a.compute.dtype,
+        skip_reference: a.no_reference,
     };
     let train = || data::load(&source, Split::Train);
     let report = eval::run(&opts, &source.describe(), &train, &test, &a.out, &device)?;
@@ -385,6 +412,35 @@ fn run_eval(a: &EvalArgs) -> Result<()> {
         "\nwritten: {}/results.{{md,json}}, grids in {}/grids",
         a.out.display(),
         a.out.display()
+    );
+    Ok(())
+}
+
+fn run_classifier(a: &ClassifierArgs) -> Result<()> {
+    let device = crate::device::parse(&a.device)?;
+    let source = Source::parse(&a.data);
+    let test = data::load(&source, Split::Test).context("loading the test images")?;
+    let dir = a.out.join("classifier");
+    let config = ClassifierConfig {
+        steps: a.classifier_steps,
+        ..ClassifierConfig::default()
+    };
+    let train = || data::load(&source, Split::Train);
+    let (_, info) = frugal_pcm::classifier::load_or_train(
+        &dir,
+        config,
+        &source.describe(),
+        &train,
+        &test,
+        &device,
+        show(a.quiet),
+    )?;
+    println!(
+        "classifier ({} steps): {:.2} % on {} test images → {}",
+        info.config.steps,
+        100.0 * info.test_accuracy,
+        info.test_images,
+        dir.display()
     );
     Ok(())
 }
