@@ -17,9 +17,9 @@
 #      them are evaluated in the distillation lane as soon as it is done, and
 #      the fourth after the reference;
 #   3. a last call, which finds every cell done, writes the whole table.
-# The defaults are the budget of docs/pcm.md's fifth run (about 2 h on 2
+# The defaults are the budget of docs/pcm.md's fifth run (about 3 h on 2
 # cores); the issue's full budget is TEACHER_STEPS=20000 DISTILL_STEPS=4000
-# TEACHER_ARGS= DISTILL_ARGS= (the commands' defaults, C = 32; about 6 h).
+# TEACHER_ARGS= DISTILL_ARGS= (the commands' defaults, C = 32; not run end to end: many hours).
 #   TEACHER_STEPS (4000), TEACHER_ARGS ("--channels 16 --batch 32 --lr 0.0004 --warmup 200"),
 #   DISTILL_STEPS (1000), DISTILL_ARGS ("--batch 32 --lr 1e-4"),
 #   SAMPLES (10000) per cell, CLASSIFIER_STEPS (4000),
