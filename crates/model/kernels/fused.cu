@@ -202,7 +202,7 @@ __device__ void ce_bwd(const float* x, const T* y, const float* g, float* dx, in
     const size_t target = (size_t)y[blockIdx.x];
     const float gr = g[blockIdx.x];
     for (int j = threadIdx.x; j < v; j += blockDim.x)
-        dx[off + j] = gr * (__expf(x[off + j] - lse) - (j == target ? 1.f : 0.f));
+        dx[off + j] = gr * (__expf(x[off + j] - lse) - ((size_t)j == target ? 1.f : 0.f));
 }
 
 extern "C" __global__ void cross_entropy_rows_u32(const float* x, const uint32_t* y, float* loss, int v) { ce_fwd(x, y, loss, v); }

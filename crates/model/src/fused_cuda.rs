@@ -415,3 +415,108 @@ pub fn adamw(
     unsafe { b.launch(elementwise(n)) }.w()?;
     Ok((wrap(out, dev), Shape::from((3, n))))
 }
+
+// ------------------------------------------- attention (kernels/attention.cu)
+
+const ATTENTION_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/attention.ptx"));
+const ATTENTION_MODULE: &str = "frugal_attention";
+/// `FA_ROWS` and `FA_MAXD` of attention.cu: rows (warps) per block, largest head dim.
+const FA_ROWS: usize = 8;
+const FA_MAXD: usize = 128;
+
+/// One block of `FA_ROWS` warps per `FA_ROWS` rows of each head.
+fn per_rows(rows: usize, bh: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows.div_ceil(FA_ROWS) as u32, bh as u32, 1),
+        block_dim: (32 * FA_ROWS as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+fn attention_dims(lq: &Layout, lk: &Layout, lv: &Layout) -> Result<crate::fused_attention::Dims> {
+    let d = crate::fused_attention::Dims::of(lq, lk, lv)?;
+    if d.hd > FA_MAXD {
+        candle_core::bail!(
+            "flash attention: head dim {} exceeds the CUDA kernel's {FA_MAXD}",
+            d.hd
+        );
+    }
+    Ok(d)
+}
+
+pub fn flash_attention(
+    sq: &CudaStorage,
+    lq: &Layout,
+    sk: &CudaStorage,
+    lk: &Layout,
+    sv: &CudaStorage,
+    lv: &Layout,
+    scale: f32,
+) -> Result<(CudaStorage, Shape)> {
+    let dev = sq.device();
+    let d = attention_dims(lq, lk, lv)?;
+    let q = view::<f32>(sq, lq, "flash attention q")?;
+    let k = view::<f32>(sk, lk, "flash attention k")?;
+    let v = view::<f32>(sv, lv, "flash attention v")?;
+    let y = alloc(dev, d.bh * d.t * d.hd)?;
+    let f = dev.get_or_load_custom_func("flash_fwd", ATTENTION_MODULE, ATTENTION_PTX)?;
+    let mut b = f.builder();
+    b.arg(&q);
+    b.arg(&k);
+    b.arg(&v);
+    b.arg(&y);
+    candle_core::builder_arg!(b, d.t as i32, d.s as i32, d.hd as i32, scale);
+    // SAFETY: as above.
+    unsafe { b.launch(per_rows(d.t, d.bh)) }.w()?;
+    Ok((wrap(y, dev), lq.shape().clone()))
+}
+
+/// The packed `[BH, T + 2S, hd]` gradients of `fused_attention`'s backward op,
+/// from (q, k, v, y, dy): per-row statistics, then dq by query rows and
+/// dk, dv by key rows (no atomics, so the result is deterministic).
+pub fn flash_attention_bwd(
+    inputs: [(&CudaStorage, &Layout); 5],
+    scale: f32,
+) -> Result<(CudaStorage, Shape)> {
+    let [(sq, lq), (sk, lk), (sv, lv), (sy, ly), (sg, lg)] = inputs;
+    let dev = sq.device();
+    let d = attention_dims(lq, lk, lv)?;
+    if ly.dims() != lq.dims() || lg.dims() != lq.dims() {
+        candle_core::bail!("flash attention bwd: y and dy must have q's shape");
+    }
+    let q = view::<f32>(sq, lq, "flash attention bwd q")?;
+    let k = view::<f32>(sk, lk, "flash attention bwd k")?;
+    let v = view::<f32>(sv, lv, "flash attention bwd v")?;
+    let y = view::<f32>(sy, ly, "flash attention bwd y")?;
+    let dy = view::<f32>(sg, lg, "flash attention bwd dy")?;
+    let (t, s, hd) = (d.t as i32, d.s as i32, d.hd as i32);
+
+    let stats = alloc(dev, 2 * d.bh * d.t)?;
+    let f = dev.get_or_load_custom_func("flash_stats", ATTENTION_MODULE, ATTENTION_PTX)?;
+    let mut b = f.builder();
+    b.arg(&q);
+    b.arg(&k);
+    b.arg(&y);
+    b.arg(&dy);
+    b.arg(&stats);
+    candle_core::builder_arg!(b, t, s, hd, scale);
+    // SAFETY: as above.
+    unsafe { b.launch(per_rows(d.t, d.bh)) }.w()?;
+
+    let rows = d.t + 2 * d.s;
+    let out = alloc(dev, d.bh * rows * d.hd)?;
+    for (name, launch_rows) in [("flash_bwd_dq", d.t), ("flash_bwd_dkv", d.s)] {
+        let f = dev.get_or_load_custom_func(name, ATTENTION_MODULE, ATTENTION_PTX)?;
+        let mut b = f.builder();
+        b.arg(&q);
+        b.arg(&k);
+        b.arg(&v);
+        b.arg(&dy);
+        b.arg(&stats);
+        b.arg(&out);
+        candle_core::builder_arg!(b, t, s, hd, scale);
+        // SAFETY: as above; dq writes every row < T, dkv every row ≥ T.
+        unsafe { b.launch(per_rows(launch_rows, d.bh)) }.w()?;
+    }
+    Ok((wrap(out, dev), Shape::from((d.bh, rows, d.hd))))
+}

@@ -6,7 +6,8 @@
 //! * [`precision`]: f32 or autocast-style bf16 matmuls.
 //! * [`llama`]: the model itself — every op differentiable (candle's fused
 //!   `rms_norm`/`softmax_last_dim` have no backward and are not used here).
-//! * [`fused`], [`fused_adamw`]: fused kernels with CPU and CUDA versions.
+//! * [`fused`], [`fused_adamw`], [`fused_attention`]: fused kernels with CPU
+//!   and CUDA versions.
 //! * [`hf`]: Hugging Face `config.json` for export.
 //! * [`gguf`]: llama.cpp GGUF files, dequantised to f32 under HF names.
 
@@ -15,6 +16,7 @@ pub mod error;
 pub mod flops;
 pub mod fused;
 pub mod fused_adamw;
+pub mod fused_attention;
 pub mod fused_check;
 #[cfg(feature = "cuda")]
 mod fused_cuda;

@@ -4,6 +4,7 @@
 
 use crate::config::LlamaConfig;
 use crate::fused::{self, use_fused, RopeTables};
+use crate::fused_attention;
 use crate::params::ParamStore;
 use crate::precision::Precision;
 use crate::Result;
@@ -56,6 +57,9 @@ pub struct Llama {
     rope_tables: Option<RopeTables>,
     /// Use the fused kernels of [`crate::fused`] (f32; CPU, or CUDA when enabled).
     fused: bool,
+    /// With `fused`, attention as one op ([`crate::fused_attention`]) instead
+    /// of scores matmul + fused causal softmax + matmul.
+    flash_attention: bool,
     /// The dtype of the matmuls (everything else is f32).
     precision: Precision,
 }
@@ -111,6 +115,7 @@ impl Llama {
             sin,
             rope_tables,
             fused,
+            flash_attention: fused_attention::enabled(),
             precision: Precision::F32,
         })
     }
@@ -153,6 +158,13 @@ impl Llama {
         }
         self.fused = on && fused::fused_on(self.embed.device());
         Ok(())
+    }
+
+    /// Chooses, within the fused path, one-op attention (true) or scores
+    /// matmul + causal softmax + matmul (false); the default is
+    /// [`fused_attention::enabled`].
+    pub fn set_flash_attention(&mut self, on: bool) {
+        self.flash_attention = on;
     }
 
     /// Runs the matmuls in `precision` (see [`crate::precision`]).
@@ -256,6 +268,17 @@ impl Llama {
         let rep = c.n_heads / c.n_kv_heads;
         let (k, v) = (repeat_kv(&k, rep)?, repeat_kv(&v, rep)?);
         let scale = 1.0 / (hd as f64).sqrt();
+        // The one-op attention is f32 throughout; bf16 runs keep the matmuls.
+        if mask.is_none()
+            && self.flash_attention
+            && self.precision == Precision::F32
+            && use_fused(&q)
+        {
+            let y = fused_attention::causal_attention(&q, &k, &v, scale)?
+                .transpose(1, 2)?
+                .reshape((b, t, c.d_model))?;
+            return self.linear(&y, &blk.o);
+        }
         let scores = self.precision.matmul(&q, &k.t()?)?;
         let probs = match mask {
             Some(mask) => {

@@ -133,7 +133,8 @@ fn seeded_init_is_reproducible_and_checked_on_load() {
 }
 
 /// The fused CPU kernels give the same loss and the same gradient for every
-/// parameter as the composite candle ops.
+/// parameter as the composite candle ops, with attention either as one op
+/// (`fused_attention`) or as matmul + fused softmax + matmul.
 #[test]
 fn fused_kernels_match_composite_ops() {
     for kv in [4, 2] {
@@ -141,8 +142,9 @@ fn fused_kernels_match_composite_ops() {
         let mut m = Llama::new(&c, &p).unwrap();
         let (x, y) = (ids(3, 16, 97, 2), ids(3, 16, 97, 5));
         let mut results = Vec::new();
-        for fused in [false, true] {
+        for (fused, flash) in [(false, false), (true, false), (true, true)] {
             m.set_fused(fused).unwrap();
+            m.set_flash_attention(flash);
             let loss = m.loss(&x, &y).unwrap();
             let grads = loss.backward().unwrap();
             let g: Vec<(String, Tensor)> = p
@@ -152,35 +154,39 @@ fn fused_kernels_match_composite_ops() {
             results.push((loss.to_scalar::<f32>().unwrap(), g));
         }
         let (l0, g0) = &results[0];
-        let (l1, g1) = &results[1];
-        assert!((l0 - l1).abs() < 1e-5, "loss {l0} vs {l1}");
-        for ((name, a), (_, b)) in g0.iter().zip(g1) {
-            let scale = a
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            let diff = max_abs_diff(a, b);
-            assert!(
-                diff <= 1e-4 * scale.max(1e-3),
-                "{name}: {diff} (scale {scale})"
-            );
+        for (l1, g1) in &results[1..] {
+            assert!((l0 - l1).abs() < 1e-5, "loss {l0} vs {l1}");
+            for ((name, a), (_, b)) in g0.iter().zip(g1) {
+                let scale = a
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                let diff = max_abs_diff(a, b);
+                assert!(
+                    diff <= 1e-4 * scale.max(1e-3),
+                    "{name}: {diff} (scale {scale})"
+                );
+            }
         }
         // Cached decoding through the fused path matches the full pass too.
         m.set_fused(true).unwrap();
-        let full = m.hidden(&x, None).unwrap();
-        let mut cache = KvCache::default();
-        let a = m
-            .hidden(&x.narrow(1, 0, 9).unwrap(), Some(&mut cache))
-            .unwrap();
-        let b = m
-            .hidden(&x.narrow(1, 9, 7).unwrap(), Some(&mut cache))
-            .unwrap();
-        assert!(max_abs_diff(&full, &Tensor::cat(&[a, b], 1).unwrap()) < 1e-5);
+        for flash in [false, true] {
+            m.set_flash_attention(flash);
+            let full = m.hidden(&x, None).unwrap();
+            let mut cache = KvCache::default();
+            let a = m
+                .hidden(&x.narrow(1, 0, 9).unwrap(), Some(&mut cache))
+                .unwrap();
+            let b = m
+                .hidden(&x.narrow(1, 9, 7).unwrap(), Some(&mut cache))
+                .unwrap();
+            assert!(max_abs_diff(&full, &Tensor::cat(&[a, b], 1).unwrap()) < 1e-5);
+        }
     }
 }
 

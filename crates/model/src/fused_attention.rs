@@ -1,0 +1,441 @@
+//! Causal attention as one op that never stores the `[T, S]` probabilities
+//! (the recomputation scheme of FlashAttention, Dao et al. 2022).
+//!
+//! Forward keeps only the output `y = softmax(scale·q·kᵀ + mask)·v`. Backward
+//! recomputes each query's probabilities from q and k, one row at a time, and
+//! uses `D_i = dy_i·y_i` in place of `Σ_j p_ij·dp_ij`, so neither pass holds
+//! more than one row of scores. Inputs are `q [B, H, T, hd]`, `k, v [B, H,
+//! S, hd]` (S ≥ T, the keys of a cached prefix first): query `i` sees keys
+//! `0..=S−T+i`, as in [`crate::fused::causal_softmax`]. Grouped-query
+//! attention repeats the key/value heads before calling it.
+//!
+//! The CPU version is the reference for the CUDA one (`kernels/fused.cu`,
+//! `flash_*`), which `fused_check` compares against it on a card.
+
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+use crate::fused::slice;
+
+/// The shapes of one call, checked once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dims {
+    /// Batch × heads.
+    pub bh: usize,
+    /// Queries and keys per head.
+    pub t: usize,
+    pub s: usize,
+    pub hd: usize,
+}
+
+impl Dims {
+    pub(crate) fn of(q: &Layout, k: &Layout, v: &Layout) -> Result<Self> {
+        let (qd, kd) = (q.dims(), k.dims());
+        if qd.len() != 4 || kd.len() != 4 || kd != v.dims() {
+            candle_core::bail!(
+                "flash attention: q {qd:?}, k {kd:?}, v {:?} must be [B, H, T, hd] and [B, H, S, hd]",
+                v.dims()
+            );
+        }
+        if qd[0] != kd[0] || qd[1] != kd[1] || qd[3] != kd[3] || kd[2] < qd[2] {
+            candle_core::bail!("flash attention: q {qd:?} does not fit k/v {kd:?}");
+        }
+        Ok(Self {
+            bh: qd[0] * qd[1],
+            t: qd[2],
+            s: kd[2],
+            hd: qd[3],
+        })
+    }
+
+    /// Keys visible to query `i`.
+    fn visible(&self, i: usize) -> usize {
+        self.s - self.t + i + 1
+    }
+}
+
+/// Dot product with eight independent accumulators, so that it vectorises
+/// (a single running f32 sum cannot be reordered by the compiler).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// y += a·x
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}
+
+/// The probabilities of query `qi` over the first `p.len()` keys, into `p`.
+fn probs(qi: &[f32], k: &[f32], scale: f32, p: &mut [f32]) {
+    let hd = qi.len();
+    let mut max = f32::NEG_INFINITY;
+    for (j, pj) in p.iter_mut().enumerate() {
+        *pj = scale * dot(qi, &k[j * hd..(j + 1) * hd]);
+        max = max.max(*pj);
+    }
+    let mut sum = 0f32;
+    for pj in p.iter_mut() {
+        *pj = (*pj - max).exp();
+        sum += *pj;
+    }
+    let inv = 1.0 / sum;
+    for pj in p.iter_mut() {
+        *pj *= inv;
+    }
+}
+
+/// One head's `(q, k, v)` slices.
+fn head<'a>(d: &Dims, h: usize, q: &'a [f32], k: &'a [f32], v: &'a [f32]) -> [&'a [f32]; 3] {
+    let (qn, kn) = (d.t * d.hd, d.s * d.hd);
+    [
+        &q[h * qn..(h + 1) * qn],
+        &k[h * kn..(h + 1) * kn],
+        &v[h * kn..(h + 1) * kn],
+    ]
+}
+
+struct FlashAttention {
+    scale: f32,
+}
+
+impl CustomOp3 for FlashAttention {
+    fn name(&self) -> &'static str {
+        "frugal-flash-attention"
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        sq: &CudaStorage,
+        lq: &Layout,
+        sk: &CudaStorage,
+        lk: &Layout,
+        sv: &CudaStorage,
+        lv: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        crate::fused_cuda::flash_attention(sq, lq, sk, lk, sv, lv, self.scale)
+    }
+    fn cpu_fwd(
+        &self,
+        sq: &CpuStorage,
+        lq: &Layout,
+        sk: &CpuStorage,
+        lk: &Layout,
+        sv: &CpuStorage,
+        lv: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = Dims::of(lq, lk, lv)?;
+        let (q, k, v) = (
+            slice(sq, lq, "flash attention q")?,
+            slice(sk, lk, "flash attention k")?,
+            slice(sv, lv, "flash attention v")?,
+        );
+        let hd = d.hd;
+        let mut out = vec![0f32; q.len()];
+        out.par_chunks_mut(d.t * hd).enumerate().for_each(|(h, y)| {
+            let [q, k, v] = head(&d, h, q, k, v);
+            let mut p = vec![0f32; d.s];
+            for i in 0..d.t {
+                let p = &mut p[..d.visible(i)];
+                probs(&q[i * hd..(i + 1) * hd], k, self.scale, p);
+                let yi = &mut y[i * hd..(i + 1) * hd];
+                for (j, &pj) in p.iter().enumerate() {
+                    axpy(yi, pj, &v[j * hd..(j + 1) * hd]);
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), lq.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let bwd = FlashAttentionBwd {
+            scale: self.scale,
+            y: y.contiguous()?,
+            dy: dy.contiguous()?,
+        };
+        // One output holding each head's [dq; dk; dv] rows (see the op).
+        let packed = q.apply_op3_no_bwd(k, v, &bwd)?;
+        let (t, s) = (q.dim(2)?, k.dim(2)?);
+        let dq = packed.narrow(1, 0, t)?.reshape(q.shape())?;
+        let dk = packed.narrow(1, t, s)?.reshape(k.shape())?;
+        let dv = packed.narrow(1, t + s, s)?.reshape(v.shape())?;
+        Ok((Some(dq), Some(dk), Some(dv)))
+    }
+}
+
+/// The gradients of [`FlashAttention`] with respect to q, k and v, as one
+/// `[B·H, T + 2S, hd]` tensor: per head, T rows of dq, S of dk, S of dv
+/// (a custom op has one output; per-head blocks let heads run in parallel).
+/// The output `y` and its gradient `dy` ride along in the op, since a custom
+/// op takes at most three tensor arguments.
+struct FlashAttentionBwd {
+    scale: f32,
+    y: Tensor,
+    dy: Tensor,
+}
+
+impl FlashAttentionBwd {
+    /// The storages of `y` and `dy` (read-locked while `f` runs).
+    fn with_y_dy<R>(&self, f: impl FnOnce(&Storage, &Layout, &Storage, &Layout) -> R) -> R {
+        let (sy, ly) = self.y.storage_and_layout();
+        let (sg, lg) = self.dy.storage_and_layout();
+        f(&sy, ly, &sg, lg)
+    }
+}
+
+impl CustomOp3 for FlashAttentionBwd {
+    fn name(&self) -> &'static str {
+        "frugal-flash-attention-bwd"
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        sq: &CudaStorage,
+        lq: &Layout,
+        sk: &CudaStorage,
+        lk: &Layout,
+        sv: &CudaStorage,
+        lv: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        self.with_y_dy(|sy, ly, sg, lg| match (sy, sg) {
+            (Storage::Cuda(sy), Storage::Cuda(sg)) => crate::fused_cuda::flash_attention_bwd(
+                [(sq, lq), (sk, lk), (sv, lv), (sy, ly), (sg, lg)],
+                self.scale,
+            ),
+            _ => candle_core::bail!("flash attention bwd: y and dy must be on the GPU"),
+        })
+    }
+    fn cpu_fwd(
+        &self,
+        sq: &CpuStorage,
+        lq: &Layout,
+        sk: &CpuStorage,
+        lk: &Layout,
+        sv: &CpuStorage,
+        lv: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = Dims::of(lq, lk, lv)?;
+        let (q, k, v) = (
+            slice(sq, lq, "flash attention bwd q")?,
+            slice(sk, lk, "flash attention bwd k")?,
+            slice(sv, lv, "flash attention bwd v")?,
+        );
+        self.with_y_dy(|sy, ly, sg, lg| {
+            let (Storage::Cpu(sy), Storage::Cpu(sg)) = (sy, sg) else {
+                candle_core::bail!("flash attention bwd: y and dy must be on the CPU");
+            };
+            let (y, dy) = (
+                slice(sy, ly, "flash attention bwd y")?,
+                slice(sg, lg, "flash attention bwd dy")?,
+            );
+            if y.len() != q.len() || dy.len() != q.len() {
+                candle_core::bail!("flash attention bwd: y and dy must have q's shape");
+            }
+            Ok(self.cpu(&d, [q, k, v, y, dy]))
+        })
+    }
+}
+
+impl FlashAttentionBwd {
+    fn cpu(&self, d: &Dims, [q, k, v, y, dy]: [&[f32]; 5]) -> (CpuStorage, Shape) {
+        let (hd, rows) = (d.hd, d.t + 2 * d.s);
+        let mut out = vec![0f32; d.bh * rows * hd];
+        out.par_chunks_mut(rows * hd)
+            .enumerate()
+            .for_each(|(h, grads)| {
+                let [q, k, v] = head(d, h, q, k, v);
+                let qn = d.t * hd;
+                let (y, dy) = (&y[h * qn..(h + 1) * qn], &dy[h * qn..(h + 1) * qn]);
+                let (dq, dkv) = grads.split_at_mut(qn);
+                let (dk, dv) = dkv.split_at_mut(d.s * hd);
+                let mut p = vec![0f32; d.s];
+                for i in 0..d.t {
+                    let row = i * hd..(i + 1) * hd;
+                    let (qi, dyi) = (&q[row.clone()], &dy[row.clone()]);
+                    let p = &mut p[..d.visible(i)];
+                    probs(qi, k, self.scale, p);
+                    let di = dot(dyi, &y[row.clone()]);
+                    let dqi = &mut dq[row];
+                    for (j, &pj) in p.iter().enumerate() {
+                        let key = j * hd..(j + 1) * hd;
+                        // dS_ij = P_ij·(dP_ij − D_i), with dP_ij = dy_i·v_j.
+                        let ds = self.scale * pj * (dot(dyi, &v[key.clone()]) - di);
+                        axpy(&mut dv[key.clone()], pj, dyi);
+                        axpy(&mut dk[key.clone()], ds, qi);
+                        axpy(dqi, ds, &k[key]);
+                    }
+                }
+            });
+        (CpuStorage::F32(out), Shape::from((d.bh, rows, hd)))
+    }
+}
+
+/// Whether the model uses this op where the fused kernels apply (see
+/// [`crate::fused::use_fused`]): yes unless `FRUGAL_FLASH_ATTENTION=0`, read
+/// once per process.
+pub fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("FRUGAL_FLASH_ATTENTION").map_or(true, |v| v != "0"))
+}
+
+/// Causal attention `softmax(scale·q·kᵀ + mask)·v` for contiguous f32
+/// `q [B, H, T, hd]` and `k, v [B, H, S, hd]`, differentiable in all three.
+pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    q.contiguous()?.apply_op3(
+        &k.contiguous()?,
+        &v.contiguous()?,
+        FlashAttention {
+            scale: scale as f32,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fused::causal_softmax;
+    use candle_core::{Device, Var};
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, StandardNormal};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+        let scale: f32 = a.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let d: f32 = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        d / scale.max(1e-30)
+    }
+
+    /// Output and dq, dk, dv of `attend`, against a fixed upstream gradient.
+    fn run(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        attend: impl Fn(&Tensor, &Tensor, &Tensor) -> Tensor,
+    ) -> Vec<Tensor> {
+        let vars = [q, k, v].map(|t| Var::from_tensor(t).unwrap());
+        let y = attend(
+            vars[0].as_tensor(),
+            vars[1].as_tensor(),
+            vars[2].as_tensor(),
+        );
+        let up = randn(y.dims(), 99);
+        let grads = (&y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut out = vec![y];
+        out.extend(
+            vars.iter()
+                .map(|v| grads.get(v.as_tensor()).unwrap().clone()),
+        );
+        out
+    }
+
+    /// Against the unfused path the model takes otherwise (scores matmul,
+    /// the fused causal softmax, probabilities matmul): the output and all
+    /// three gradients, for square scores and for a cached prefix (S > T),
+    /// with a head dimension that is not a multiple of 8.
+    #[test]
+    fn matches_matmul_softmax_path() {
+        for (t, s, hd) in [(16, 16, 32), (5, 12, 8), (9, 9, 13)] {
+            let (q, k, v) = (
+                randn(&[2, 3, t, hd], 1),
+                randn(&[2, 3, s, hd], 2),
+                randn(&[2, 3, s, hd], 3),
+            );
+            let scale = 1.0 / (hd as f64).sqrt();
+            let flash = run(&q, &k, &v, |q, k, v| {
+                causal_attention(q, k, v, scale).unwrap()
+            });
+            let plain = run(&q, &k, &v, |q, k, v| {
+                let scores = q.matmul(&k.t().unwrap()).unwrap();
+                causal_softmax(&scores, scale).unwrap().matmul(v).unwrap()
+            });
+            for (what, (a, b)) in ["y", "dq", "dk", "dv"].iter().zip(plain.iter().zip(&flash)) {
+                let gap = max_rel(a, b);
+                assert!(gap < 1e-5, "{what} at t={t} s={s} hd={hd}: {gap}");
+            }
+        }
+    }
+
+    /// Keys a query cannot see get no gradient from it: with one query row
+    /// looking at the first of eight keys, dk and dv vanish on the other seven.
+    #[test]
+    fn masked_keys_get_no_gradient() {
+        let (q, k, v) = (
+            randn(&[1, 1, 8, 4], 4),
+            randn(&[1, 1, 8, 4], 5),
+            randn(&[1, 1, 8, 4], 6),
+        );
+        let g = run(&q, &k, &v, |q, k, v| {
+            causal_attention(q, k, v, 0.5)
+                .unwrap()
+                .narrow(2, 0, 1)
+                .unwrap()
+        });
+        for (what, grad) in [("dk", &g[2]), ("dv", &g[3])] {
+            let rest: f32 = grad
+                .narrow(2, 1, 7)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert_eq!(rest, 0.0, "{what}");
+        }
+        // The first row attends to key 0 alone: its output is v_0.
+        let y0 = g[0].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let v0 = v
+            .narrow(2, 0, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(y0, v0);
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let q = randn(&[1, 2, 5, 4], 1);
+        let short = randn(&[1, 2, 3, 4], 2);
+        let err = causal_attention(&q, &short, &short, 1.0).unwrap_err();
+        assert!(err.to_string().contains("does not fit"), "{err}");
+        let flat = randn(&[10, 4], 3);
+        assert!(causal_attention(&flat, &flat, &flat, 1.0).is_err());
+    }
+}

@@ -1,0 +1,317 @@
+//! The CUDA kernels (kernels/fused.cu, kernels/attention.cu), run on the CPU
+//! under a thread-per-CUDA-thread emulation (kernels/emu/emu.h) with the
+//! launch sequences of src/fused_cuda.rs, against the CPU ops of `fused` and
+//! `fused_attention`: outputs and input gradients. This checks the kernels'
+//! indexing, tiling, masking, block and warp reductions where there is no GPU
+//! (CI); tests/cuda_fused.rs checks the real thing on a card.
+//!
+//! Needs a C++20 compiler (`CXX`, default `c++`); .ci/run installs g++.
+
+use candle_core::{Device, Tensor, Var};
+use frugal_model::fused_attention::causal_attention;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn randn(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn write_f32(path: &Path, t: &Tensor) {
+    let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn read_f32(path: &Path, shape: &[usize]) -> Tensor {
+    let bytes = std::fs::read(path).unwrap();
+    let v: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// Largest |a − b| over the largest |a|; NaN (a row the kernels never wrote)
+/// makes it NaN, which fails every bound.
+fn rel_gap(a: &Tensor, b: &Tensor) -> f32 {
+    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let gap = a.iter().zip(&b).fold(0f32, |m, (x, y)| {
+        let d = (x - y).abs();
+        if d.is_nan() || m.is_nan() {
+            f32::NAN
+        } else {
+            m.max(d)
+        }
+    });
+    gap / scale
+}
+
+fn build_driver(dir: &Path, name: &str) -> PathBuf {
+    let kernels = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels/emu");
+    let exe = dir.join(name);
+    let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let out = Command::new(&cxx)
+        .args([
+            "-O2",
+            "-std=c++20",
+            "-pthread",
+            "-Wno-unknown-pragmas",
+            "-o",
+        ])
+        .arg(&exe)
+        .arg(kernels.join(format!("{name}.cpp")))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C++ compiler {cxx}: {e} (install g++)"));
+    assert!(
+        out.status.success(),
+        "{cxx} failed on {name}.cpp:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+fn run(exe: &Path, args: &[String]) {
+    let out = Command::new(exe).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}",
+        exe.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn scratch(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("frugal-emu-{what}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn emulated_cuda_attention_matches_cpu_op() {
+    let dir = scratch("attention");
+    let exe = build_driver(&dir, "attention_driver");
+    // Several key tiles (70 > 2·32), a cached prefix (S > T), the largest
+    // head dim (128: every lane owns four dims) and one no lane count divides.
+    for (case, (t, s, hd)) in [(70, 70, 64), (17, 40, 128), (9, 9, 13)]
+        .into_iter()
+        .enumerate()
+    {
+        let (b, h) = (1, 2);
+        let seed = 10 * case as u64;
+        let (q, k, v) = (
+            randn(&[b, h, t, hd], seed + 1),
+            randn(&[b, h, s, hd], seed + 2),
+            randn(&[b, h, s, hd], seed + 3),
+        );
+        let dy = randn(&[b, h, t, hd], seed + 4);
+        let scale = 1.0 / (hd as f64).sqrt();
+        let vars = [&q, &k, &v].map(|x| Var::from_tensor(x).unwrap());
+        let y = causal_attention(
+            vars[0].as_tensor(),
+            vars[1].as_tensor(),
+            vars[2].as_tensor(),
+            scale,
+        )
+        .unwrap();
+        let grads = (&y * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+
+        for (name, x) in [("q", &q), ("k", &k), ("v", &v), ("dy", &dy)] {
+            write_f32(&dir.join(format!("{name}.f32")), x);
+        }
+        let args = |mode: &str| -> Vec<String> {
+            [
+                mode.to_string(),
+                (b * h).to_string(),
+                t.to_string(),
+                s.to_string(),
+                hd.to_string(),
+            ]
+            .into_iter()
+            .chain([format!("{}", scale as f32), dir.display().to_string()])
+            .collect()
+        };
+        run(&exe, &args("fwd"));
+        let y_emu = read_f32(&dir.join("y.f32"), &[b, h, t, hd]);
+        let gap = rel_gap(&y, &y_emu);
+        assert!(gap < 1e-5, "y, t={t} s={s} hd={hd}: {gap}");
+
+        // The backward reads the kernel's own forward output, as on a GPU.
+        run(&exe, &args("bwd"));
+        let packed = read_f32(&dir.join("grads.f32"), &[b * h, t + 2 * s, hd]);
+        for (name, var, start, rows) in [
+            ("dq", &vars[0], 0, t),
+            ("dk", &vars[1], t, s),
+            ("dv", &vars[2], t + s, s),
+        ] {
+            let emu = packed.narrow(1, start, rows).unwrap();
+            let cpu = grads.get(var.as_tensor()).unwrap();
+            let gap = rel_gap(&cpu.reshape(emu.shape()).unwrap(), &emu);
+            assert!(gap < 1e-5, "{name}, t={t} s={s} hd={hd}: {gap}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Output and input gradients of `op` on Vars of `inputs`, against the upstream
+/// gradient `g` (the sum of `op(x)·g` is back-propagated).
+fn cpu_op(
+    inputs: &[&Tensor],
+    g: &Tensor,
+    op: impl Fn(&[Tensor]) -> candle_core::Result<Tensor>,
+) -> (Tensor, Vec<Tensor>) {
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|t| Var::from_tensor(t).unwrap())
+        .collect();
+    let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let y = op(&ts).unwrap();
+    let grads = (&y * g).unwrap().sum_all().unwrap().backward().unwrap();
+    let gs = vars
+        .iter()
+        .map(|v| grads.get(v.as_tensor()).unwrap().clone())
+        .collect();
+    (y, gs)
+}
+
+fn assert_close(what: &str, cpu: &Tensor, emu: &Tensor) {
+    let gap = rel_gap(&cpu.flatten_all().unwrap(), &emu.flatten_all().unwrap());
+    assert!(gap < 1e-5, "{what}: {gap}");
+}
+
+#[test]
+fn emulated_cuda_fused_kernels_match_cpu_ops() {
+    use frugal_model::fused::{self, RopeTables};
+    use frugal_model::fused_adamw::AdamWStep;
+    let dir = scratch("fused");
+    let exe = build_driver(&dir, "fused_driver");
+    let put = |name: &str, t: &Tensor| write_f32(&dir.join(name), t);
+    let get = |name: &str, shape: &[usize]| read_f32(&dir.join(name), shape);
+    let call = |mode: &str, params: &[String]| {
+        let mut args = vec![mode.to_string(), dir.display().to_string()];
+        args.extend_from_slice(params);
+        run(&exe, &args);
+    };
+    let s = |v: &[&dyn std::fmt::Display]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+
+    // RMSNorm: more rows than one dw chunk (64), d not a multiple of the block.
+    let (rows, d) = (70, 300);
+    let (x, w, g) = (
+        randn(&[rows, d], 1),
+        randn(&[d], 2).affine(0.1, 1.0).unwrap(),
+        randn(&[rows, d], 3),
+    );
+    let (y, grads) = cpu_op(&[&x, &w], &g, |t| fused::rms_norm(&t[0], &t[1], 1e-5));
+    put("x", &x);
+    put("w", &w);
+    put("g", &g);
+    call("rms", &s(&[&rows, &d, &1e-5]));
+    assert_close("rms_norm y", &y, &get("y", &[rows, d]));
+    assert_close("rms_norm dx", &grads[0], &get("dx", &[rows, d]));
+    assert_close("rms_norm dw", &grads[1], &get("dw", &[d]));
+
+    // Causal softmax with a cached prefix (S > T); more columns than threads.
+    let (t, n) = (5, 300);
+    let (x, g) = (randn(&[2, 3, t, n], 4), randn(&[2, 3, t, n], 5));
+    let (p, grads) = cpu_op(&[&x], &g, |t| fused::causal_softmax(&t[0], 0.125));
+    put("x", &x);
+    put("g", &g);
+    call("softmax", &s(&[&(6 * t), &t, &n, &0.125]));
+    assert_close("causal_softmax p", &p, &get("p", &[6 * t * n]));
+    assert_close("causal_softmax dx", &grads[0], &get("dx", &[6 * t * n]));
+
+    // SwiGLU: more elements than one grid-stride pass of a capped grid needs.
+    let n = 1000;
+    let (a, b, g) = (randn(&[n], 6), randn(&[n], 7), randn(&[n], 8));
+    let (y, grads) = cpu_op(&[&a, &b], &g, |t| fused::swiglu(&t[0], &t[1]));
+    put("a", &a);
+    put("b", &b);
+    put("g", &g);
+    call("swiglu", &s(&[&n]));
+    let dadb = get("dadb", &[2, n]);
+    assert_close("swiglu y", &y, &get("y", &[n]));
+    assert_close("swiglu da", &grads[0], &dadb.get(0).unwrap());
+    assert_close("swiglu db", &grads[1], &dadb.get(1).unwrap());
+
+    // RoPE at an offset (a KV cache); the launcher passes the tables from `pos`.
+    let (t, half, pos, max_t) = (7, 16, 3, 12);
+    let angles: Vec<f32> = (0..max_t * half)
+        .map(|k| (k / half) as f32 / 100f32.powf((k % half) as f32 / half as f32))
+        .collect();
+    let a = Tensor::from_vec(angles, (max_t, half), &Device::Cpu).unwrap();
+    let (cos, sin) = (a.cos().unwrap(), a.sin().unwrap());
+    let x = randn(&[2, 3, t, 2 * half], 9);
+    let tables = RopeTables::new(&cos, &sin).unwrap();
+    let (y, _) = cpu_op(&[&x], &x, |t| tables.apply(&t[0], pos));
+    put("x", &x);
+    put("cos", &cos.narrow(0, pos, t).unwrap());
+    put("sin", &sin.narrow(0, pos, t).unwrap());
+    call("rope", &s(&[&(6 * t), &t, &half, &1.0]));
+    assert_close("rope y", &y, &get("y", &[6 * t * 2 * half]));
+
+    // Cross-entropy over a vocabulary wider than the block, mean over rows:
+    // each row's upstream gradient is 1/n.
+    let (n, v) = (6, 1000);
+    let x = (randn(&[n, v], 10) * 3.0).unwrap();
+    let ids: Vec<u32> = (0..n as u32).map(|i| (i * 397) % v as u32).collect();
+    let targets = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap();
+    let one = Tensor::new(1f32, &Device::Cpu).unwrap();
+    let (loss, grads) = cpu_op(&[&x], &one, |t| fused::cross_entropy(&t[0], &targets));
+    put("x", &x);
+    let bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
+    std::fs::write(dir.join("y"), bytes).unwrap();
+    put("g", &Tensor::full(1.0 / n as f32, n, &Device::Cpu).unwrap());
+    call("ce", &s(&[&n, &v]));
+    let mean = get("loss", &[n]).mean_all().unwrap();
+    assert_close("cross_entropy loss", &loss, &mean);
+    assert_close("cross_entropy dx", &grads[0], &get("dx", &[n, v]));
+
+    // AdamW: p', m', v' against the CPU version of the same step.
+    let n = 1000;
+    let (p, g) = (randn(&[n], 11), (randn(&[n], 12) * 0.01).unwrap());
+    let mv = Tensor::cat(
+        &[
+            (randn(&[n], 13) * 1e-3).unwrap(),
+            (randn(&[n], 14) * 1e-5).unwrap().abs().unwrap(),
+        ],
+        0,
+    )
+    .unwrap();
+    let step = AdamWStep {
+        decay: 1.0 - 3e-4 * 0.1,
+        b1: 0.9,
+        b2: 0.95,
+        bc2_sqrt: (1.0f32 - 0.95f32.powi(3)).sqrt(),
+        step_size: 3e-4 / (1.0 - 0.9f32.powi(3)),
+        eps: 1e-8,
+    };
+    let cpu = step.fused(&p, &g, &mv).unwrap();
+    put("p", &p);
+    put("g", &g);
+    put("mv", &mv);
+    let mut params = vec![n.to_string()];
+    params.extend(s(&[
+        &step.decay,
+        &step.b1,
+        &step.b2,
+        &step.bc2_sqrt,
+        &step.step_size,
+        &step.eps,
+    ]));
+    call("adamw", &params);
+    let emu = get("out", &[3, n]);
+    for (k, what) in ["p", "m", "v"].iter().enumerate() {
+        assert_close(
+            &format!("adamw {what}"),
+            &cpu.get(k).unwrap(),
+            &emu.get(k).unwrap(),
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
