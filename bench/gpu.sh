@@ -14,7 +14,8 @@
 # STEPS (10) timed steps after WARMUP (3); PEAK_TFLOPS (795.6: the bf16 cuBLAS
 # matmul rate candle reached on the H200, the convention of the 46 % MFU
 # anchor in ../shared/docs/data-and-gpu.md); ONLY=frugal|torch runs one side;
-# FUSED=1 adds frugal bf16 with the CUDA fused kernels.
+# FUSED=1 adds frugal bf16 with the CUDA fused kernels (and f32, with the
+# one-op attention, at the untied shape).
 set -euo pipefail
 bin=${1:?usage: bench/gpu.sh FRUGAL_CUDA_BIN [PYTHON]}
 py=${2:-/opt/torch/.venv/bin/python}
@@ -52,6 +53,10 @@ for head in tied untied; do
         run "$head: frugal bf16" "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16
         if [ "${FUSED:-0}" = 1 ]; then
             run "$head: frugal bf16 fused" env FRUGAL_CUDA_FUSED=1 "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16
+            # f32 is where the one-op attention (fused_attention) is used.
+            if [ "$head" = untied ]; then
+                run "$head: frugal f32 fused" env FRUGAL_CUDA_FUSED=1 "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype f32
+            fi
         fi
     fi
     # shellcheck disable=SC2086
