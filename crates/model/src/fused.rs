@@ -9,6 +9,7 @@
 //! (`kernels/fused.cu`, launched from `fused_cuda.rs`), opt-in for now; other
 //! devices and non-f32 dtypes use the composite ops (see [`use_fused`]).
 
+use crate::fastexp;
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 use candle_core::{
@@ -268,13 +269,10 @@ impl CustomOp1 for CausalSoftmax {
                 .iter()
                 .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
                 * self.scale;
-            let mut sum = 0f32;
             for j in 0..visible {
-                let e = (xr[j] * self.scale - max).exp();
-                y[j] = e;
-                sum += e;
+                y[j] = fastexp::exp(xr[j] * self.scale - max);
             }
-            let inv = 1.0 / sum;
+            let inv = 1.0 / fastexp::sum(&y[..visible]);
             for v in &mut y[..visible] {
                 *v *= inv;
             }
@@ -342,7 +340,7 @@ pub fn causal_softmax(scores: &Tensor, scale: f64) -> Result<Tensor> {
 struct SwiGlu;
 
 fn silu_parts(a: f32) -> (f32, f32) {
-    let s = 1.0 / (1.0 + (-a).exp());
+    let s = 1.0 / (1.0 + fastexp::exp(-a));
     (a * s, s)
 }
 
@@ -558,12 +556,18 @@ impl RopeTables {
 /// Per-row `−log softmax(logits)[target]` for logits `[N, V]`, targets `[N]`.
 struct CrossEntropy;
 
-fn log_sum_exp(row: &[f32]) -> f32 {
+pub(crate) fn log_sum_exp(row: &[f32]) -> f32 {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    max + row.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
+    // In stack-sized pieces, so that the exps vectorise (fastexp).
+    let mut buf = [0f32; 256];
+    let sum: f32 = row
+        .chunks(buf.len())
+        .map(|c| fastexp::exp_shifted(c, max, &mut buf))
+        .sum();
+    max + sum.ln()
 }
 
-fn targets(s: &CpuStorage, l: &Layout) -> Result<Vec<usize>> {
+pub(crate) fn targets(s: &CpuStorage, l: &Layout) -> Result<Vec<usize>> {
     let (a, b) = l
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg("targets must be contiguous".into()))?;
@@ -661,7 +665,7 @@ impl CustomOp3 for CrossEntropyBwd {
             let row = &x[r * v..(r + 1) * v];
             let lse = log_sum_exp(row);
             for j in 0..v {
-                dx[j] = g[r] * (row[j] - lse).exp();
+                dx[j] = g[r] * fastexp::exp(row[j] - lse);
             }
             dx[y[r]] -= g[r];
         });

@@ -17,6 +17,7 @@ use candle_core::CudaStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
+use crate::fastexp;
 use crate::fused::slice;
 
 /// The shapes of one call, checked once.
@@ -90,12 +91,10 @@ fn probs(qi: &[f32], k: &[f32], scale: f32, p: &mut [f32]) {
         *pj = scale * dot(qi, &k[j * hd..(j + 1) * hd]);
         max = max.max(*pj);
     }
-    let mut sum = 0f32;
     for pj in p.iter_mut() {
-        *pj = (*pj - max).exp();
-        sum += *pj;
+        *pj = fastexp::exp(*pj - max);
     }
-    let inv = 1.0 / sum;
+    let inv = 1.0 / fastexp::sum(p);
     for pj in p.iter_mut() {
         *pj *= inv;
     }

@@ -6,13 +6,15 @@
 //! * [`precision`]: f32 or autocast-style bf16 matmuls.
 //! * [`llama`]: the model itself — every op differentiable (candle's fused
 //!   `rms_norm`/`softmax_last_dim` have no backward and are not used here).
-//! * [`fused`], [`fused_adamw`], [`fused_attention`]: fused kernels with CPU
+//! * [`fused`], [`fused_adamw`], [`fused_attention`], [`fused_head`] ([`fastexp`]):
+//!   fused kernels with CPU
 //!   and CUDA versions.
 //! * [`hf`]: Hugging Face `config.json` for export.
 //! * [`gguf`]: llama.cpp GGUF files, dequantised to f32 under HF names.
 
 pub mod config;
 pub mod error;
+pub mod fastexp;
 pub mod flops;
 pub mod fused;
 pub mod fused_adamw;
@@ -20,6 +22,7 @@ pub mod fused_attention;
 pub mod fused_check;
 #[cfg(feature = "cuda")]
 mod fused_cuda;
+pub mod fused_head;
 pub mod gguf;
 pub mod hf;
 pub mod llama;

@@ -5,6 +5,7 @@
 use crate::config::LlamaConfig;
 use crate::fused::{self, use_fused, RopeTables};
 use crate::fused_attention;
+use crate::fused_head;
 use crate::params::ParamStore;
 use crate::precision::Precision;
 use crate::Result;
@@ -307,10 +308,20 @@ impl Llama {
 
     /// Mean next-token cross-entropy for inputs and targets `[B, T]`.
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let targets = targets.flatten_all()?;
+        if self.fused && self.precision == Precision::F32 && ids.device().is_cpu() {
+            // Head and loss in one op: no [N, V] logits in the graph.
+            let h = self.hidden(ids, None)?;
+            let h = h.reshape(((), self.config.d_model))?;
+            return Ok(fused_head::linear_cross_entropy(
+                &h,
+                &self.lm_head,
+                &targets,
+            )?);
+        }
         let logits = self.forward(ids)?;
         let v = self.config.vocab_size;
         let logits = logits.reshape(((), v))?;
-        let targets = targets.flatten_all()?;
         if self.fused && use_fused(&logits) {
             Ok(fused::cross_entropy(&logits, &targets)?)
         } else {

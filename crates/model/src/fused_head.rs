@@ -1,0 +1,255 @@
+//! The output head and the cross-entropy as one CPU op: per-row
+//! `−log softmax(h·Wᵀ)[target]` for hidden states `h [N, d]` and the head
+//! `W [V, d]`, without the `[N, V]` logits in the autograd graph.
+//!
+//! With the logits as a graph tensor, a training step writes them, reads them
+//! for the loss, writes their gradient, and candle's backward adds that
+//! gradient into a fresh zero tensor of the same size (its `GradStore` starts
+//! every gradient as `zeros_like`), all at N·V floats, the largest tensors
+//! of a small model. Here the forward computes the logits in row chunks,
+//! forms the loss and `softmax − onehot` in the same pass, and keeps only the
+//! latter for the backward, which scales it by the upstream gradient and
+//! returns `dh = G·W` and `dW = Gᵀ·h`. CPU only (there is no CUDA version);
+//! the model uses it where the fused kernels run on the CPU.
+
+use candle_core::{CpuStorage, CustomOp2, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::Mutex;
+
+use crate::fastexp;
+use crate::fused::{log_sum_exp, slice, targets};
+
+/// Rows of logits formed at a time (`ROWS·V` floats of scratch).
+const ROWS: usize = 256;
+
+struct LinearCrossEntropy {
+    targets: Tensor,
+    /// `softmax(h·Wᵀ) − onehot(target)`, `[N, V]`, from the forward for the
+    /// backward; not kept when nothing needs a gradient.
+    keep: bool,
+    saved: Mutex<Option<Vec<f32>>>,
+}
+
+impl CustomOp2 for LinearCrossEntropy {
+    fn name(&self) -> &'static str {
+        "frugal-linear-cross-entropy"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (h, w) = (
+            slice(s1, l1, "linear_cross_entropy")?,
+            slice(s2, l2, "linear_cross_entropy")?,
+        );
+        let ((n, d), (v, dw)) = (l1.shape().dims2()?, l2.shape().dims2()?);
+        if d != dw {
+            candle_core::bail!("linear_cross_entropy: hidden [{n}, {d}] against head [{v}, {dw}]");
+        }
+        let y = {
+            let (st, l) = self.targets.storage_and_layout();
+            let candle_core::Storage::Cpu(st) = &*st else {
+                candle_core::bail!("linear_cross_entropy: targets must be on the CPU");
+            };
+            targets(st, l)?
+        };
+        if y.len() != n {
+            candle_core::bail!("linear_cross_entropy: {n} rows, {} targets", y.len());
+        }
+        if let Some(bad) = y.iter().find(|&&t| t >= v) {
+            candle_core::bail!("cross_entropy: target {bad} out of range for vocabulary {v}");
+        }
+        let w = Tensor::from_slice(w, (v, d), &Device::Cpu)?;
+        let mut loss = vec![0f32; n];
+        let mut saved = if self.keep {
+            vec![0f32; n * v]
+        } else {
+            Vec::new()
+        };
+        for r0 in (0..n).step_by(ROWS) {
+            let rows = ROWS.min(n - r0);
+            let hc = Tensor::from_slice(&h[r0 * d..(r0 + rows) * d], (rows, d), &Device::Cpu)?;
+            let logits = hc.matmul(&w.t()?)?;
+            let (st, _) = logits.storage_and_layout();
+            let candle_core::Storage::Cpu(st) = &*st else {
+                candle_core::bail!("linear_cross_entropy: logits left the CPU");
+            };
+            let logits = st.as_slice::<f32>()?;
+            let rows_loss = &mut loss[r0..r0 + rows];
+            let grad = if self.keep {
+                Some(&mut saved[r0 * v..(r0 + rows) * v])
+            } else {
+                None
+            };
+            let per_row = |(i, (l, g)): (usize, (&mut f32, Option<&mut [f32]>))| {
+                let row = &logits[i * v..(i + 1) * v];
+                let target = y[r0 + i];
+                let lse = log_sum_exp(row);
+                *l = lse - row[target];
+                if let Some(g) = g {
+                    for (gj, &x) in g.iter_mut().zip(row) {
+                        *gj = fastexp::exp(x - lse);
+                    }
+                    g[target] -= 1.0;
+                }
+            };
+            match grad {
+                Some(g) => rows_loss
+                    .par_iter_mut()
+                    .zip(g.par_chunks_mut(v).map(Some))
+                    .enumerate()
+                    .for_each(per_row),
+                None => rows_loss
+                    .par_iter_mut()
+                    .map(|l| (l, None))
+                    .enumerate()
+                    .for_each(per_row),
+            }
+        }
+        if self.keep {
+            *self
+                .saved
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("poisoned".into()))? = Some(saved);
+        }
+        Ok((CpuStorage::F32(loss), Shape::from(n)))
+    }
+    fn bwd(
+        &self,
+        h: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let taken = self
+            .saved
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("poisoned".into()))?
+            .take();
+        let Some(mut grad) = taken else {
+            candle_core::bail!(
+                "linear_cross_entropy: no saved gradient (backward twice, or inputs that needed none)"
+            );
+        };
+        let (n, d) = h.dims2()?;
+        let v = w.dim(0)?;
+        let g = g.to_vec1::<f32>()?;
+        grad.par_chunks_mut(v).zip(&g).for_each(|(row, &gr)| {
+            for x in row {
+                *x *= gr;
+            }
+        });
+        let grad = Tensor::from_vec(grad, (n, v), &Device::Cpu)?;
+        let (h, w) = (h.detach(), w.detach());
+        let dh = grad.matmul(&w)?;
+        let dw = grad.t()?.matmul(&h)?;
+        debug_assert_eq!(dh.dims(), [n, d]);
+        Ok((Some(dh), Some(dw)))
+    }
+}
+
+/// Mean cross-entropy of `h·Wᵀ` against `targets` (u32 or i64), for
+/// contiguous f32 `h [N, d]` and `w [V, d]` on the CPU.
+pub fn linear_cross_entropy(h: &Tensor, w: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let op = LinearCrossEntropy {
+        targets: targets.contiguous()?,
+        keep: h.track_op() || w.track_op(),
+        saved: Mutex::new(None),
+    };
+    h.contiguous()?.apply_op2(&w.contiguous()?, op)?.mean_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fused::cross_entropy;
+    use candle_core::{DType, Var};
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, StandardNormal};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+        let scale: f32 = a.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let d: f32 = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        d / scale
+    }
+
+    /// Same loss and gradients as the matmul followed by the fused
+    /// cross-entropy, with more rows than one chunk (and a partial last one).
+    #[test]
+    fn matches_matmul_then_cross_entropy() {
+        let (n, d, v) = (ROWS + 37, 24, 301);
+        let (h, w) = (randn(&[n, d], 1), (randn(&[v, d], 2) * 0.3).unwrap());
+        let ids: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % v as u32).collect();
+        for dtype in [DType::U32, DType::I64] {
+            let targets = Tensor::new(ids.as_slice(), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let mut results = Vec::new();
+            for fused in [false, true] {
+                let (hv, wv) = (Var::from_tensor(&h).unwrap(), Var::from_tensor(&w).unwrap());
+                let loss = if fused {
+                    linear_cross_entropy(hv.as_tensor(), wv.as_tensor(), &targets).unwrap()
+                } else {
+                    let logits = hv.as_tensor().matmul(&wv.as_tensor().t().unwrap()).unwrap();
+                    cross_entropy(&logits, &targets).unwrap()
+                };
+                let grads = loss.backward().unwrap();
+                results.push([
+                    loss,
+                    grads.get(hv.as_tensor()).unwrap().clone(),
+                    grads.get(wv.as_tensor()).unwrap().clone(),
+                ]);
+            }
+            for (what, (a, b)) in ["loss", "dh", "dw"]
+                .iter()
+                .zip(results[0].iter().zip(&results[1]))
+            {
+                let gap = max_rel(a, b);
+                assert!(gap < 1e-5, "{what} ({dtype:?}): {gap}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let (h, w) = (randn(&[4, 8], 1), randn(&[10, 8], 2));
+        let out_of_range = Tensor::new(&[1u32, 2, 10, 3], &Device::Cpu).unwrap();
+        let e = linear_cross_entropy(&h, &w, &out_of_range).unwrap_err();
+        assert!(e.to_string().contains("out of range"), "{e}");
+        let short = Tensor::new(&[1u32, 2], &Device::Cpu).unwrap();
+        assert!(linear_cross_entropy(&h, &w, &short).is_err());
+        let other_d = randn(&[10, 7], 3);
+        let e = linear_cross_entropy(&h, &other_d, &short).unwrap_err();
+        assert!(e.to_string().contains("against head"), "{e}");
+        // Without variables nothing is kept, and the loss is the same.
+        let targets = Tensor::new(&[1u32, 2, 9, 3], &Device::Cpu).unwrap();
+        let a: f32 = linear_cross_entropy(&h, &w, &targets)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        let logits = h.matmul(&w.t().unwrap()).unwrap();
+        let b: f32 = cross_entropy(&logits, &targets)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+}
