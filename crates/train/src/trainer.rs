@@ -340,6 +340,9 @@ impl Trainer {
 
 /// Mean loss of `model` over `batches` of `seq_len`-token sequences.
 pub fn evaluate(model: &Llama, batches: &[Batch], seq_len: usize, device: &Device) -> Result<f64> {
+    // No graph: nothing here is differentiated, so activations (and the
+    // fused head's saved gradient) need not be kept.
+    let model = model.detached();
     let mut total = 0.0;
     for b in batches {
         let shape = (b.inputs.len() / seq_len, seq_len);
