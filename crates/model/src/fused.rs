@@ -556,8 +556,12 @@ impl RopeTables {
 /// Per-row `−log softmax(logits)[target]` for logits `[N, V]`, targets `[N]`.
 struct CrossEntropy;
 
+fn row_max(row: &[f32]) -> f32 {
+    row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
+
 pub(crate) fn log_sum_exp(row: &[f32]) -> f32 {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let max = row_max(row);
     // In stack-sized pieces, so that the exps vectorise (fastexp).
     let mut buf = [0f32; 256];
     let sum: f32 = row
@@ -565,6 +569,27 @@ pub(crate) fn log_sum_exp(row: &[f32]) -> f32 {
         .map(|c| fastexp::exp_shifted(c, max, &mut buf))
         .sum();
     max + sum.ln()
+}
+
+/// `out = scale·softmax(row)` in one exp pass; returns `log Σ exp(row)`.
+pub(crate) fn scaled_softmax_into(row: &[f32], scale: f32, out: &mut [f32]) -> f32 {
+    let max = row_max(row);
+    let sum = fastexp::exp_shifted(row, max, out);
+    let k = scale / sum;
+    for o in out.iter_mut() {
+        *o *= k;
+    }
+    max + sum.ln()
+}
+
+/// Every target must index the vocabulary of `v` entries.
+pub(crate) fn check_targets(y: &[usize], v: usize) -> Result<()> {
+    match y.iter().find(|&&t| t >= v) {
+        Some(bad) => {
+            candle_core::bail!("cross_entropy: target {bad} out of range for vocabulary {v}")
+        }
+        None => Ok(()),
+    }
 }
 
 pub(crate) fn targets(s: &CpuStorage, l: &Layout) -> Result<Vec<usize>> {
@@ -602,9 +627,7 @@ impl CustomOp2 for CrossEntropy {
         let x = slice(s1, l1, "cross_entropy")?;
         let y = targets(s2, l2)?;
         let v = l1.dims()[1];
-        if let Some(bad) = y.iter().find(|&&t| t >= v) {
-            candle_core::bail!("cross_entropy: target {bad} out of range for vocabulary {v}");
-        }
+        check_targets(&y, v)?;
         let out: Vec<f32> = (0..y.len())
             .into_par_iter()
             .map(|r| {
@@ -662,11 +685,7 @@ impl CustomOp3 for CrossEntropyBwd {
         let v = l1.dims()[1];
         let mut out = vec![0f32; x.len()];
         par_rows(&mut out, v, |r, dx| {
-            let row = &x[r * v..(r + 1) * v];
-            let lse = log_sum_exp(row);
-            for j in 0..v {
-                dx[j] = g[r] * fastexp::exp(row[j] - lse);
-            }
+            scaled_softmax_into(&x[r * v..(r + 1) * v], g[r], dx);
             dx[y[r]] -= g[r];
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))

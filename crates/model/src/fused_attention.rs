@@ -315,28 +315,14 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Resul
 mod tests {
     use super::*;
     use crate::fused::causal_softmax;
-    use candle_core::{Device, Var};
+    use candle_core::Var;
 
     fn randn(shape: &[usize], seed: u64) -> Tensor {
-        use rand::SeedableRng;
-        use rand_distr::{Distribution, StandardNormal};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+        crate::fused_check::randn(shape, seed).unwrap()
     }
 
     fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-        let scale: f32 = a.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-        let d: f32 = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        d / scale.max(1e-30)
+        crate::fused_check::rel_gap_above(a, b, f32::MIN_POSITIVE).unwrap()
     }
 
     /// Output and dq, dk, dv of `attend`, against a fixed upstream gradient.

@@ -170,11 +170,37 @@ fn on(
 }
 
 /// Largest |a − b| relative to the largest |a|, or to `min_scale` when that
-/// is larger.
-fn rel_gap_above(a: &Tensor, b: &Tensor, min_scale: f32) -> Result<f32> {
-    let scale: f32 = a.abs()?.max_all()?.to_scalar()?;
-    let d: f32 = (a - b)?.abs()?.max_all()?.to_scalar()?;
-    Ok(d / scale.max(min_scale))
+/// is larger. A NaN in either tensor makes the gap NaN, which fails every
+/// bound (a kernel that leaves garbage must not pass).
+pub fn rel_gap_above(a: &Tensor, b: &Tensor, min_scale: f32) -> Result<f32> {
+    let (a, b) = (
+        a.flatten_all()?.to_vec1::<f32>()?,
+        b.flatten_all()?.to_vec1::<f32>()?,
+    );
+    if a.len() != b.len() {
+        candle_core::bail!("rel_gap: {} against {} values", a.len(), b.len());
+    }
+    let nan_max = |m: f32, x: f32| {
+        if m.is_nan() || x.is_nan() {
+            f32::NAN
+        } else {
+            m.max(x)
+        }
+    };
+    let scale = a.iter().fold(0f32, |m, x| nan_max(m, x.abs()));
+    let gap = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| nan_max(m, (x - y).abs()));
+    Ok(gap / scale.max(min_scale))
+}
+
+/// Standard-normal f32 values of `shape`, from `seed` (for tests of the kernels).
+pub fn randn(shape: &[usize], seed: u64) -> Result<Tensor> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu)
 }
 
 /// Largest |a − b| relative to the largest |a| (at least 1).

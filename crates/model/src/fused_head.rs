@@ -16,8 +16,7 @@ use candle_core::{CpuStorage, CustomOp2, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
-use crate::fastexp;
-use crate::fused::{log_sum_exp, slice, targets};
+use crate::fused::{check_targets, log_sum_exp, scaled_softmax_into, slice, targets};
 
 /// Rows of logits formed at a time (`ROWS·V` floats of scratch).
 const ROWS: usize = 256;
@@ -59,9 +58,7 @@ impl CustomOp2 for LinearCrossEntropy {
         if y.len() != n {
             candle_core::bail!("linear_cross_entropy: {n} rows, {} targets", y.len());
         }
-        if let Some(bad) = y.iter().find(|&&t| t >= v) {
-            candle_core::bail!("cross_entropy: target {bad} out of range for vocabulary {v}");
-        }
+        check_targets(&y, v)?;
         let w = Tensor::from_slice(w, (v, d), &Device::Cpu)?;
         let mut loss = vec![0f32; n];
         let mut saved = if self.keep {
@@ -87,13 +84,12 @@ impl CustomOp2 for LinearCrossEntropy {
             let per_row = |(i, (l, g)): (usize, (&mut f32, Option<&mut [f32]>))| {
                 let row = &logits[i * v..(i + 1) * v];
                 let target = y[r0 + i];
-                let lse = log_sum_exp(row);
-                *l = lse - row[target];
-                if let Some(g) = g {
-                    for (gj, &x) in g.iter_mut().zip(row) {
-                        *gj = fastexp::exp(x - lse);
+                match g {
+                    Some(g) => {
+                        *l = scaled_softmax_into(row, 1.0, g) - row[target];
+                        g[target] -= 1.0;
                     }
-                    g[target] -= 1.0;
+                    None => *l = log_sum_exp(row) - row[target],
                 }
             };
             match grad {
@@ -169,25 +165,11 @@ mod tests {
     use candle_core::{DType, Var};
 
     fn randn(shape: &[usize], seed: u64) -> Tensor {
-        use rand::SeedableRng;
-        use rand_distr::{Distribution, StandardNormal};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+        crate::fused_check::randn(shape, seed).unwrap()
     }
 
     fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-        let scale: f32 = a.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-        let d: f32 = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        d / scale
+        crate::fused_check::rel_gap_above(a, b, f32::MIN_POSITIVE).unwrap()
     }
 
     /// Same loss and gradients as the matmul followed by the fused

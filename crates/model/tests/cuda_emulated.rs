@@ -9,16 +9,12 @@
 
 use candle_core::{Device, Tensor, Var};
 use frugal_model::fused_attention::causal_attention;
-use rand::SeedableRng;
-use rand_distr::{Distribution, StandardNormal};
+use frugal_model::fused_check;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn randn(shape: &[usize], seed: u64) -> Tensor {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    fused_check::randn(shape, seed).unwrap()
 }
 
 fn write_f32(path: &Path, t: &Tensor) {
@@ -36,21 +32,10 @@ fn read_f32(path: &Path, shape: &[usize]) -> Tensor {
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
-/// Largest |a − b| over the largest |a|; NaN (a row the kernels never wrote)
-/// makes it NaN, which fails every bound.
+/// Largest |a − b| over the largest |a|; NaN (an element the kernels never
+/// wrote) makes it NaN, which fails every bound.
 fn rel_gap(a: &Tensor, b: &Tensor) -> f32 {
-    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let gap = a.iter().zip(&b).fold(0f32, |m, (x, y)| {
-        let d = (x - y).abs();
-        if d.is_nan() || m.is_nan() {
-            f32::NAN
-        } else {
-            m.max(d)
-        }
-    });
-    gap / scale
+    fused_check::rel_gap_above(a, b, f32::MIN_POSITIVE).unwrap()
 }
 
 fn build_driver(dir: &Path, name: &str) -> PathBuf {
@@ -152,7 +137,7 @@ fn emulated_cuda_attention_matches_cpu_op() {
         ] {
             let emu = packed.narrow(1, start, rows).unwrap();
             let cpu = grads.get(var.as_tensor()).unwrap();
-            let gap = rel_gap(&cpu.reshape(emu.shape()).unwrap(), &emu);
+            let gap = rel_gap(cpu, &emu);
             assert!(gap < 1e-5, "{name}, t={t} s={s} hd={hd}: {gap}");
         }
     }
@@ -181,7 +166,7 @@ fn cpu_op(
 }
 
 fn assert_close(what: &str, cpu: &Tensor, emu: &Tensor) {
-    let gap = rel_gap(&cpu.flatten_all().unwrap(), &emu.flatten_all().unwrap());
+    let gap = rel_gap(cpu, emu);
     assert!(gap < 1e-5, "{what}: {gap}");
 }
 

@@ -8,29 +8,7 @@
 #include "emu.h"
 #include "../attention.cu"
 
-#include <cstdio>
-#include <cstdlib>
-#include <string>
-
-static std::vector<float> read(const std::string& path, size_t n) {
-    std::vector<float> v(n);
-    FILE* f = fopen(path.c_str(), "rb");
-    if (!f || fread(v.data(), sizeof(float), n, f) != n) {
-        fprintf(stderr, "cannot read %zu floats from %s\n", n, path.c_str());
-        exit(2);
-    }
-    fclose(f);
-    return v;
-}
-
-static void write(const std::string& path, const std::vector<float>& v) {
-    FILE* f = fopen(path.c_str(), "wb");
-    if (!f || fwrite(v.data(), sizeof(float), v.size(), f) != v.size()) {
-        fprintf(stderr, "cannot write %s\n", path.c_str());
-        exit(2);
-    }
-    fclose(f);
-}
+#include "driver_io.h"
 
 int main(int argc, char** argv) {
     if (argc != 8) {
@@ -40,20 +18,20 @@ int main(int argc, char** argv) {
     const std::string mode = argv[1], dir = argv[7];
     const int bh = atoi(argv[2]), t = atoi(argv[3]), s = atoi(argv[4]), hd = atoi(argv[5]);
     const float scale = strtof(argv[6], nullptr);
-    auto q = read(dir + "/q.f32", (size_t)bh * t * hd);
-    auto k = read(dir + "/k.f32", (size_t)bh * s * hd);
-    auto v = read(dir + "/v.f32", (size_t)bh * s * hd);
+    auto q = read_array(dir + "/q.f32", (size_t)bh * t * hd);
+    auto k = read_array(dir + "/k.f32", (size_t)bh * s * hd);
+    auto v = read_array(dir + "/v.f32", (size_t)bh * s * hd);
     // fused_cuda.rs's per_rows: FA_ROWS warps per block, a block row per head.
     auto grid = [&](int rows) { return dim3{(unsigned)((rows + FA_ROWS - 1) / FA_ROWS), (unsigned)bh, 1}; };
     const dim3 block{32 * FA_ROWS, 1, 1};
     if (mode == "fwd") {
         std::vector<float> y((size_t)bh * t * hd, NAN);
         emu::launch(grid(t), block, [&] { flash_fwd(q.data(), k.data(), v.data(), y.data(), t, s, hd, scale); });
-        write(dir + "/y.f32", y);
+        write_array(dir + "/y.f32", y);
         return 0;
     }
-    auto y = read(dir + "/y.f32", (size_t)bh * t * hd);
-    auto dy = read(dir + "/dy.f32", (size_t)bh * t * hd);
+    auto y = read_array(dir + "/y.f32", (size_t)bh * t * hd);
+    auto dy = read_array(dir + "/dy.f32", (size_t)bh * t * hd);
     // NaN-filled, as uninitialised device memory would be garbage: a row the
     // kernels fail to write shows up in the comparison.
     std::vector<float> stats(2 * (size_t)bh * t, NAN), out((size_t)bh * (t + 2 * s) * hd, NAN);
@@ -65,6 +43,6 @@ int main(int argc, char** argv) {
     emu::launch(grid(s), block, [&] {
         flash_bwd_dkv(q.data(), k.data(), v.data(), dy.data(), stats.data(), out.data(), t, s, hd, scale);
     });
-    write(dir + "/grads.f32", out);
+    write_array(dir + "/grads.f32", out);
     return 0;
 }

@@ -12,34 +12,14 @@
 #include "emu.h"
 #include "../fused.cu"
 
-#include <cstdio>
-#include <cstdlib>
-#include <string>
+#include "driver_io.h"
 
+// Files are named relative to the DIR argument.
 static std::string dir;
 
 template <class T = float>
-static std::vector<T> read(const char* name, size_t n) {
-    const std::string path = dir + "/" + name;
-    std::vector<T> v(n);
-    FILE* f = fopen(path.c_str(), "rb");
-    if (!f || fread(v.data(), sizeof(T), n, f) != n) {
-        fprintf(stderr, "cannot read %zu values from %s\n", n, path.c_str());
-        exit(2);
-    }
-    fclose(f);
-    return v;
-}
-
-static void write(const char* name, const std::vector<float>& v) {
-    const std::string path = dir + "/" + name;
-    FILE* f = fopen(path.c_str(), "wb");
-    if (!f || fwrite(v.data(), sizeof(float), v.size(), f) != v.size()) {
-        fprintf(stderr, "cannot write %s\n", path.c_str());
-        exit(2);
-    }
-    fclose(f);
-}
+static std::vector<T> read(const char* name, size_t n) { return read_array<T>(dir + "/" + name, n); }
+static void write(const char* name, const std::vector<float>& v) { write_array(dir + "/" + name, v); }
 
 // NaN-filled, as uninitialised device memory is garbage: what a kernel
 // fails to write shows up in the comparison.
