@@ -1,12 +1,27 @@
-// CUDA versions of the fused kernels in src/fused.rs (f32 throughout, the
-// precision the CPU kernels and the mixed-precision recipe use for norms,
-// softmax, activations and the loss). Each `*_rows` kernel runs one block of
-// BLOCK threads per row; the elementwise ones use a grid-stride loop.
-// Compiled to PTX by build.rs when the `cuda` feature is on.
+// CUDA versions of the fused kernels in src/fused.rs. They compute in f32;
+// the activations they read and write are f32, or bf16 under the
+// mixed-precision recipe (kernels with a `_bf16` suffix): bf16 halves the
+// bytes these memory-bound kernels move, and every value is widened to f32
+// on load and rounded once on store, as the CPU kernels do. The residual
+// stream, the RMSNorm weights and their gradients, the loss and AdamW stay
+// f32. Each `*_rows` kernel runs one block of BLOCK threads per row; the
+// elementwise ones use a grid-stride loop. Compiled to PTX by build.rs when
+// the `cuda` feature is on.
 
 #include <stdint.h>
+#ifdef __CUDACC__
+#include <cuda_bf16.h>
+#endif
 
 #define BLOCK 256
+
+typedef __nv_bfloat16 bf16;
+
+__device__ __forceinline__ float ld(float v) { return v; }
+__device__ __forceinline__ float ld(bf16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T st(float v);
+template <> __device__ __forceinline__ float st<float>(float v) { return v; }
+template <> __device__ __forceinline__ bf16 st<bf16>(float v) { return __float2bfloat16(v); }
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
@@ -57,26 +72,43 @@ __device__ __forceinline__ float inv_rms(const float* x, int d, float eps, float
 }
 
 // ---------------------------------------------------------------- RMSNorm
+// x (the residual stream), w, dx and dw are f32; y and its gradient g are
+// the activation type T.
 
-extern "C" __global__ void rms_norm_rows(const float* x, const float* w, float* y, int d, float eps) {
+template <typename T>
+__device__ void rms_norm_fwd(const float* x, const float* w, T* y, int d, float eps) {
     __shared__ float sh[32];
     const float* xr = x + (size_t)blockIdx.x * d;
-    float* yr = y + (size_t)blockIdx.x * d;
+    T* yr = y + (size_t)blockIdx.x * d;
     const float inv = inv_rms(xr, d, eps, sh);
-    for (int j = threadIdx.x; j < d; j += blockDim.x) yr[j] = xr[j] * inv * w[j];
+    for (int j = threadIdx.x; j < d; j += blockDim.x) yr[j] = st<T>(xr[j] * inv * w[j]);
+}
+extern "C" __global__ void rms_norm_rows(const float* x, const float* w, float* y, int d, float eps) {
+    rms_norm_fwd(x, w, y, d, eps);
+}
+extern "C" __global__ void rms_norm_rows_bf16(const float* x, const float* w, bf16* y, int d, float eps) {
+    rms_norm_fwd(x, w, y, d, eps);
 }
 
 // dx = r·(g∘w) − x·r³·mean(g∘w∘x)
-extern "C" __global__ void rms_norm_bwd_x_rows(const float* x, const float* w, const float* g,
-                                               float* dx, int d, float eps) {
+template <typename T>
+__device__ void rms_norm_bwd_x(const float* x, const float* w, const T* g, float* dx, int d, float eps) {
     __shared__ float sh[32];
     const size_t off = (size_t)blockIdx.x * d;
     const float inv = inv_rms(x + off, d, eps, sh);
     float dot = 0.f;
-    for (int j = threadIdx.x; j < d; j += blockDim.x) dot += g[off + j] * w[j] * x[off + j];
+    for (int j = threadIdx.x; j < d; j += blockDim.x) dot += ld(g[off + j]) * w[j] * x[off + j];
     const float c = inv * inv * inv * (block_sum(dot, sh) / d);
     for (int j = threadIdx.x; j < d; j += blockDim.x)
-        dx[off + j] = inv * g[off + j] * w[j] - x[off + j] * c;
+        dx[off + j] = inv * ld(g[off + j]) * w[j] - x[off + j] * c;
+}
+extern "C" __global__ void rms_norm_bwd_x_rows(const float* x, const float* w, const float* g,
+                                               float* dx, int d, float eps) {
+    rms_norm_bwd_x(x, w, g, dx, d, eps);
+}
+extern "C" __global__ void rms_norm_bwd_x_rows_bf16(const float* x, const float* w, const bf16* g,
+                                                    float* dx, int d, float eps) {
+    rms_norm_bwd_x(x, w, g, dx, d, eps);
 }
 
 // 1/rms of every row, for the weight gradient.
@@ -88,15 +120,24 @@ extern "C" __global__ void rms_inv_rows(const float* x, float* inv, int d, float
 
 // partial[c, j] = Σ_{rows r of chunk c} g[r, j]·x[r, j]·inv[r]; one thread per
 // (chunk, column), columns contiguous across threads (coalesced).
-extern "C" __global__ void rms_norm_bwd_w_partial(const float* x, const float* g, const float* inv,
-                                                  float* partial, int rows, int d, int chunk) {
+template <typename T>
+__device__ void rms_norm_bwd_w(const float* x, const T* g, const float* inv, float* partial, int rows,
+                               int d, int chunk) {
     const int j = blockIdx.x * blockDim.x + threadIdx.x;
     const int c = blockIdx.y;
     if (j >= d) return;
     const int end = min(rows, (c + 1) * chunk);
     float acc = 0.f;
-    for (int r = c * chunk; r < end; ++r) acc += g[(size_t)r * d + j] * x[(size_t)r * d + j] * inv[r];
+    for (int r = c * chunk; r < end; ++r) acc += ld(g[(size_t)r * d + j]) * x[(size_t)r * d + j] * inv[r];
     partial[(size_t)c * d + j] = acc;
+}
+extern "C" __global__ void rms_norm_bwd_w_partial(const float* x, const float* g, const float* inv,
+                                                  float* partial, int rows, int d, int chunk) {
+    rms_norm_bwd_w(x, g, inv, partial, rows, d, chunk);
+}
+extern "C" __global__ void rms_norm_bwd_w_partial_bf16(const float* x, const bf16* g, const float* inv,
+                                                       float* partial, int rows, int d, int chunk) {
+    rms_norm_bwd_w(x, g, inv, partial, rows, d, chunk);
 }
 
 // dw[j] = Σ_c partial[c, j], in chunk order (deterministic).
@@ -112,54 +153,82 @@ extern "C" __global__ void sum_columns(const float* partial, float* out, int chu
 
 // softmax(scale·s + causal mask) over rows of n scores; row r is query
 // r mod t, which sees keys 0..=(n − t) + (r mod t). Masked entries are 0.
-extern "C" __global__ void causal_softmax_rows(const float* x, float* y, int t, int n, float scale) {
+template <typename T>
+__device__ void causal_softmax(const T* x, T* y, int t, int n, float scale) {
     __shared__ float sh[32];
     const size_t off = (size_t)blockIdx.x * n;
     const int visible = (n - t) + (int)(blockIdx.x % t) + 1;
     float m = -INFINITY;
-    for (int j = threadIdx.x; j < visible; j += blockDim.x) m = fmaxf(m, x[off + j] * scale);
+    for (int j = threadIdx.x; j < visible; j += blockDim.x) m = fmaxf(m, ld(x[off + j]) * scale);
     m = block_max(m, sh);
     float s = 0.f;
-    for (int j = threadIdx.x; j < visible; j += blockDim.x) s += __expf(x[off + j] * scale - m);
+    for (int j = threadIdx.x; j < visible; j += blockDim.x) s += __expf(ld(x[off + j]) * scale - m);
     const float inv = 1.f / block_sum(s, sh);
     for (int j = threadIdx.x; j < n; j += blockDim.x)
-        y[off + j] = j < visible ? __expf(x[off + j] * scale - m) * inv : 0.f;
+        y[off + j] = st<T>(j < visible ? __expf(ld(x[off + j]) * scale - m) * inv : 0.f);
+}
+extern "C" __global__ void causal_softmax_rows(const float* x, float* y, int t, int n, float scale) {
+    causal_softmax(x, y, t, n, scale);
+}
+extern "C" __global__ void causal_softmax_rows_bf16(const bf16* x, bf16* y, int t, int n, float scale) {
+    causal_softmax(x, y, t, n, scale);
 }
 
 // dx = scale·p∘(g − Σ p∘g)
-extern "C" __global__ void softmax_bwd_rows(const float* p, const float* g, float* dx, int n, float scale) {
+template <typename T>
+__device__ void softmax_bwd(const T* p, const T* g, T* dx, int n, float scale) {
     __shared__ float sh[32];
     const size_t off = (size_t)blockIdx.x * n;
     float dot = 0.f;
-    for (int j = threadIdx.x; j < n; j += blockDim.x) dot += p[off + j] * g[off + j];
+    for (int j = threadIdx.x; j < n; j += blockDim.x) dot += ld(p[off + j]) * ld(g[off + j]);
     dot = block_sum(dot, sh);
-    for (int j = threadIdx.x; j < n; j += blockDim.x) dx[off + j] = scale * p[off + j] * (g[off + j] - dot);
+    for (int j = threadIdx.x; j < n; j += blockDim.x)
+        dx[off + j] = st<T>(scale * ld(p[off + j]) * (ld(g[off + j]) - dot));
+}
+extern "C" __global__ void softmax_bwd_rows(const float* p, const float* g, float* dx, int n, float scale) {
+    softmax_bwd(p, g, dx, n, scale);
+}
+extern "C" __global__ void softmax_bwd_rows_bf16(const bf16* p, const bf16* g, bf16* dx, int n, float scale) {
+    softmax_bwd(p, g, dx, n, scale);
 }
 
 // ------------------------------------------------------------------ SwiGLU
 
 __device__ __forceinline__ float sigmoid(float a) { return 1.f / (1.f + __expf(-a)); }
 
-extern "C" __global__ void swiglu(const float* a, const float* b, float* y, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        y[i] = a[i] * sigmoid(a[i]) * b[i];
+template <typename T>
+__device__ void swiglu_fwd(const T* a, const T* b, T* y, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const float x = ld(a[i]);
+        y[i] = st<T>(x * sigmoid(x) * ld(b[i]));
+    }
 }
+extern "C" __global__ void swiglu(const float* a, const float* b, float* y, size_t n) { swiglu_fwd(a, b, y, n); }
+extern "C" __global__ void swiglu_bf16(const bf16* a, const bf16* b, bf16* y, size_t n) { swiglu_fwd(a, b, y, n); }
 
 // out[0..n) = da = g·b·silu'(a), out[n..2n) = db = g·silu(a)
-extern "C" __global__ void swiglu_bwd(const float* a, const float* b, const float* g, float* out, size_t n) {
+template <typename T>
+__device__ void swiglu_back(const T* a, const T* b, const T* g, T* out, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        const float x = a[i], s = sigmoid(x);
-        out[i] = g[i] * b[i] * s * (1.f + x * (1.f - s));
-        out[n + i] = g[i] * x * s;
+        const float x = ld(a[i]), s = sigmoid(x), gi = ld(g[i]);
+        out[i] = st<T>(gi * ld(b[i]) * s * (1.f + x * (1.f - s)));
+        out[n + i] = st<T>(gi * x * s);
     }
+}
+extern "C" __global__ void swiglu_bwd(const float* a, const float* b, const float* g, float* out, size_t n) {
+    swiglu_back(a, b, g, out, n);
+}
+extern "C" __global__ void swiglu_bwd_bf16(const bf16* a, const bf16* b, const bf16* g, bf16* out, size_t n) {
+    swiglu_back(a, b, g, out, n);
 }
 
 // -------------------------------------------------------------------- RoPE
 
 // rotate_half RoPE on rows of hd = 2·half values; row r is position r mod t
-// of the tables `cos`/`sin` [t, half] (already offset to the first position).
-extern "C" __global__ void rope(const float* x, const float* cos_t, const float* sin_t, float* y,
-                                size_t rows, int t, int half, float sign) {
+// of the f32 tables `cos`/`sin` [t, half] (already offset to the first position).
+template <typename T>
+__device__ void rope_rows(const T* x, const float* cos_t, const float* sin_t, T* y, size_t rows, int t,
+                          int half, float sign) {
     const size_t n = rows * half;
     for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < n; k += (size_t)gridDim.x * blockDim.x) {
         const size_t r = k / half;
@@ -167,48 +236,63 @@ extern "C" __global__ void rope(const float* x, const float* cos_t, const float*
         const int p = (int)(r % t);
         const float c = cos_t[p * half + i], s = sign * sin_t[p * half + i];
         const size_t base = r * 2 * half;
-        const float x1 = x[base + i], x2 = x[base + half + i];
-        y[base + i] = x1 * c - x2 * s;
-        y[base + half + i] = x2 * c + x1 * s;
+        const float x1 = ld(x[base + i]), x2 = ld(x[base + half + i]);
+        y[base + i] = st<T>(x1 * c - x2 * s);
+        y[base + half + i] = st<T>(x2 * c + x1 * s);
     }
+}
+extern "C" __global__ void rope(const float* x, const float* cos_t, const float* sin_t, float* y, size_t rows,
+                                int t, int half, float sign) {
+    rope_rows(x, cos_t, sin_t, y, rows, t, half, sign);
+}
+extern "C" __global__ void rope_bf16(const bf16* x, const float* cos_t, const float* sin_t, bf16* y,
+                                     size_t rows, int t, int half, float sign) {
+    rope_rows(x, cos_t, sin_t, y, rows, t, half, sign);
 }
 
 // ----------------------------------------------------------- cross-entropy
+// Logits and their gradient are the activation type X (bf16 logits are
+// never widened to an f32 [N, V] copy); the loss and its gradient are f32.
 
-__device__ float row_lse(const float* row, int v, float* sh) {
+template <typename X>
+__device__ float row_lse(const X* row, int v, float* sh) {
     float m = -INFINITY;
-    for (int j = threadIdx.x; j < v; j += blockDim.x) m = fmaxf(m, row[j]);
+    for (int j = threadIdx.x; j < v; j += blockDim.x) m = fmaxf(m, ld(row[j]));
     m = block_max(m, sh);
     float s = 0.f;
-    for (int j = threadIdx.x; j < v; j += blockDim.x) s += __expf(row[j] - m);
+    for (int j = threadIdx.x; j < v; j += blockDim.x) s += __expf(ld(row[j]) - m);
     return m + __logf(block_sum(s, sh));
 }
 
 // loss[r] = logsumexp(x[r]) − x[r, y[r]]
-template <typename T>
-__device__ void ce_fwd(const float* x, const T* y, float* loss, int v) {
+template <typename X, typename T>
+__device__ void ce_fwd(const X* x, const T* y, float* loss, int v) {
     __shared__ float sh[32];
-    const float* row = x + (size_t)blockIdx.x * v;
+    const X* row = x + (size_t)blockIdx.x * v;
     const float lse = row_lse(row, v, sh);
-    if (threadIdx.x == 0) loss[blockIdx.x] = lse - row[(size_t)y[blockIdx.x]];
+    if (threadIdx.x == 0) loss[blockIdx.x] = lse - ld(row[(size_t)y[blockIdx.x]]);
 }
 
 // dx[r, j] = g[r]·(softmax(x[r])_j − [j = y[r]])
-template <typename T>
-__device__ void ce_bwd(const float* x, const T* y, const float* g, float* dx, int v) {
+template <typename X, typename T>
+__device__ void ce_bwd(const X* x, const T* y, const float* g, X* dx, int v) {
     __shared__ float sh[32];
     const size_t off = (size_t)blockIdx.x * v;
     const float lse = row_lse(x + off, v, sh);
     const size_t target = (size_t)y[blockIdx.x];
     const float gr = g[blockIdx.x];
     for (int j = threadIdx.x; j < v; j += blockDim.x)
-        dx[off + j] = gr * (__expf(x[off + j] - lse) - ((size_t)j == target ? 1.f : 0.f));
+        dx[off + j] = st<X>(gr * (__expf(ld(x[off + j]) - lse) - ((size_t)j == target ? 1.f : 0.f)));
 }
 
 extern "C" __global__ void cross_entropy_rows_u32(const float* x, const uint32_t* y, float* loss, int v) { ce_fwd(x, y, loss, v); }
 extern "C" __global__ void cross_entropy_rows_i64(const float* x, const int64_t* y, float* loss, int v) { ce_fwd(x, y, loss, v); }
 extern "C" __global__ void cross_entropy_bwd_rows_u32(const float* x, const uint32_t* y, const float* g, float* dx, int v) { ce_bwd(x, y, g, dx, v); }
 extern "C" __global__ void cross_entropy_bwd_rows_i64(const float* x, const int64_t* y, const float* g, float* dx, int v) { ce_bwd(x, y, g, dx, v); }
+extern "C" __global__ void cross_entropy_rows_u32_bf16(const bf16* x, const uint32_t* y, float* loss, int v) { ce_fwd(x, y, loss, v); }
+extern "C" __global__ void cross_entropy_rows_i64_bf16(const bf16* x, const int64_t* y, float* loss, int v) { ce_fwd(x, y, loss, v); }
+extern "C" __global__ void cross_entropy_bwd_rows_u32_bf16(const bf16* x, const uint32_t* y, const float* g, bf16* dx, int v) { ce_bwd(x, y, g, dx, v); }
+extern "C" __global__ void cross_entropy_bwd_rows_i64_bf16(const bf16* x, const int64_t* y, const float* g, bf16* dx, int v) { ce_bwd(x, y, g, dx, v); }
 
 // ------------------------------------------------------------------- AdamW
 

@@ -7,21 +7,29 @@
 //! custom op, so gradients flow exactly as through the composite version —
 //! `llama::tests` checks both paths agree. Each also has a CUDA version
 //! (`kernels/fused.cu`, launched from `fused_cuda.rs`), opt-in for now; other
-//! devices and non-f32 dtypes use the composite ops (see [`use_fused`]).
+//! devices and dtypes use the composite ops (see [`use_fused`]).
+//!
+//! Activations may be f32 or bf16 (the mixed-precision recipe stores them in
+//! bf16 between ops): a kernel widens its inputs to f32, computes in f32 and
+//! rounds its output once, on the CPU as on the GPU. The residual stream,
+//! norm weights and their gradients and the loss stay f32.
 
 use crate::fastexp;
+use candle_core::backend::BackendStorage;
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
 };
+use half::bf16;
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::sync::Arc;
 
-/// Fused kernels apply to f32 tensors on the CPU, and on a GPU when
-/// [`cuda_fused_enabled`].
+/// Fused kernels apply to f32 and bf16 tensors on the CPU, and on a GPU
+/// when [`cuda_fused_enabled`].
 pub fn use_fused(t: &Tensor) -> bool {
-    t.dtype() == DType::F32 && fused_on(t.device())
+    matches!(t.dtype(), DType::F32 | DType::BF16) && fused_on(t.device())
 }
 
 /// Whether the fused kernels run on `device`.
@@ -49,6 +57,30 @@ pub fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]>
     }
 }
 
+/// The contiguous data of an activation input as f32: borrowed when it is
+/// f32, widened (exactly) when it is bf16.
+pub fn act<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<Cow<'a, [f32]>> {
+    let Some((a, b)) = l.contiguous_offsets() else {
+        candle_core::bail!("{what}: input must be contiguous")
+    };
+    match s {
+        CpuStorage::F32(v) => Ok(Cow::Borrowed(&v[a..b])),
+        CpuStorage::BF16(v) => Ok(Cow::Owned(v[a..b].iter().map(|x| x.to_f32()).collect())),
+        other => candle_core::bail!("{what}: expected f32 or bf16, got {:?}", other.dtype()),
+    }
+}
+
+/// A kernel's f32 results as storage of `dtype` (bf16 rounds to nearest even).
+pub fn store(v: Vec<f32>, dtype: DType) -> Result<CpuStorage> {
+    match dtype {
+        DType::F32 => Ok(CpuStorage::F32(v)),
+        DType::BF16 => Ok(CpuStorage::BF16(
+            v.into_iter().map(bf16::from_f32).collect(),
+        )),
+        other => candle_core::bail!("fused kernels store f32 or bf16, not {other:?}"),
+    }
+}
+
 /// Rows of `n` elements processed in parallel chunks of whole rows.
 fn par_rows(out: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     let rows_per_chunk = (16_384 / n.max(1)).max(1);
@@ -63,8 +95,11 @@ fn par_rows(out: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
 
 // ---------------------------------------------------------------- RMSNorm
 
+/// `x` and `w` are f32; the output is `out` (bf16 under mixed precision,
+/// where it feeds bf16 matmuls).
 struct RmsNorm {
     eps: f32,
+    out: DType,
 }
 
 fn inv_rms(x: &[f32], eps: f32) -> f32 {
@@ -84,7 +119,7 @@ impl CustomOp2 for RmsNorm {
         s2: &CudaStorage,
         l2: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        crate::fused_cuda::rms_norm(s1, l1, s2, l2, self.eps)
+        crate::fused_cuda::rms_norm(s1, l1, s2, l2, self.eps, self.out)
     }
     fn cpu_fwd(
         &self,
@@ -103,7 +138,7 @@ impl CustomOp2 for RmsNorm {
                 y[j] = xr[j] * inv * w[j];
             }
         });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        Ok((store(out, self.out)?, l1.shape().clone()))
     }
     fn bwd(
         &self,
@@ -158,7 +193,7 @@ impl CustomOp3 for RmsNormBwdX {
         let (x, w, g) = (
             slice(s1, l1, "rms bwd")?,
             slice(s2, l2, "rms bwd")?,
-            slice(s3, l3, "rms bwd")?,
+            act(s3, l3, "rms bwd")?,
         );
         let d = w.len();
         let mut out = vec![0f32; x.len()];
@@ -202,7 +237,7 @@ impl CustomOp2 for RmsNormBwdW {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, g) = (slice(s1, l1, "rms bwd")?, slice(s2, l2, "rms bwd")?);
+        let (x, g) = (slice(s1, l1, "rms bwd")?, act(s2, l2, "rms bwd")?);
         let d = self.d;
         let rows = x.len() / d;
         let chunk = rows
@@ -234,10 +269,20 @@ impl CustomOp2 for RmsNormBwdW {
     }
 }
 
-/// RMSNorm over the last dimension.
+/// RMSNorm over the last dimension of f32 `x`.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op2(&w.contiguous()?, RmsNorm { eps: eps as f32 })
+    rms_norm_to(x, w, eps, DType::F32)
+}
+
+/// [`rms_norm`] with the output (and so its gradient) in `out`.
+pub fn rms_norm_to(x: &Tensor, w: &Tensor, eps: f64, out: DType) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(
+        &w.contiguous()?,
+        RmsNorm {
+            eps: eps as f32,
+            out,
+        },
+    )
 }
 
 // ------------------------------------------------- causal softmax (attention)
@@ -257,7 +302,7 @@ impl CustomOp1 for CausalSoftmax {
         crate::fused_cuda::causal_softmax(s, l, self.scale)
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s, l, "causal_softmax")?;
+        let x = act(s, l, "causal_softmax")?;
         let dims = l.dims();
         let (t, n) = (dims[dims.len() - 2], dims[dims.len() - 1]);
         let offset = n - t;
@@ -277,7 +322,7 @@ impl CustomOp1 for CausalSoftmax {
                 *v *= inv;
             }
         });
-        Ok((CpuStorage::F32(out), l.shape().clone()))
+        Ok((store(out, s.dtype())?, l.shape().clone()))
     }
     fn bwd(&self, _x: &Tensor, p: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(p.apply_op2_no_bwd(
@@ -313,7 +358,7 @@ impl CustomOp2 for SoftmaxBwd {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (p, g) = (slice(s1, l1, "softmax bwd")?, slice(s2, l2, "softmax bwd")?);
+        let (p, g) = (act(s1, l1, "softmax bwd")?, act(s2, l2, "softmax bwd")?);
         let n = *l1.dims().last().unwrap_or(&1);
         let mut out = vec![0f32; p.len()];
         par_rows(&mut out, n, |r, dx| {
@@ -323,7 +368,7 @@ impl CustomOp2 for SoftmaxBwd {
                 dx[j] = self.scale * pr[j] * (gr[j] - dot);
             }
         });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        Ok((store(out, s1.dtype())?, l1.shape().clone()))
     }
 }
 
@@ -365,7 +410,7 @@ impl CustomOp2 for SwiGlu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (a, b) = (slice(s1, l1, "swiglu")?, slice(s2, l2, "swiglu")?);
+        let (a, b) = (act(s1, l1, "swiglu")?, act(s2, l2, "swiglu")?);
         let mut out = vec![0f32; a.len()];
         out.par_chunks_mut(4096).enumerate().for_each(|(c, o)| {
             let base = c * 4096;
@@ -373,7 +418,7 @@ impl CustomOp2 for SwiGlu {
                 *v = silu_parts(a[base + i]).0 * b[base + i];
             }
         });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        Ok((store(out, s1.dtype())?, l1.shape().clone()))
     }
     fn bwd(
         &self,
@@ -420,9 +465,9 @@ impl CustomOp3 for SwiGluBwd {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (a, b, g) = (
-            slice(s1, l1, "swiglu bwd")?,
-            slice(s2, l2, "swiglu bwd")?,
-            slice(s3, l3, "swiglu bwd")?,
+            act(s1, l1, "swiglu bwd")?,
+            act(s2, l2, "swiglu bwd")?,
+            act(s3, l3, "swiglu bwd")?,
         );
         let n = a.len();
         let mut out = vec![0f32; 2 * n];
@@ -439,7 +484,7 @@ impl CustomOp3 for SwiGluBwd {
                     db[i] = gi * silu;
                 }
             });
-        Ok((CpuStorage::F32(out), Shape::from((2, n))))
+        Ok((store(out, s1.dtype())?, Shape::from((2, n))))
     }
 }
 
@@ -470,7 +515,7 @@ impl CustomOp1 for Rope {
         crate::fused_cuda::rope(s, l, cos, sin, self.tables.half, self.pos, self.sign)
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s, l, "rope")?;
+        let x = act(s, l, "rope")?;
         let dims = l.dims();
         let (t, hd) = (dims[2], dims[3]);
         let half = self.tables.half;
@@ -492,7 +537,7 @@ impl CustomOp1 for Rope {
                 y[i + half] = x2 * c[i] + x1 * s;
             }
         });
-        Ok((CpuStorage::F32(out), l.shape().clone()))
+        Ok((store(out, s.dtype())?, l.shape().clone()))
     }
     fn bwd(&self, _x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
         let mut inverse = self.clone();
@@ -624,7 +669,7 @@ impl CustomOp2 for CrossEntropy {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1, "cross_entropy")?;
+        let x = act(s1, l1, "cross_entropy")?;
         let y = targets(s2, l2)?;
         let v = l1.dims()[1];
         check_targets(&y, v)?;
@@ -679,7 +724,7 @@ impl CustomOp3 for CrossEntropyBwd {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1, "cross_entropy bwd")?;
+        let x = act(s1, l1, "cross_entropy bwd")?;
         let y = targets(s2, l2)?;
         let g = slice(s3, l3, "cross_entropy bwd")?;
         let v = l1.dims()[1];
@@ -688,7 +733,7 @@ impl CustomOp3 for CrossEntropyBwd {
             scaled_softmax_into(&x[r * v..(r + 1) * v], g[r], dx);
             dx[y[r]] -= g[r];
         });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        Ok((store(out, s1.dtype())?, l1.shape().clone()))
     }
 }
 

@@ -16,6 +16,12 @@ use rand_distr::{Distribution, StandardNormal};
 /// summation order, so the results are close but not bit-identical.
 pub const TOLERANCE: f32 = 1e-4;
 
+/// The same for kernels with bf16 activations: both sides round their f32
+/// results to bf16, so values that straddle a rounding boundary land one bf16
+/// step (2⁻⁸ relative) apart; this allows between two and three such steps
+/// at the largest value.
+pub const BF16_TOLERANCE: f32 = 1e-2;
+
 /// One kernel at one shape.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Check {
@@ -23,6 +29,8 @@ pub struct Check {
     pub forward_gap: f32,
     /// Per differentiable input, in argument order.
     pub grad_gaps: Vec<f32>,
+    /// The bound [`Check::passed`] applies: [`TOLERANCE`] or [`BF16_TOLERANCE`].
+    pub tolerance: f32,
 }
 
 impl Check {
@@ -32,7 +40,7 @@ impl Check {
             .fold(self.forward_gap, |a, &b| a.max(b))
     }
     pub fn passed(&self) -> bool {
-        self.worst() < TOLERANCE
+        self.worst() < self.tolerance
     }
 }
 
@@ -50,11 +58,18 @@ pub fn check_all(device: &Device) -> Result<Vec<Check>> {
         Tensor::from_vec(v, shape, &Device::Cpu)
     };
     let mut out = Vec::new();
+    let bf16 = |t: Tensor| t.to_dtype(DType::BF16);
     for d in [64, 768, 2000] {
         let inputs = [randn(&[4, 33, d], 1.0, 0.0)?, randn(&[d], 0.1, 1.0)?];
         out.push(compare(&format!("rms_norm d={d}"), device, &inputs, |t| {
             fused::rms_norm(&t[0], &t[1], 1e-5)
         })?);
+        if d == 768 {
+            // f32 residual stream in, bf16 activations out (mixed precision).
+            out.push(compare("rms_norm d=768 bf16 out", device, &inputs, |t| {
+                fused::rms_norm_to(&t[0], &t[1], 1e-5, DType::BF16)
+            })?);
+        }
     }
     // Square scores (training) and a cached prefix (S > T).
     for (t, s) in [(64, 64), (17, 40), (512, 512)] {
@@ -65,6 +80,15 @@ pub fn check_all(device: &Device) -> Result<Vec<Check>> {
             &inputs,
             |x| fused::causal_softmax(&x[0], 0.125),
         )?);
+        if t == 512 {
+            let inputs = [bf16(inputs[0].clone())?];
+            out.push(compare(
+                "causal_softmax 512x512 bf16",
+                device,
+                &inputs,
+                |x| fused::causal_softmax(&x[0], 0.125),
+            )?);
+        }
     }
     // One-op attention: training shape, a cached prefix, and a head dim
     // that is not a multiple of the warp (the kernel's lanes own hd/32 dims).
@@ -89,6 +113,10 @@ pub fn check_all(device: &Device) -> Result<Vec<Check>> {
     out.push(compare("swiglu", device, &inputs, |t| {
         fused::swiglu(&t[0], &t[1])
     })?);
+    let inputs = [bf16(inputs[0].clone())?, bf16(inputs[1].clone())?];
+    out.push(compare("swiglu bf16", device, &inputs, |t| {
+        fused::swiglu(&t[0], &t[1])
+    })?);
     let (hd, max_t) = (64, 128);
     let half = hd / 2;
     let angles: Vec<f32> = (0..max_t)
@@ -96,10 +124,15 @@ pub fn check_all(device: &Device) -> Result<Vec<Check>> {
         .collect();
     let a = Tensor::from_vec(angles, (max_t, half), &Device::Cpu)?;
     let (cos, sin) = (a.cos()?, a.sin()?);
-    for pos in [0, 37] {
-        let inputs = [randn(&[2, 4, 50, hd], 1.0, 0.0)?];
+    let x = randn(&[2, 4, 50, hd], 1.0, 0.0)?;
+    for (pos, dtype) in [(0, DType::F32), (37, DType::F32), (37, DType::BF16)] {
+        let inputs = [x.to_dtype(dtype)?];
+        let name = match dtype {
+            DType::BF16 => format!("rope pos={pos} bf16"),
+            _ => format!("rope pos={pos}"),
+        };
         // The tables live where the kernel runs, as in the model.
-        out.push(compare(&format!("rope pos={pos}"), device, &inputs, |x| {
+        out.push(compare(&name, device, &inputs, |x| {
             let dev = x[0].device();
             RopeTables::new(&cos.to_device(dev)?, &sin.to_device(dev)?)?.apply(&x[0], pos)
         })?);
@@ -117,6 +150,14 @@ pub fn check_all(device: &Device) -> Result<Vec<Check>> {
             |t| fused::cross_entropy(&t[0], &t[1]),
         )?);
     }
+    // bf16 logits, as a bf16 output head produces them: no f32 [N, V] copy.
+    let inputs = [bf16(logits)?, targets];
+    out.push(compare(
+        "cross_entropy bf16 logits",
+        device,
+        &inputs,
+        |t| fused::cross_entropy(&t[0], &t[1]),
+    )?);
     // AdamW on a 768 x 2048 weight at step 3 (no backward: compared forward).
     let (rows, cols) = (768, 2048);
     let g = randn(&[rows, cols], 0.01, 0.0)?;
@@ -152,6 +193,7 @@ pub fn check_all(device: &Device) -> Result<Vec<Check>> {
         name: "adamw 768x2048 (p, m, v)".to_string(),
         forward_gap: worst,
         grad_gaps: Vec::new(),
+        tolerance: TOLERANCE,
     });
     Ok(out)
 }
@@ -170,13 +212,11 @@ fn on(
 }
 
 /// Largest |a − b| relative to the largest |a|, or to `min_scale` when that
-/// is larger. A NaN in either tensor makes the gap NaN, which fails every
-/// bound (a kernel that leaves garbage must not pass).
+/// is larger (f32 or bf16 tensors). A NaN in either tensor makes the gap NaN,
+/// which fails every bound (a kernel that leaves garbage must not pass).
 pub fn rel_gap_above(a: &Tensor, b: &Tensor, min_scale: f32) -> Result<f32> {
-    let (a, b) = (
-        a.flatten_all()?.to_vec1::<f32>()?,
-        b.flatten_all()?.to_vec1::<f32>()?,
-    );
+    let values = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>();
+    let (a, b) = (values(a)?, values(b)?);
     if a.len() != b.len() {
         candle_core::bail!("rel_gap: {} against {} values", a.len(), b.len());
     }
@@ -209,7 +249,7 @@ fn rel_gap(a: &Tensor, b: &Tensor) -> Result<f32> {
 }
 
 /// Output and input gradients of `op` on `device`, back-propagating a fixed
-/// upstream gradient; f32 inputs are differentiated, others (targets) not.
+/// upstream gradient; float inputs are differentiated, others (targets) not.
 fn run(
     device: &Device,
     inputs: &[Tensor],
@@ -219,7 +259,7 @@ fn run(
     let mut ts = Vec::new();
     for t in inputs {
         let t = t.to_device(device)?;
-        if t.dtype() == DType::F32 {
+        if t.dtype().is_float() {
             let v = Var::from_tensor(&t)?;
             ts.push(v.as_tensor().clone());
             vars.push(Some(v));
@@ -233,7 +273,9 @@ fn run(
     let up: Vec<f32> = (0..n)
         .map(|i| ((i as u64).wrapping_mul(2_654_435_761) % 1000) as f32 / 500.0 - 1.0)
         .collect();
-    let up = Tensor::from_vec(up, y.shape(), &Device::Cpu)?.to_device(device)?;
+    let up = Tensor::from_vec(up, y.shape(), &Device::Cpu)?
+        .to_dtype(y.dtype())?
+        .to_device(device)?;
     let grads = (&y * &up)?.sum_all()?.backward()?;
     let mut g = Vec::new();
     for v in &vars {
@@ -258,6 +300,7 @@ fn compare(
 ) -> Result<Check> {
     let (cpu_y, cpu_g) = run(&Device::Cpu, inputs, &op)?;
     let (dev_y, dev_g) = run(device, inputs, &op)?;
+    let bf16 = cpu_y.dtype() == DType::BF16 || inputs.iter().any(|t| t.dtype() == DType::BF16);
     let mut grad_gaps = Vec::new();
     for (a, b) in cpu_g.iter().zip(&dev_g) {
         if let (Some(a), Some(b)) = (a, b) {
@@ -268,6 +311,7 @@ fn compare(
         name: name.to_string(),
         forward_gap: rel_gap(&cpu_y, &dev_y)?,
         grad_gaps,
+        tolerance: if bf16 { BF16_TOLERANCE } else { TOLERANCE },
     })
 }
 
@@ -280,7 +324,7 @@ mod tests {
     #[test]
     fn cpu_against_itself_is_exact() {
         let checks = check_all(&Device::Cpu).unwrap();
-        assert_eq!(checks.len(), 15);
+        assert_eq!(checks.len(), 20);
         for c in &checks {
             assert_eq!(c.worst(), 0.0, "{}", c.name);
             assert!(c.passed());

@@ -1,7 +1,8 @@
 //! Launchers for the CUDA versions of the fused kernels (`kernels/fused.cu`,
 //! compiled to PTX by build.rs). Each function is the `cuda_fwd` of the
 //! matching custom op in [`crate::fused`] and computes exactly what its
-//! `cpu_fwd` does, on contiguous f32 data.
+//! `cpu_fwd` does, on contiguous data: activations f32 or bf16 (the
+//! `_bf16` kernels), everything else f32.
 //!
 //! They are used on a GPU only when `FRUGAL_CUDA_FUSED=1` (see
 //! [`crate::fused::use_fused`]): no GPU has run them yet, so the plain candle
@@ -13,6 +14,7 @@ use candle_core::cuda_backend::cudarc::driver::{
 };
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape, Storage, Tensor};
+use half::bf16;
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
 const MODULE: &str = "frugal_fused";
@@ -60,12 +62,86 @@ fn wrap(dst: CudaSlice<f32>, dev: &CudaDevice) -> CudaStorage {
     CudaStorage::wrap_cuda_slice(dst, dev.clone())
 }
 
+/// An activation input: f32, or bf16 under mixed precision.
+enum Act<'a> {
+    F32(CudaView<'a, f32>),
+    Bf16(CudaView<'a, bf16>),
+}
+
+impl<'a> Act<'a> {
+    fn of(s: &'a CudaStorage, l: &Layout, what: &str) -> Result<Self> {
+        match s.dtype() {
+            DType::F32 => Ok(Self::F32(view(s, l, what)?)),
+            DType::BF16 => Ok(Self::Bf16(view(s, l, what)?)),
+            other => candle_core::bail!("{what}: expected f32 or bf16, got {other:?}"),
+        }
+    }
+    fn dtype(&self) -> DType {
+        match self {
+            Self::F32(_) => DType::F32,
+            Self::Bf16(_) => DType::BF16,
+        }
+    }
+    fn push<'b>(&'b self, b: &mut LaunchArgs<'b>) {
+        match self {
+            Self::F32(v) => b.arg(v),
+            Self::Bf16(v) => b.arg(v),
+        };
+    }
+}
+
+/// Activation inputs of one kernel share one dtype (the kernel is picked by it).
+fn same_dtype(what: &str, acts: &[&Act]) -> Result<DType> {
+    let dtype = acts[0].dtype();
+    if acts.iter().any(|a| a.dtype() != dtype) {
+        candle_core::bail!("{what}: activations of mixed dtypes");
+    }
+    Ok(dtype)
+}
+
+/// The kernel for activations of `dtype`: `name`, or `name_bf16`.
+fn kernel(name: &str, dtype: DType) -> String {
+    match dtype {
+        DType::BF16 => format!("{name}_bf16"),
+        _ => name.to_string(),
+    }
+}
+
+/// A kernel's output buffer in the activation dtype.
+enum Buf {
+    F32(CudaSlice<f32>),
+    Bf16(CudaSlice<bf16>),
+}
+
+impl Buf {
+    fn alloc(dev: &CudaDevice, dtype: DType, n: usize) -> Result<Self> {
+        // SAFETY: every element is written by the kernel launched next.
+        match dtype {
+            DType::BF16 => Ok(Self::Bf16(unsafe { dev.alloc::<bf16>(n) }?)),
+            _ => Ok(Self::F32(alloc(dev, n)?)),
+        }
+    }
+    fn push<'b>(&'b self, b: &mut LaunchArgs<'b>) {
+        match self {
+            Self::F32(v) => b.arg(v),
+            Self::Bf16(v) => b.arg(v),
+        };
+    }
+    fn wrap(self, dev: &CudaDevice) -> CudaStorage {
+        match self {
+            Self::F32(v) => wrap(v, dev),
+            Self::Bf16(v) => CudaStorage::wrap_cuda_slice(v, dev.clone()),
+        }
+    }
+}
+
 pub fn rms_norm(
     s1: &CudaStorage,
     l1: &Layout,
     s2: &CudaStorage,
     l2: &Layout,
     eps: f32,
+    out: DType,
 ) -> Result<(CudaStorage, Shape)> {
     let dev = s1.device();
     let (x, w) = (
@@ -74,16 +150,16 @@ pub fn rms_norm(
     );
     let d = l2.shape().elem_count();
     let n = l1.shape().elem_count();
-    let y = alloc(dev, n)?;
-    let f = dev.get_or_load_custom_func("rms_norm_rows", MODULE, PTX)?;
+    let y = Buf::alloc(dev, out, n)?;
+    let f = dev.get_or_load_custom_func(&kernel("rms_norm_rows", out), MODULE, PTX)?;
     let mut b = f.builder();
     b.arg(&x);
     b.arg(&w);
-    b.arg(&y);
+    y.push(&mut b);
     candle_core::builder_arg!(b, d as i32, eps);
     // SAFETY: argument types and order match the kernel's signature.
     unsafe { b.launch(per_row(n / d)) }.w()?;
-    Ok((wrap(y, dev), l1.shape().clone()))
+    Ok((y.wrap(dev), l1.shape().clone()))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -99,15 +175,15 @@ pub fn rms_norm_bwd_x(
     let dev = s1.device();
     let x = view::<f32>(s1, l1, "rms bwd")?;
     let w = view::<f32>(s2, l2, "rms bwd")?;
-    let g = view::<f32>(s3, l3, "rms bwd")?;
+    let g = Act::of(s3, l3, "rms bwd")?;
     let d = l2.shape().elem_count();
     let n = l1.shape().elem_count();
     let dx = alloc(dev, n)?;
-    let f = dev.get_or_load_custom_func("rms_norm_bwd_x_rows", MODULE, PTX)?;
+    let f = dev.get_or_load_custom_func(&kernel("rms_norm_bwd_x_rows", g.dtype()), MODULE, PTX)?;
     let mut b = f.builder();
     b.arg(&x);
     b.arg(&w);
-    b.arg(&g);
+    g.push(&mut b);
     b.arg(&dx);
     candle_core::builder_arg!(b, d as i32, eps);
     // SAFETY: as above.
@@ -127,7 +203,7 @@ pub fn rms_norm_bwd_w(
 ) -> Result<(CudaStorage, Shape)> {
     let dev = s1.device();
     let x = view::<f32>(s1, l1, "rms bwd")?;
-    let g = view::<f32>(s2, l2, "rms bwd")?;
+    let g = Act::of(s2, l2, "rms bwd")?;
     let rows = l1.shape().elem_count() / d;
     let inv = alloc(dev, rows)?;
     let f = dev.get_or_load_custom_func("rms_inv_rows", MODULE, PTX)?;
@@ -141,10 +217,11 @@ pub fn rms_norm_bwd_w(
     let chunks = rows.div_ceil(DW_CHUNK).max(1);
     let partial = alloc(dev, chunks * d)?;
     let cols = d.div_ceil(BLOCK as usize) as u32;
-    let f = dev.get_or_load_custom_func("rms_norm_bwd_w_partial", MODULE, PTX)?;
+    let f =
+        dev.get_or_load_custom_func(&kernel("rms_norm_bwd_w_partial", g.dtype()), MODULE, PTX)?;
     let mut b = f.builder();
     b.arg(&x);
-    b.arg(&g);
+    g.push(&mut b);
     b.arg(&inv);
     b.arg(&partial);
     candle_core::builder_arg!(b, rows as i32, d as i32, DW_CHUNK as i32);
@@ -174,19 +251,19 @@ pub fn rms_norm_bwd_w(
 
 pub fn causal_softmax(s: &CudaStorage, l: &Layout, scale: f32) -> Result<(CudaStorage, Shape)> {
     let dev = s.device();
-    let x = view::<f32>(s, l, "causal_softmax")?;
+    let x = Act::of(s, l, "causal_softmax")?;
     let dims = l.dims();
     let (t, n) = (dims[dims.len() - 2], dims[dims.len() - 1]);
     let len = l.shape().elem_count();
-    let y = alloc(dev, len)?;
-    let f = dev.get_or_load_custom_func("causal_softmax_rows", MODULE, PTX)?;
+    let y = Buf::alloc(dev, x.dtype(), len)?;
+    let f = dev.get_or_load_custom_func(&kernel("causal_softmax_rows", x.dtype()), MODULE, PTX)?;
     let mut b = f.builder();
-    b.arg(&x);
-    b.arg(&y);
+    x.push(&mut b);
+    y.push(&mut b);
     candle_core::builder_arg!(b, t as i32, n as i32, scale);
     // SAFETY: as above.
     unsafe { b.launch(per_row(len / n)) }.w()?;
-    Ok((wrap(y, dev), l.shape().clone()))
+    Ok((y.wrap(dev), l.shape().clone()))
 }
 
 pub fn softmax_bwd(
@@ -197,20 +274,21 @@ pub fn softmax_bwd(
     scale: f32,
 ) -> Result<(CudaStorage, Shape)> {
     let dev = s1.device();
-    let p = view::<f32>(s1, l1, "softmax bwd")?;
-    let g = view::<f32>(s2, l2, "softmax bwd")?;
+    let p = Act::of(s1, l1, "softmax bwd")?;
+    let g = Act::of(s2, l2, "softmax bwd")?;
+    let dtype = same_dtype("softmax bwd", &[&p, &g])?;
     let n = *l1.dims().last().unwrap_or(&1);
     let len = l1.shape().elem_count();
-    let dx = alloc(dev, len)?;
-    let f = dev.get_or_load_custom_func("softmax_bwd_rows", MODULE, PTX)?;
+    let dx = Buf::alloc(dev, dtype, len)?;
+    let f = dev.get_or_load_custom_func(&kernel("softmax_bwd_rows", dtype), MODULE, PTX)?;
     let mut b = f.builder();
-    b.arg(&p);
-    b.arg(&g);
-    b.arg(&dx);
+    p.push(&mut b);
+    g.push(&mut b);
+    dx.push(&mut b);
     candle_core::builder_arg!(b, n as i32, scale);
     // SAFETY: as above.
     unsafe { b.launch(per_row(len / n)) }.w()?;
-    Ok((wrap(dx, dev), l1.shape().clone()))
+    Ok((dx.wrap(dev), l1.shape().clone()))
 }
 
 pub fn swiglu(
@@ -220,19 +298,20 @@ pub fn swiglu(
     l2: &Layout,
 ) -> Result<(CudaStorage, Shape)> {
     let dev = s1.device();
-    let a = view::<f32>(s1, l1, "swiglu")?;
-    let bv = view::<f32>(s2, l2, "swiglu")?;
+    let a = Act::of(s1, l1, "swiglu")?;
+    let bv = Act::of(s2, l2, "swiglu")?;
+    let dtype = same_dtype("swiglu", &[&a, &bv])?;
     let n = l1.shape().elem_count();
-    let y = alloc(dev, n)?;
-    let f = dev.get_or_load_custom_func("swiglu", MODULE, PTX)?;
+    let y = Buf::alloc(dev, dtype, n)?;
+    let f = dev.get_or_load_custom_func(&kernel("swiglu", dtype), MODULE, PTX)?;
     let mut b = f.builder();
-    b.arg(&a);
-    b.arg(&bv);
-    b.arg(&y);
+    a.push(&mut b);
+    bv.push(&mut b);
+    y.push(&mut b);
     candle_core::builder_arg!(b, n);
     // SAFETY: as above.
     unsafe { b.launch(elementwise(n)) }.w()?;
-    Ok((wrap(y, dev), l1.shape().clone()))
+    Ok((y.wrap(dev), l1.shape().clone()))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -245,21 +324,22 @@ pub fn swiglu_bwd(
     l3: &Layout,
 ) -> Result<(CudaStorage, Shape)> {
     let dev = s1.device();
-    let a = view::<f32>(s1, l1, "swiglu bwd")?;
-    let bv = view::<f32>(s2, l2, "swiglu bwd")?;
-    let g = view::<f32>(s3, l3, "swiglu bwd")?;
+    let a = Act::of(s1, l1, "swiglu bwd")?;
+    let bv = Act::of(s2, l2, "swiglu bwd")?;
+    let g = Act::of(s3, l3, "swiglu bwd")?;
+    let dtype = same_dtype("swiglu bwd", &[&a, &bv, &g])?;
     let n = l1.shape().elem_count();
-    let out = alloc(dev, 2 * n)?;
-    let f = dev.get_or_load_custom_func("swiglu_bwd", MODULE, PTX)?;
+    let out = Buf::alloc(dev, dtype, 2 * n)?;
+    let f = dev.get_or_load_custom_func(&kernel("swiglu_bwd", dtype), MODULE, PTX)?;
     let mut b = f.builder();
-    b.arg(&a);
-    b.arg(&bv);
-    b.arg(&g);
-    b.arg(&out);
+    a.push(&mut b);
+    bv.push(&mut b);
+    g.push(&mut b);
+    out.push(&mut b);
     candle_core::builder_arg!(b, n);
     // SAFETY: as above.
     unsafe { b.launch(elementwise(n)) }.w()?;
-    Ok((wrap(out, dev), Shape::from((2, n))))
+    Ok((out.wrap(dev), Shape::from((2, n))))
 }
 
 /// `cos`/`sin` are the device tables `[positions, half]`, contiguous; the
@@ -274,7 +354,7 @@ pub fn rope(
     sign: f32,
 ) -> Result<(CudaStorage, Shape)> {
     let dev = s.device();
-    let x = view::<f32>(s, l, "rope")?;
+    let x = Act::of(s, l, "rope")?;
     let dims = l.dims();
     let (t, hd) = (dims[2], dims[3]);
     let (cs, cl) = cos.storage_and_layout();
@@ -287,17 +367,17 @@ pub fn rope(
     let sn = ss.as_cuda_slice::<f32>()?.slice(rows(sl.start_offset()));
     let n = l.shape().elem_count();
     let rows = n / hd;
-    let y = alloc(dev, n)?;
-    let f = dev.get_or_load_custom_func("rope", MODULE, PTX)?;
+    let y = Buf::alloc(dev, x.dtype(), n)?;
+    let f = dev.get_or_load_custom_func(&kernel("rope", x.dtype()), MODULE, PTX)?;
     let mut b = f.builder();
-    b.arg(&x);
+    x.push(&mut b);
     b.arg(&c);
     b.arg(&sn);
-    b.arg(&y);
+    y.push(&mut b);
     candle_core::builder_arg!(b, rows, t as i32, half as i32, sign);
     // SAFETY: as above.
     unsafe { b.launch(elementwise(rows * half)) }.w()?;
-    Ok((wrap(y, dev), l.shape().clone()))
+    Ok((y.wrap(dev), l.shape().clone()))
 }
 
 /// Target ids as the CPU kernel accepts them: u32 or i64.
@@ -336,17 +416,17 @@ pub fn cross_entropy(
     l2: &Layout,
 ) -> Result<(CudaStorage, Shape)> {
     let dev = s1.device();
-    let x = view::<f32>(s1, l1, "cross_entropy")?;
+    let x = Act::of(s1, l1, "cross_entropy")?;
     let v = l1.dims()[1];
     let rows = l2.shape().elem_count();
     let loss = alloc(dev, rows)?;
     // Out-of-range targets are not checked on the device (the CPU kernel
     // checks them); the trainer's targets come from the tokenizer's range.
     let y = Targets::of(s2, l2)?;
-    let f =
-        dev.get_or_load_custom_func(&format!("cross_entropy_rows_{}", y.suffix()), MODULE, PTX)?;
+    let name = kernel(&format!("cross_entropy_rows_{}", y.suffix()), x.dtype());
+    let f = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
     let mut b = f.builder();
-    b.arg(&x);
+    x.push(&mut b);
     y.push(&mut b);
     b.arg(&loss);
     candle_core::builder_arg!(b, v as i32);
@@ -365,26 +445,23 @@ pub fn cross_entropy_bwd(
     l3: &Layout,
 ) -> Result<(CudaStorage, Shape)> {
     let dev = s1.device();
-    let x = view::<f32>(s1, l1, "cross_entropy bwd")?;
+    let x = Act::of(s1, l1, "cross_entropy bwd")?;
     let g = view::<f32>(s3, l3, "cross_entropy bwd")?;
     let v = l1.dims()[1];
     let rows = l2.shape().elem_count();
-    let dx = alloc(dev, l1.shape().elem_count())?;
+    let dx = Buf::alloc(dev, x.dtype(), l1.shape().elem_count())?;
     let y = Targets::of(s2, l2)?;
-    let f = dev.get_or_load_custom_func(
-        &format!("cross_entropy_bwd_rows_{}", y.suffix()),
-        MODULE,
-        PTX,
-    )?;
+    let name = kernel(&format!("cross_entropy_bwd_rows_{}", y.suffix()), x.dtype());
+    let f = dev.get_or_load_custom_func(&name, MODULE, PTX)?;
     let mut b = f.builder();
-    b.arg(&x);
+    x.push(&mut b);
     y.push(&mut b);
     b.arg(&g);
-    b.arg(&dx);
+    dx.push(&mut b);
     candle_core::builder_arg!(b, v as i32);
     // SAFETY: as above.
     unsafe { b.launch(per_row(rows)) }.w()?;
-    Ok((wrap(dx, dev), l1.shape().clone()))
+    Ok((dx.wrap(dev), l1.shape().clone()))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -9,7 +9,7 @@ use crate::fused_head;
 use crate::params::ParamStore;
 use crate::precision::Precision;
 use crate::Result;
-use candle_core::{Device, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 
 /// One transformer block's weights (Linear weights are `[out, in]`).
 #[derive(Debug, Clone)]
@@ -61,7 +61,8 @@ pub struct Llama {
     /// With `fused`, attention as one op ([`crate::fused_attention`]) instead
     /// of scores matmul + fused causal softmax + matmul.
     flash_attention: bool,
-    /// The dtype of the matmuls (everything else is f32).
+    /// The dtype of the matmuls and of the activations between ops (the
+    /// residual stream, norms' statistics and the loss are f32).
     precision: Precision,
 }
 
@@ -168,7 +169,8 @@ impl Llama {
         self.flash_attention = on;
     }
 
-    /// Runs the matmuls in `precision` (see [`crate::precision`]).
+    /// Runs the matmuls, and stores the activations, in `precision` (see
+    /// [`crate::precision`]).
     pub fn with_precision(mut self, precision: Precision) -> Self {
         self.precision = precision;
         self
@@ -178,28 +180,46 @@ impl Llama {
         self.precision
     }
 
+    /// `x · wᵀ` in the activation dtype.
     fn linear(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        linear_in(x, w, self.precision)
+        linear_act(x, w, self.precision)
     }
 
+    fn act_dtype(&self) -> DType {
+        self.precision.activation_dtype()
+    }
+
+    /// RMSNorm of the f32 residual stream, output in the activation dtype.
     fn apply_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         if self.fused && use_fused(x) {
-            Ok(fused::rms_norm(x, w, self.config.rms_eps)?)
+            Ok(fused::rms_norm_to(
+                x,
+                w,
+                self.config.rms_eps,
+                self.act_dtype(),
+            )?)
         } else {
-            rms_norm(x, w, self.config.rms_eps)
+            Ok(rms_norm(x, w, self.config.rms_eps)?.to_dtype(self.act_dtype())?)
         }
     }
 
     fn rotate(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
         match (&self.rope_tables, self.fused && use_fused(x)) {
             (Some(t), true) => Ok(t.apply(x, pos)?),
-            _ => rope(x, &self.cos, &self.sin, pos),
+            // The composite version multiplies by the f32 tables.
+            _ => Ok(rope(&x.to_dtype(DType::F32)?, &self.cos, &self.sin, pos)?.to_dtype(x.dtype())?),
         }
     }
 
-    /// Final hidden states `[B, T, d]` (after the last norm) for token ids
-    /// `[B, T]` starting at position `cache.len()`; appends to `cache` when given.
-    pub fn hidden(&self, ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+    /// Final hidden states `[B, T, d]` in f32 (after the last norm) for token
+    /// ids `[B, T]` starting at position `cache.len()`; appends to `cache`
+    /// when given.
+    pub fn hidden(&self, ids: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        Ok(self.hidden_act(ids, cache)?.to_dtype(DType::F32)?)
+    }
+
+    /// [`Llama::hidden`] in the activation dtype.
+    fn hidden_act(&self, ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let pos = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let c = &self.config;
@@ -223,7 +243,8 @@ impl Llama {
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
             let h = self.apply_norm(&x, &blk.attn_norm)?;
             let a = self.attention(blk, &h, pos, mask.as_ref(), layer_cache)?;
-            x = (x + a)?;
+            // The residual stream stays f32.
+            x = (x + a.to_dtype(DType::F32)?)?;
             let h = self.apply_norm(&x, &blk.mlp_norm)?;
             let (gate, up) = (self.linear(&h, &blk.gate)?, self.linear(&h, &blk.up)?);
             let act = if self.fused && use_fused(&gate) {
@@ -231,7 +252,7 @@ impl Llama {
             } else {
                 (gate.silu()? * up)?
             };
-            x = (x + self.linear(&act, &blk.down)?)?;
+            x = (x + self.linear(&act, &blk.down)?.to_dtype(DType::F32)?)?;
         }
         self.apply_norm(&x, &self.norm)
     }
@@ -250,7 +271,7 @@ impl Llama {
         let heads = |w: &Tensor, k: usize, n: usize| -> Result<Tensor> {
             let mut y = self.linear(x, w)?;
             if let Some(bias) = &blk.qkv_bias {
-                y = y.broadcast_add(&bias[k])?;
+                y = y.broadcast_add(&bias[k].to_dtype(y.dtype())?)?;
             }
             Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
         };
@@ -269,7 +290,8 @@ impl Llama {
         let rep = c.n_heads / c.n_kv_heads;
         let (k, v) = (repeat_kv(&k, rep)?, repeat_kv(&v, rep)?);
         let scale = 1.0 / (hd as f64).sqrt();
-        // The one-op attention is f32 throughout; bf16 runs keep the matmuls.
+        // The one-op attention is f32 throughout; bf16 runs keep the matmuls
+        // (tensor cores) around the fused softmax.
         if mask.is_none()
             && self.flash_attention
             && self.precision == Precision::F32
@@ -280,16 +302,19 @@ impl Llama {
                 .reshape((b, t, c.d_model))?;
             return self.linear(&y, &blk.o);
         }
-        let scores = self.precision.matmul(&q, &k.t()?)?;
+        let scores = self.precision.matmul_act(&q, &k.t()?)?;
         let probs = match mask {
-            Some(mask) => {
-                candle_nn::ops::softmax(&(scores * scale)?.broadcast_add(mask)?, D::Minus1)?
-            }
+            // The composite softmax sums in its input's dtype: widen to f32.
+            Some(mask) => candle_nn::ops::softmax(
+                &(scores.to_dtype(DType::F32)? * scale)?.broadcast_add(mask)?,
+                D::Minus1,
+            )?
+            .to_dtype(self.act_dtype())?,
             None => fused::causal_softmax(&scores, scale)?,
         };
         let y = self
             .precision
-            .matmul(&probs, &v)?
+            .matmul_act(&probs, &v)?
             .transpose(1, 2)?
             .reshape((b, t, c.d_model))?;
         self.linear(&y, &blk.o)
@@ -300,10 +325,10 @@ impl Llama {
         &self.lm_head
     }
 
-    /// Logits `[B, T, V]`.
+    /// Logits `[B, T, V]`, f32.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        let h = self.hidden(ids, None)?;
-        self.linear(&h, &self.lm_head)
+        let h = self.hidden_act(ids, None)?;
+        linear_in(&h, &self.lm_head, self.precision)
     }
 
     /// Mean next-token cross-entropy for inputs and targets `[B, T]`.
@@ -319,12 +344,15 @@ impl Llama {
                 &targets,
             )?);
         }
-        let logits = self.forward(ids)?;
+        // Logits in the activation dtype: in bf16 the fused cross-entropy
+        // reads them as they are, with no f32 [N, V] copy.
+        let h = self.hidden_act(ids, None)?;
         let v = self.config.vocab_size;
-        let logits = logits.reshape(((), v))?;
+        let logits = self.linear(&h, &self.lm_head)?.reshape(((), v))?;
         if self.fused && use_fused(&logits) {
             Ok(fused::cross_entropy(&logits, &targets)?)
         } else {
+            let logits = logits.to_dtype(DType::F32)?;
             Ok(candle_nn::loss::cross_entropy(&logits, &targets)?)
         }
     }
@@ -338,8 +366,8 @@ impl Llama {
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let h = self.hidden(ids, cache)?;
-        let logits = self.linear(&h, &self.lm_head)?;
+        let h = self.hidden_act(ids, cache)?;
+        let logits = linear_in(&h, &self.lm_head, self.precision)?;
         let lsm = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         Ok(lsm
             .gather(&targets.reshape((b, t, 1))?, D::Minus1)?
@@ -352,14 +380,21 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     linear_in(x, w, Precision::F32)
 }
 
-/// [`linear`] with the matmul in `precision`.
+/// [`linear`] with the matmul in `precision`, returning f32.
 pub fn linear_in(x: &Tensor, w: &Tensor, precision: Precision) -> Result<Tensor> {
+    Ok(linear_act(x, w, precision)?.to_dtype(DType::F32)?)
+}
+
+/// [`linear`] with the matmul in `precision` and the product in its
+/// activation dtype; `x` is f32 or bf16, `w` an f32 weight.
+pub fn linear_act(x: &Tensor, w: &Tensor, precision: Precision) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let (rows, inner) = (
         dims[..dims.len() - 1].iter().product::<usize>(),
         dims[dims.len() - 1],
     );
-    let y = precision.matmul(&x.reshape((rows, inner))?, &w.t()?)?;
+    let w = precision.weight(w)?;
+    let y = precision.matmul_act(&x.reshape((rows, inner))?, &w.t()?)?;
     let mut out = dims;
     let last = out.len() - 1;
     out[last] = w.dim(0)?;

@@ -1,6 +1,9 @@
 //! Mixed precision as PyTorch's autocast does it: weights, optimizer state,
-//! norms, softmax, residual stream and loss stay in f32; only the matmuls
-//! (projections and both attention products) run in bf16.
+//! the residual stream, reductions and the loss stay in f32; the matmuls
+//! (projections, both attention products, the output head) run in bf16, and
+//! the activations between them are stored in bf16. Every fused kernel
+//! (norm, softmax, SwiGLU, RoPE, cross-entropy) computes in f32 on the
+//! widened values and rounds its output once.
 
 use crate::Result;
 use candle_core::{DType, Tensor};
@@ -42,22 +45,52 @@ fn round_bf16(t: &Tensor) -> Result<Tensor> {
 }
 
 impl Precision {
+    /// The dtype activations are stored in between ops.
+    pub fn activation_dtype(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::Bf16 => DType::BF16,
+        }
+    }
+
+    /// A weight as a matmul operand: cast to bf16 once, before any transpose
+    /// (a contiguous cast), on a GPU in bf16; unchanged otherwise.
+    pub fn weight(self, w: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Bf16 if !w.device().is_cpu() => Ok(w.to_dtype(DType::BF16)?),
+            _ => Ok(w.clone()),
+        }
+    }
+
+    /// `a · b` with the product in [`Precision::activation_dtype`]; operands
+    /// are activations (f32 or bf16) or f32 weights. In bf16 on a GPU this is
+    /// one cuBLAS bf16 GEMM (f32 accumulation, bf16 result). candle's CPU
+    /// GEMM has no bf16 kernel, so on the CPU it is emulated exactly: f32
+    /// operands rounded to bf16, bf16 ones widened, an f32 product rounded
+    /// to bf16. Gradients flow through the casts and are rounded the same way.
+    pub fn matmul_act(self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::F32 => Ok(a.matmul(b)?),
+            Self::Bf16 if a.device().is_cpu() => {
+                let widen = |t: &Tensor| -> Result<Tensor> {
+                    match t.dtype() {
+                        DType::BF16 => Ok(t.to_dtype(DType::F32)?),
+                        _ => round_bf16(t),
+                    }
+                };
+                Ok(widen(a)?.matmul(&widen(b)?)?.to_dtype(DType::BF16)?)
+            }
+            Self::Bf16 => Ok(a.to_dtype(DType::BF16)?.matmul(&b.to_dtype(DType::BF16)?)?),
+        }
+    }
+
     /// `a · b` of f32 tensors, returning f32. In bf16 the inputs are cast to
     /// bf16 and the product accumulates in f32 and is rounded to bf16, as a
     /// tensor-core GEMM does. candle's CPU GEMM has no bf16 kernel, so on the
     /// CPU that is emulated exactly: round the inputs, multiply in f32,
     /// round the output. The numbers match the GPU path up to summation order.
     pub fn matmul(self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        match self {
-            Self::F32 => Ok(a.matmul(b)?),
-            Self::Bf16 if a.device().is_cpu() => {
-                round_bf16(&round_bf16(a)?.matmul(&round_bf16(b)?)?)
-            }
-            Self::Bf16 => Ok(a
-                .to_dtype(DType::BF16)?
-                .matmul(&b.to_dtype(DType::BF16)?)?
-                .to_dtype(DType::F32)?),
-        }
+        Ok(self.matmul_act(a, b)?.to_dtype(DType::F32)?)
     }
 }
 

@@ -11,6 +11,7 @@
 #include <barrier>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <math.h>
 #include <memory>
 #include <thread>
@@ -74,6 +75,26 @@ inline float __shfl_sync(unsigned, float v, int src) {
 inline float __shfl_xor_sync(unsigned mask, float v, int offset) {
     return __shfl_sync(mask, v, (int)(threadIdx.x % 32) ^ offset);
 }
+// cuda_bf16.h's storage type and its two conversions: widening is exact,
+// narrowing rounds to nearest even (NaN stays a quiet NaN), as the GPU and
+// the `half` crate on the CPU side both do.
+struct __nv_bfloat16 {
+    uint16_t bits;
+};
+inline float __bfloat162float(__nv_bfloat16 h) {
+    const uint32_t u = (uint32_t)h.bits << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+inline __nv_bfloat16 __float2bfloat16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return {(uint16_t)((u >> 16) | 0x40)};
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return {(uint16_t)(u >> 16)};
+}
+
 inline float __expf(float x) { return expf(x); }
 inline float __logf(float x) { return logf(x); }
 inline float rsqrtf(float x) { return 1.f / sqrtf(x); }

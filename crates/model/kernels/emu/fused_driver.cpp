@@ -9,6 +9,13 @@
 //   fused_driver rope DIR ROWS T HALF SIGN     x cos sin    -> y
 //   fused_driver ce DIR N V                    x y(u32) g   -> loss dx
 //   fused_driver adamw DIR N DECAY B1 B2 BC2 STEP EPS  p g mv -> out
+//
+// MODE:bf16 (rms, softmax, swiglu, rope, ce) runs the `_bf16` kernels: the
+// activations are narrowed to bf16 on the way in (the files hold values that
+// are already bf16, so nothing is lost) and widened on the way out; the
+// files are f32 either way.
+#include <type_traits>
+
 #include "emu.h"
 #include "../fused.cu"
 
@@ -23,7 +30,28 @@ static void write(const char* name, const std::vector<float>& v) { write_array(d
 
 // NaN-filled, as uninitialised device memory is garbage: what a kernel
 // fails to write shows up in the comparison.
-static std::vector<float> out(size_t n) { return std::vector<float>(n, NAN); }
+template <class T = float>
+static std::vector<T> out(size_t n) {
+    if constexpr (std::is_same_v<T, float>) return std::vector<float>(n, NAN);
+    else return std::vector<T>(n, __float2bfloat16(NAN));
+}
+
+// f32 file contents as kernel arguments of type T, and back.
+template <class T>
+static std::vector<T> as(const std::vector<float>& v) {
+    if constexpr (std::is_same_v<T, float>) return v;
+    else {
+        std::vector<T> r(v.size());
+        for (size_t i = 0; i < v.size(); ++i) r[i] = __float2bfloat16(v[i]);
+        return r;
+    }
+}
+static std::vector<float> widen(const std::vector<float>& v) { return v; }
+static std::vector<float> widen(const std::vector<bf16>& v) {
+    std::vector<float> r(v.size());
+    for (size_t i = 0; i < v.size(); ++i) r[i] = __bfloat162float(v[i]);
+    return r;
+}
 
 // fused_cuda.rs: per_row (a block per row) and elementwise (capped grid-stride).
 static dim3 per_row(size_t rows) { return {(unsigned)rows, 1, 1}; }
@@ -33,65 +61,127 @@ static dim3 elementwise(size_t n) {
 }
 static const dim3 block{BLOCK, 1, 1};
 
+// `F` for f32 activations, `B` for bf16 ones: the kernel the launcher picks.
+#define PICK(T, F, B) if constexpr (std::is_same_v<T, float>) F; else B
+
+template <class T>
+static void run_rms(size_t rows, size_t d, float eps) {
+    auto x = read("x", rows * d), w = read("w", d);
+    auto g = as<T>(read("g", rows * d));
+    auto y = out<T>(rows * d);
+    auto dx = out(rows * d), inv = out(rows), dw = out(d);
+    emu::launch(per_row(rows), block, [&] {
+        PICK(T, rms_norm_rows(x.data(), w.data(), y.data(), (int)d, eps),
+             rms_norm_rows_bf16(x.data(), w.data(), y.data(), (int)d, eps));
+    });
+    emu::launch(per_row(rows), block, [&] {
+        PICK(T, rms_norm_bwd_x_rows(x.data(), w.data(), g.data(), dx.data(), (int)d, eps),
+             rms_norm_bwd_x_rows_bf16(x.data(), w.data(), g.data(), dx.data(), (int)d, eps));
+    });
+    emu::launch(per_row(rows), block, [&] { rms_inv_rows(x.data(), inv.data(), (int)d, eps); });
+    const size_t chunk = 64, chunks = (rows + chunk - 1) / chunk, cols = (d + BLOCK - 1) / BLOCK;
+    auto partial = out(chunks * d);
+    emu::launch({(unsigned)cols, (unsigned)chunks, 1}, block, [&] {
+        PICK(T,
+             rms_norm_bwd_w_partial(x.data(), g.data(), inv.data(), partial.data(), (int)rows, (int)d, (int)chunk),
+             rms_norm_bwd_w_partial_bf16(x.data(), g.data(), inv.data(), partial.data(), (int)rows, (int)d,
+                                         (int)chunk));
+    });
+    emu::launch({(unsigned)cols, 1, 1}, block, [&] { sum_columns(partial.data(), dw.data(), (int)chunks, (int)d); });
+    write("y", widen(y)), write("dx", dx), write("dw", dw);
+}
+
+template <class T>
+static void run_softmax(size_t rows, size_t t, size_t n, float scale) {
+    auto x = as<T>(read("x", rows * n)), g = as<T>(read("g", rows * n));
+    auto p = out<T>(rows * n), dx = out<T>(rows * n);
+    emu::launch(per_row(rows), block, [&] {
+        PICK(T, causal_softmax_rows(x.data(), p.data(), (int)t, (int)n, scale),
+             causal_softmax_rows_bf16(x.data(), p.data(), (int)t, (int)n, scale));
+    });
+    emu::launch(per_row(rows), block, [&] {
+        PICK(T, softmax_bwd_rows(p.data(), g.data(), dx.data(), (int)n, scale),
+             softmax_bwd_rows_bf16(p.data(), g.data(), dx.data(), (int)n, scale));
+    });
+    write("p", widen(p)), write("dx", widen(dx));
+}
+
+template <class T>
+static void run_swiglu(size_t n) {
+    auto a = as<T>(read("a", n)), b = as<T>(read("b", n)), g = as<T>(read("g", n));
+    auto y = out<T>(n), dadb = out<T>(2 * n);
+    emu::launch(elementwise(n), block, [&] {
+        PICK(T, swiglu(a.data(), b.data(), y.data(), n), swiglu_bf16(a.data(), b.data(), y.data(), n));
+    });
+    emu::launch(elementwise(n), block, [&] {
+        PICK(T, swiglu_bwd(a.data(), b.data(), g.data(), dadb.data(), n),
+             swiglu_bwd_bf16(a.data(), b.data(), g.data(), dadb.data(), n));
+    });
+    write("y", widen(y)), write("dadb", widen(dadb));
+}
+
+template <class T>
+static void run_rope(size_t rows, size_t t, size_t half, float sign) {
+    auto x = as<T>(read("x", rows * 2 * half));
+    auto c = read("cos", t * half), s = read("sin", t * half);
+    auto y = out<T>(rows * 2 * half);
+    emu::launch(elementwise(rows * half), block, [&] {
+        PICK(T, rope(x.data(), c.data(), s.data(), y.data(), rows, (int)t, (int)half, sign),
+             rope_bf16(x.data(), c.data(), s.data(), y.data(), rows, (int)t, (int)half, sign));
+    });
+    write("y", widen(y));
+}
+
+template <class T>
+static void run_ce(size_t n, size_t v) {
+    auto x = as<T>(read("x", n * v));
+    auto g = read("g", n);
+    auto y = read<uint32_t>("y", n);
+    auto loss = out(n);
+    auto dx = out<T>(n * v);
+    emu::launch(per_row(n), block, [&] {
+        PICK(T, cross_entropy_rows_u32(x.data(), y.data(), loss.data(), (int)v),
+             cross_entropy_rows_u32_bf16(x.data(), y.data(), loss.data(), (int)v));
+    });
+    emu::launch(per_row(n), block, [&] {
+        PICK(T, cross_entropy_bwd_rows_u32(x.data(), y.data(), g.data(), dx.data(), (int)v),
+             cross_entropy_bwd_rows_u32_bf16(x.data(), y.data(), g.data(), dx.data(), (int)v));
+    });
+    write("loss", loss), write("dx", widen(dx));
+}
+
 int main(int argc, char** argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s MODE DIR PARAMS... (see the source)\n", argv[0]);
+        fprintf(stderr, "usage: %s MODE[:bf16] DIR PARAMS... (see the source)\n", argv[0]);
         return 2;
     }
-    const std::string mode = argv[1];
+    std::string mode = argv[1];
+    bool bf = false;
+    if (const size_t colon = mode.find(':'); colon != std::string::npos) {
+        if (mode.substr(colon + 1) != "bf16") {
+            fprintf(stderr, "unknown dtype in %s (expected MODE:bf16)\n", mode.c_str());
+            return 2;
+        }
+        bf = true;
+        mode.resize(colon);
+    }
     dir = argv[2];
     auto arg = [&](int i) { return i < argc ? argv[i] : (fprintf(stderr, "missing argument %d\n", i), exit(2), ""); };
     auto num = [&](int i) { return (size_t)strtoull(arg(i), nullptr, 10); };
     auto flt = [&](int i) { return strtof(arg(i), nullptr); };
+    // Runs the f32 or the bf16 instance of a mode.
+#define BOTH(RUN, ...) (bf ? RUN<bf16>(__VA_ARGS__) : RUN<float>(__VA_ARGS__))
     if (mode == "rms") {
-        const size_t rows = num(3), d = num(4);
-        const float eps = flt(5);
-        auto x = read("x", rows * d), w = read("w", d), g = read("g", rows * d);
-        auto y = out(rows * d), dx = out(rows * d), inv = out(rows), dw = out(d);
-        emu::launch(per_row(rows), block, [&] { rms_norm_rows(x.data(), w.data(), y.data(), (int)d, eps); });
-        emu::launch(per_row(rows), block,
-                    [&] { rms_norm_bwd_x_rows(x.data(), w.data(), g.data(), dx.data(), (int)d, eps); });
-        emu::launch(per_row(rows), block, [&] { rms_inv_rows(x.data(), inv.data(), (int)d, eps); });
-        const size_t chunk = 64, chunks = (rows + chunk - 1) / chunk, cols = (d + BLOCK - 1) / BLOCK;
-        auto partial = out(chunks * d);
-        emu::launch({(unsigned)cols, (unsigned)chunks, 1}, block, [&] {
-            rms_norm_bwd_w_partial(x.data(), g.data(), inv.data(), partial.data(), (int)rows, (int)d, (int)chunk);
-        });
-        emu::launch({(unsigned)cols, 1, 1}, block, [&] { sum_columns(partial.data(), dw.data(), (int)chunks, (int)d); });
-        write("y", y), write("dx", dx), write("dw", dw);
+        BOTH(run_rms, num(3), num(4), flt(5));
     } else if (mode == "softmax") {
-        const size_t rows = num(3), t = num(4), n = num(5);
-        const float scale = flt(6);
-        auto x = read("x", rows * n), g = read("g", rows * n);
-        auto p = out(rows * n), dx = out(rows * n);
-        emu::launch(per_row(rows), block, [&] { causal_softmax_rows(x.data(), p.data(), (int)t, (int)n, scale); });
-        emu::launch(per_row(rows), block, [&] { softmax_bwd_rows(p.data(), g.data(), dx.data(), (int)n, scale); });
-        write("p", p), write("dx", dx);
+        BOTH(run_softmax, num(3), num(4), num(5), flt(6));
     } else if (mode == "swiglu") {
-        const size_t n = num(3);
-        auto a = read("a", n), b = read("b", n), g = read("g", n);
-        auto y = out(n), dadb = out(2 * n);
-        emu::launch(elementwise(n), block, [&] { swiglu(a.data(), b.data(), y.data(), n); });
-        emu::launch(elementwise(n), block, [&] { swiglu_bwd(a.data(), b.data(), g.data(), dadb.data(), n); });
-        write("y", y), write("dadb", dadb);
+        BOTH(run_swiglu, num(3));
     } else if (mode == "rope") {
-        const size_t rows = num(3), t = num(4), half = num(5);
-        const float sign = flt(6);
-        auto x = read("x", rows * 2 * half), c = read("cos", t * half), s = read("sin", t * half);
-        auto y = out(rows * 2 * half);
-        emu::launch(elementwise(rows * half), block,
-                    [&] { rope(x.data(), c.data(), s.data(), y.data(), rows, (int)t, (int)half, sign); });
-        write("y", y);
+        BOTH(run_rope, num(3), num(4), num(5), flt(6));
     } else if (mode == "ce") {
-        const size_t n = num(3), v = num(4);
-        auto x = read("x", n * v), g = read("g", n);
-        auto y = read<uint32_t>("y", n);
-        auto loss = out(n), dx = out(n * v);
-        emu::launch(per_row(n), block, [&] { cross_entropy_rows_u32(x.data(), y.data(), loss.data(), (int)v); });
-        emu::launch(per_row(n), block,
-                    [&] { cross_entropy_bwd_rows_u32(x.data(), y.data(), g.data(), dx.data(), (int)v); });
-        write("loss", loss), write("dx", dx);
-    } else if (mode == "adamw") {
+        BOTH(run_ce, num(3), num(4));
+    } else if (mode == "adamw" && !bf) {
         const size_t n = num(3);
         const float decay = flt(4), b1 = flt(5), b2 = flt(6), bc2 = flt(7), step = flt(8), eps = flt(9);
         auto p = read("p", n), g = read("g", n), mv = read("mv", 2 * n);

@@ -315,3 +315,63 @@ fn bf16_matmuls_stay_within_bf16_tolerance() {
         assert!(cos > 0.99, "{name}: gradient cosine {cos}");
     }
 }
+
+/// Cosine similarity of two tensors (flattened).
+fn cosine(a: &Tensor, b: &Tensor) -> f32 {
+    let sum = |t: Tensor| t.sum_all().unwrap().to_scalar::<f32>().unwrap();
+    let dot = sum((a * b).unwrap());
+    dot / (sum(a.sqr().unwrap()) * sum(b.sqr().unwrap())).sqrt()
+}
+
+/// In bf16 the activations between ops are bf16 (the public outputs stay
+/// f32), and the fused kernels, which widen, compute in f32 and round once,
+/// agree with the composite ops up to bf16 rounding, forward, backward and
+/// through a KV cache.
+#[test]
+fn bf16_activations_fused_match_composite() {
+    let (c, p) = tiny(2);
+    let mut m = Llama::new(&c, &p).unwrap().with_precision(Precision::Bf16);
+    let (x, y) = (ids(3, 16, 97, 2), ids(3, 16, 97, 5));
+    assert_eq!(m.hidden_act(&x, None).unwrap().dtype(), DType::BF16);
+    assert_eq!(m.hidden(&x, None).unwrap().dtype(), DType::F32);
+    assert_eq!(m.forward(&x).unwrap().dtype(), DType::F32);
+    let mut runs = Vec::new();
+    for fused in [false, true] {
+        m.set_fused(fused).unwrap();
+        let loss = m.loss(&x, &y).unwrap();
+        assert_eq!(loss.dtype(), DType::F32);
+        let grads = loss.backward().unwrap();
+        let g: Vec<Tensor> = p
+            .iter()
+            .map(|(_, v)| grads.get(v).unwrap().clone())
+            .collect();
+        runs.push((loss.to_scalar::<f32>().unwrap(), g));
+    }
+    let ((l0, g0), (l1, g1)) = (&runs[0], &runs[1]);
+    assert!((l0 - l1).abs() < 5e-3, "loss {l0} vs {l1}");
+    for ((name, _), (a, b)) in p.iter().zip(g0.iter().zip(g1)) {
+        assert_eq!(b.dtype(), DType::F32, "{name}: master gradients are f32");
+        let cos = cosine(a, b);
+        assert!(cos > 0.999, "{name}: gradient cosine {cos}");
+    }
+    let full = m.hidden(&x, None).unwrap();
+    let mut cache = KvCache::default();
+    let a = m
+        .hidden(&x.narrow(1, 0, 9).unwrap(), Some(&mut cache))
+        .unwrap();
+    assert_eq!(cache.layers[0].0.dtype(), DType::BF16);
+    let b = m
+        .hidden(&x.narrow(1, 9, 7).unwrap(), Some(&mut cache))
+        .unwrap();
+    let rel = max_abs_diff(&full, &Tensor::cat(&[a, b], 1).unwrap())
+        / full
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+    assert!(rel < 2e-2, "cached vs full: {rel}");
+}
