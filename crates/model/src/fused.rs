@@ -60,12 +60,14 @@ pub fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]>
 /// The contiguous data of an activation input as f32: borrowed when it is
 /// f32, widened (exactly) when it is bf16.
 pub fn act<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<Cow<'a, [f32]>> {
-    let Some((a, b)) = l.contiguous_offsets() else {
-        candle_core::bail!("{what}: input must be contiguous")
-    };
     match s {
-        CpuStorage::F32(v) => Ok(Cow::Borrowed(&v[a..b])),
-        CpuStorage::BF16(v) => Ok(Cow::Owned(v[a..b].iter().map(|x| x.to_f32()).collect())),
+        CpuStorage::F32(_) => Ok(Cow::Borrowed(slice(s, l, what)?)),
+        CpuStorage::BF16(v) => {
+            let Some((a, b)) = l.contiguous_offsets() else {
+                candle_core::bail!("{what}: input must be contiguous")
+            };
+            Ok(Cow::Owned(v[a..b].iter().map(|x| x.to_f32()).collect()))
+        }
         other => candle_core::bail!("{what}: expected f32 or bf16, got {:?}", other.dtype()),
     }
 }
