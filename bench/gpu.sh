@@ -14,8 +14,9 @@
 # STEPS (10) timed steps after WARMUP (3); PEAK_TFLOPS (795.6: the bf16 cuBLAS
 # matmul rate candle reached on the H200, the convention of the 46 % MFU
 # anchor in ../shared/docs/data-and-gpu.md); ONLY=frugal|torch runs one side;
-# FUSED=1 adds frugal bf16 with the CUDA fused kernels (and f32, with the
-# one-op attention, at the untied shape).
+# FUSED=1 adds frugal bf16 with the CUDA fused kernels (and, at the untied
+# shape, bf16 fused with matmul attention instead of the one-op attention,
+# and f32 fused).
 set -euo pipefail
 bin=${1:?usage: bench/gpu.sh FRUGAL_CUDA_BIN [PYTHON]}
 py=${2:-/opt/torch/.venv/bin/python}
@@ -53,8 +54,10 @@ for head in tied untied; do
         run "$head: frugal bf16" "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16
         if [ "${FUSED:-0}" = 1 ]; then
             run "$head: frugal bf16 fused" env FRUGAL_CUDA_FUSED=1 "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16
-            # f32 is where the one-op attention (fused_attention) is used.
+            # The one-op attention (tensor cores in bf16) against matmul +
+            # fused softmax + matmul, and the f32 one-op attention (SIMT).
             if [ "$head" = untied ]; then
+                run "$head: frugal bf16 fused, matmul attention" env FRUGAL_CUDA_FUSED=1 FRUGAL_FLASH_ATTENTION=0 "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16
                 run "$head: frugal f32 fused" env FRUGAL_CUDA_FUSED=1 "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype f32
             fi
         fi

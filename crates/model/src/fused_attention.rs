@@ -9,16 +9,31 @@
 //! `0..=S−T+i`, as in [`crate::fused::causal_softmax`]. Grouped-query
 //! attention repeats the key/value heads before calling it.
 //!
-//! The CPU version is the reference for the CUDA one (`kernels/fused.cu`,
-//! `flash_*`), which `fused_check` compares against it on a card.
+//! Tensors are f32, or all bf16 under mixed precision: then the op widens
+//! its inputs, computes in f32 and rounds its outputs (y; dq, dk, dv) once.
+//!
+//! The CPU version is the reference for the CUDA ones, which `fused_check`
+//! compares against it on a card: `kernels/attention.cu` (f32, SIMT) and
+//! `kernels/attention_tc.cu` (bf16, tensor cores; head dims that are a
+//! multiple of 16, up to 64: see [`supports`]).
 
+use candle_core::backend::BackendStorage;
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::fastexp;
-use crate::fused::slice;
+use crate::fused::{act, store};
+
+/// The one dtype (f32, or bf16 under mixed precision) of the op's tensors.
+fn same_dtype(storages: &[&CpuStorage]) -> Result<DType> {
+    let dtype = storages[0].dtype();
+    if storages.iter().any(|s| s.dtype() != dtype) {
+        candle_core::bail!("flash attention: q, k, v (y, dy) of mixed dtypes");
+    }
+    Ok(dtype)
+}
 
 /// The shapes of one call, checked once.
 #[derive(Debug, Clone, Copy)]
@@ -140,11 +155,13 @@ impl CustomOp3 for FlashAttention {
         lv: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let d = Dims::of(lq, lk, lv)?;
+        let dtype = same_dtype(&[sq, sk, sv])?;
         let (q, k, v) = (
-            slice(sq, lq, "flash attention q")?,
-            slice(sk, lk, "flash attention k")?,
-            slice(sv, lv, "flash attention v")?,
+            act(sq, lq, "flash attention q")?,
+            act(sk, lk, "flash attention k")?,
+            act(sv, lv, "flash attention v")?,
         );
+        let (q, k, v) = (&q[..], &k[..], &v[..]);
         let hd = d.hd;
         let mut out = vec![0f32; q.len()];
         out.par_chunks_mut(d.t * hd).enumerate().for_each(|(h, y)| {
@@ -159,7 +176,7 @@ impl CustomOp3 for FlashAttention {
                 }
             }
         });
-        Ok((CpuStorage::F32(out), lq.shape().clone()))
+        Ok((store(out, dtype)?, lq.shape().clone()))
     }
     fn bwd(
         &self,
@@ -237,28 +254,30 @@ impl CustomOp3 for FlashAttentionBwd {
     ) -> Result<(CpuStorage, Shape)> {
         let d = Dims::of(lq, lk, lv)?;
         let (q, k, v) = (
-            slice(sq, lq, "flash attention bwd q")?,
-            slice(sk, lk, "flash attention bwd k")?,
-            slice(sv, lv, "flash attention bwd v")?,
+            act(sq, lq, "flash attention bwd q")?,
+            act(sk, lk, "flash attention bwd k")?,
+            act(sv, lv, "flash attention bwd v")?,
         );
         self.with_y_dy(|sy, ly, sg, lg| {
             let (Storage::Cpu(sy), Storage::Cpu(sg)) = (sy, sg) else {
                 candle_core::bail!("flash attention bwd: y and dy must be on the CPU");
             };
+            let dtype = same_dtype(&[sq, sk, sv, sy, sg])?;
             let (y, dy) = (
-                slice(sy, ly, "flash attention bwd y")?,
-                slice(sg, lg, "flash attention bwd dy")?,
+                act(sy, ly, "flash attention bwd y")?,
+                act(sg, lg, "flash attention bwd dy")?,
             );
             if y.len() != q.len() || dy.len() != q.len() {
                 candle_core::bail!("flash attention bwd: y and dy must have q's shape");
             }
-            Ok(self.cpu(&d, [q, k, v, y, dy]))
+            let (grads, shape) = self.cpu(&d, [&q, &k, &v, &y, &dy]);
+            Ok((store(grads, dtype)?, shape))
         })
     }
 }
 
 impl FlashAttentionBwd {
-    fn cpu(&self, d: &Dims, [q, k, v, y, dy]: [&[f32]; 5]) -> (CpuStorage, Shape) {
+    fn cpu(&self, d: &Dims, [q, k, v, y, dy]: [&[f32]; 5]) -> (Vec<f32>, Shape) {
         let (hd, rows) = (d.hd, d.t + 2 * d.s);
         let mut out = vec![0f32; d.bh * rows * hd];
         out.par_chunks_mut(rows * hd)
@@ -287,7 +306,7 @@ impl FlashAttentionBwd {
                     }
                 }
             });
-        (CpuStorage::F32(out), Shape::from((d.bh, rows, hd)))
+        (out, Shape::from((d.bh, rows, hd)))
     }
 }
 
@@ -299,8 +318,22 @@ pub fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var("FRUGAL_FLASH_ATTENTION").map_or(true, |v| v != "0"))
 }
 
-/// Causal attention `softmax(scale·q·kᵀ + mask)·v` for contiguous f32
-/// `q [B, H, T, hd]` and `k, v [B, H, S, hd]`, differentiable in all three.
+/// Whether [`causal_attention`] runs on `q`'s device for its dtype and head
+/// dim: any on the CPU; on a GPU f32 up to head dim 128 (attention.cu), bf16
+/// for multiples of 16 up to 64 (attention_tc.cu's tiles and shared memory).
+pub fn supports(q: &Tensor) -> bool {
+    let hd = q.dims().last().copied().unwrap_or(0);
+    match (q.device().is_cpu(), q.dtype()) {
+        (true, DType::F32 | DType::BF16) => true,
+        (false, DType::F32) => hd <= 128,
+        (false, DType::BF16) => hd > 0 && hd.is_multiple_of(16) && hd <= 64,
+        _ => false,
+    }
+}
+
+/// Causal attention `softmax(scale·q·kᵀ + mask)·v` for contiguous
+/// `q [B, H, T, hd]` and `k, v [B, H, S, hd]` (all f32 or all bf16),
+/// differentiable in all three.
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
     q.contiguous()?.apply_op3(
         &k.contiguous()?,
@@ -338,7 +371,11 @@ mod tests {
             vars[1].as_tensor(),
             vars[2].as_tensor(),
         );
-        let up = randn(y.dims(), 99);
+        // bf16 values in y's dtype, so f32 and bf16 runs share the gradient.
+        let up = randn(y.dims(), 99)
+            .to_dtype(DType::BF16)
+            .and_then(|u| u.to_dtype(y.dtype()))
+            .unwrap();
         let grads = (&y * &up).unwrap().sum_all().unwrap().backward().unwrap();
         let mut out = vec![y];
         out.extend(
@@ -412,6 +449,34 @@ mod tests {
             .to_vec1::<f32>()
             .unwrap();
         assert_eq!(y0, v0);
+    }
+
+    /// bf16 in, bf16 out: the op widens, computes in f32 and rounds once, so
+    /// y is exactly the f32 op's on the widened inputs, rounded. The
+    /// gradients differ by up to a rounding step, as the backward reads the
+    /// rounded y (in `D_i = dy_i·y_i`).
+    #[test]
+    fn bf16_is_the_f32_op_rounded_once() {
+        let bf16 = |t: Tensor| t.to_dtype(DType::BF16).unwrap();
+        let (q, k, v) = (
+            bf16(randn(&[1, 2, 7, 16], 7)),
+            bf16(randn(&[1, 2, 11, 16], 8)),
+            bf16(randn(&[1, 2, 11, 16], 9)),
+        );
+        let attend = |q: &Tensor, k: &Tensor, v: &Tensor| causal_attention(q, k, v, 0.25).unwrap();
+        let half = run(&q, &k, &v, attend);
+        let widen = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let full = run(&widen(&q), &widen(&k), &widen(&v), attend);
+        for (what, (h, f)) in ["y", "dq", "dk", "dv"].iter().zip(half.iter().zip(&full)) {
+            assert_eq!(h.dtype(), DType::BF16, "{what}");
+            let gap = max_rel(&widen(h), &widen(&bf16(f.clone())));
+            let bound = if *what == "y" { 0.0 } else { 1.0 / 128.0 };
+            assert!(gap <= bound, "{what}: {gap}");
+        }
+        let err = causal_attention(&q, &widen(&k), &v, 0.25).unwrap_err();
+        assert!(err.to_string().contains("mixed dtypes"), "{err}");
+        assert!(supports(&q) && supports(&widen(&q)));
+        assert!(!supports(&q.to_dtype(DType::F16).unwrap()));
     }
 
     #[test]

@@ -22,6 +22,12 @@ pub const TOLERANCE: f32 = 1e-4;
 /// at the largest value.
 pub const BF16_TOLERANCE: f32 = 1e-2;
 
+/// The tensor-core attention (kernels/attention_tc.cu) also rounds the
+/// probabilities and their gradients to bf16 as mma operands, where the CPU
+/// op keeps them f32: up to five bf16 steps at the largest value. Its
+/// emulated run (tests/cuda_emulated.rs) stays below 8e-3.
+pub const ATTENTION_BF16_TOLERANCE: f32 = 2e-2;
+
 /// One kernel at one shape.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Check {
@@ -29,7 +35,8 @@ pub struct Check {
     pub forward_gap: f32,
     /// Per differentiable input, in argument order.
     pub grad_gaps: Vec<f32>,
-    /// The bound [`Check::passed`] applies: [`TOLERANCE`] or [`BF16_TOLERANCE`].
+    /// The bound [`Check::passed`] applies: [`TOLERANCE`], [`BF16_TOLERANCE`]
+    /// or [`ATTENTION_BF16_TOLERANCE`].
     pub tolerance: f32,
 }
 
@@ -99,12 +106,27 @@ pub fn check_all(device: &Device) -> Result<Vec<Check>> {
             randn(&[2, 3, s, hd], 1.0, 0.0)?,
         ];
         let scale = 1.0 / (hd as f64).sqrt();
+        let attend = |x: &[Tensor]| fused_attention::causal_attention(&x[0], &x[1], &x[2], scale);
         out.push(compare(
             &format!("flash_attention {t}x{s} hd={hd}"),
             device,
             &inputs,
-            |x| fused_attention::causal_attention(&x[0], &x[1], &x[2], scale),
+            attend,
         )?);
+        // bf16: the tensor-core kernels on a GPU (hd a multiple of 16).
+        let inputs = [
+            bf16(inputs[0].clone())?,
+            bf16(inputs[1].clone())?,
+            bf16(inputs[2].clone())?,
+        ];
+        let mut check = compare(
+            &format!("flash_attention {t}x{s} hd={hd} bf16"),
+            device,
+            &inputs,
+            attend,
+        )?;
+        check.tolerance = ATTENTION_BF16_TOLERANCE;
+        out.push(check);
     }
     let inputs = [
         randn(&[3, 70, 2048], 1.0, 0.0)?,
@@ -324,7 +346,7 @@ mod tests {
     #[test]
     fn cpu_against_itself_is_exact() {
         let checks = check_all(&Device::Cpu).unwrap();
-        assert_eq!(checks.len(), 20);
+        assert_eq!(checks.len(), 23);
         for c in &checks {
             assert_eq!(c.worst(), 0.0, "{}", c.name);
             assert!(c.passed());

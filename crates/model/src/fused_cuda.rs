@@ -493,32 +493,81 @@ pub fn adamw(
     Ok((wrap(out, dev), Shape::from((3, n))))
 }
 
-// ------------------------------------------- attention (kernels/attention.cu)
+// -------------------------- attention (kernels/attention.cu, attention_tc.cu)
 
 const ATTENTION_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/attention.ptx"));
 const ATTENTION_MODULE: &str = "frugal_attention";
+const ATTENTION_TC_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/attention_tc.ptx"));
+const ATTENTION_TC_MODULE: &str = "frugal_attention_tc";
 /// `FA_ROWS` and `FA_MAXD` of attention.cu: rows (warps) per block, largest head dim.
 const FA_ROWS: usize = 8;
 const FA_MAXD: usize = 128;
+/// attention_tc.cu: `TC_WARPS` warps of 16 rows per block; `TC_MAXD`.
+const TC_WARPS: usize = 4;
+const TC_MAXD: usize = 64;
 
-/// One block of `FA_ROWS` warps per `FA_ROWS` rows of each head.
-fn per_rows(rows: usize, bh: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (rows.div_ceil(FA_ROWS) as u32, bh as u32, 1),
-        block_dim: (32 * FA_ROWS as u32, 1, 1),
-        shared_mem_bytes: 0,
+/// The kernels for one activation dtype: f32 (SIMT) or bf16 (tensor cores).
+struct AttentionKernels {
+    module: &'static str,
+    ptx: &'static str,
+    prefix: &'static str,
+    /// Rows (queries, or keys) per block, and threads per block.
+    rows: usize,
+    threads: u32,
+}
+
+impl AttentionKernels {
+    fn of(d: &crate::fused_attention::Dims, dtype: DType) -> Result<Self> {
+        match dtype {
+            DType::F32 if d.hd <= FA_MAXD => Ok(Self {
+                module: ATTENTION_MODULE,
+                ptx: ATTENTION_PTX,
+                prefix: "flash_",
+                rows: FA_ROWS,
+                threads: 32 * FA_ROWS as u32,
+            }),
+            DType::BF16 if d.hd.is_multiple_of(16) && d.hd <= TC_MAXD => Ok(Self {
+                module: ATTENTION_TC_MODULE,
+                ptx: ATTENTION_TC_PTX,
+                prefix: "flash_tc_",
+                rows: 16 * TC_WARPS,
+                threads: 32 * TC_WARPS as u32,
+            }),
+            DType::F32 | DType::BF16 => candle_core::bail!(
+                "flash attention: head dim {} is not supported by the CUDA kernels for {dtype:?} \
+                 (f32: up to {FA_MAXD}; bf16: multiples of 16 up to {TC_MAXD})",
+                d.hd
+            ),
+            other => candle_core::bail!("flash attention: expected f32 or bf16, got {other:?}"),
+        }
+    }
+
+    /// The full name of this set's kernel `name`.
+    fn name(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// One block per `self.rows` rows of each head.
+    fn per_rows(&self, rows: usize, bh: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (rows.div_ceil(self.rows) as u32, bh as u32, 1),
+            block_dim: (self.threads, 1, 1),
+            shared_mem_bytes: 0,
+        }
     }
 }
 
-fn attention_dims(lq: &Layout, lk: &Layout, lv: &Layout) -> Result<crate::fused_attention::Dims> {
-    let d = crate::fused_attention::Dims::of(lq, lk, lv)?;
-    if d.hd > FA_MAXD {
-        candle_core::bail!(
-            "flash attention: head dim {} exceeds the CUDA kernel's {FA_MAXD}",
-            d.hd
-        );
-    }
-    Ok(d)
+/// The q, k, v (y, dy) activations of one call, of one dtype.
+fn attention_inputs<'a>(
+    inputs: &[(&'a CudaStorage, &Layout)],
+    what: &str,
+) -> Result<(Vec<Act<'a>>, DType)> {
+    let acts = inputs
+        .iter()
+        .map(|(s, l)| Act::of(s, l, what))
+        .collect::<Result<Vec<_>>>()?;
+    let dtype = same_dtype(what, &acts.iter().collect::<Vec<_>>())?;
+    Ok((acts, dtype))
 }
 
 pub fn flash_attention(
@@ -531,21 +580,20 @@ pub fn flash_attention(
     scale: f32,
 ) -> Result<(CudaStorage, Shape)> {
     let dev = sq.device();
-    let d = attention_dims(lq, lk, lv)?;
-    let q = view::<f32>(sq, lq, "flash attention q")?;
-    let k = view::<f32>(sk, lk, "flash attention k")?;
-    let v = view::<f32>(sv, lv, "flash attention v")?;
-    let y = alloc(dev, d.bh * d.t * d.hd)?;
-    let f = dev.get_or_load_custom_func("flash_fwd", ATTENTION_MODULE, ATTENTION_PTX)?;
+    let d = crate::fused_attention::Dims::of(lq, lk, lv)?;
+    let (acts, dtype) = attention_inputs(&[(sq, lq), (sk, lk), (sv, lv)], "flash attention")?;
+    let kernels = AttentionKernels::of(&d, dtype)?;
+    let y = Buf::alloc(dev, dtype, d.bh * d.t * d.hd)?;
+    let f = dev.get_or_load_custom_func(&kernels.name("fwd"), kernels.module, kernels.ptx)?;
     let mut b = f.builder();
-    b.arg(&q);
-    b.arg(&k);
-    b.arg(&v);
-    b.arg(&y);
+    for a in &acts {
+        a.push(&mut b);
+    }
+    y.push(&mut b);
     candle_core::builder_arg!(b, d.t as i32, d.s as i32, d.hd as i32, scale);
-    // SAFETY: as above.
-    unsafe { b.launch(per_rows(d.t, d.bh)) }.w()?;
-    Ok((wrap(y, dev), lq.shape().clone()))
+    // SAFETY: argument types and order match the kernel's signature.
+    unsafe { b.launch(kernels.per_rows(d.t, d.bh)) }.w()?;
+    Ok((y.wrap(dev), lq.shape().clone()))
 }
 
 /// The packed `[BH, T + 2S, hd]` gradients of `fused_attention`'s backward op,
@@ -555,45 +603,43 @@ pub fn flash_attention_bwd(
     inputs: [(&CudaStorage, &Layout); 5],
     scale: f32,
 ) -> Result<(CudaStorage, Shape)> {
-    let [(sq, lq), (sk, lk), (sv, lv), (sy, ly), (sg, lg)] = inputs;
+    let [(sq, lq), (_, lk), (_, lv), (_, ly), (_, lg)] = inputs;
     let dev = sq.device();
-    let d = attention_dims(lq, lk, lv)?;
+    let d = crate::fused_attention::Dims::of(lq, lk, lv)?;
     if ly.dims() != lq.dims() || lg.dims() != lq.dims() {
         candle_core::bail!("flash attention bwd: y and dy must have q's shape");
     }
-    let q = view::<f32>(sq, lq, "flash attention bwd q")?;
-    let k = view::<f32>(sk, lk, "flash attention bwd k")?;
-    let v = view::<f32>(sv, lv, "flash attention bwd v")?;
-    let y = view::<f32>(sy, ly, "flash attention bwd y")?;
-    let dy = view::<f32>(sg, lg, "flash attention bwd dy")?;
+    let (acts, dtype) = attention_inputs(&inputs, "flash attention bwd")?;
+    let [q, k, v, y, dy] = &acts[..] else {
+        unreachable!("five inputs")
+    };
+    let kernels = AttentionKernels::of(&d, dtype)?;
     let (t, s, hd) = (d.t as i32, d.s as i32, d.hd as i32);
 
     let stats = alloc(dev, 2 * d.bh * d.t)?;
-    let f = dev.get_or_load_custom_func("flash_stats", ATTENTION_MODULE, ATTENTION_PTX)?;
+    let f = dev.get_or_load_custom_func(&kernels.name("stats"), kernels.module, kernels.ptx)?;
     let mut b = f.builder();
-    b.arg(&q);
-    b.arg(&k);
-    b.arg(&y);
-    b.arg(&dy);
+    for a in [q, k, y, dy] {
+        a.push(&mut b);
+    }
     b.arg(&stats);
     candle_core::builder_arg!(b, t, s, hd, scale);
     // SAFETY: as above.
-    unsafe { b.launch(per_rows(d.t, d.bh)) }.w()?;
+    unsafe { b.launch(kernels.per_rows(d.t, d.bh)) }.w()?;
 
     let rows = d.t + 2 * d.s;
-    let out = alloc(dev, d.bh * rows * d.hd)?;
-    for (name, launch_rows) in [("flash_bwd_dq", d.t), ("flash_bwd_dkv", d.s)] {
-        let f = dev.get_or_load_custom_func(name, ATTENTION_MODULE, ATTENTION_PTX)?;
+    let out = Buf::alloc(dev, dtype, d.bh * rows * d.hd)?;
+    for (name, launch_rows) in [("bwd_dq", d.t), ("bwd_dkv", d.s)] {
+        let f = dev.get_or_load_custom_func(&kernels.name(name), kernels.module, kernels.ptx)?;
         let mut b = f.builder();
-        b.arg(&q);
-        b.arg(&k);
-        b.arg(&v);
-        b.arg(&dy);
+        for a in [q, k, v, dy] {
+            a.push(&mut b);
+        }
         b.arg(&stats);
-        b.arg(&out);
+        out.push(&mut b);
         candle_core::builder_arg!(b, t, s, hd, scale);
         // SAFETY: as above; dq writes every row < T, dkv every row ≥ T.
-        unsafe { b.launch(per_rows(launch_rows, d.bh)) }.w()?;
+        unsafe { b.launch(kernels.per_rows(launch_rows, d.bh)) }.w()?;
     }
-    Ok((wrap(out, dev), Shape::from((d.bh, rows, d.hd))))
+    Ok((out.wrap(dev), Shape::from((d.bh, rows, d.hd))))
 }

@@ -290,12 +290,10 @@ impl Llama {
         let rep = c.n_heads / c.n_kv_heads;
         let (k, v) = (repeat_kv(&k, rep)?, repeat_kv(&v, rep)?);
         let scale = 1.0 / (hd as f64).sqrt();
-        // The one-op attention is f32 throughout; bf16 runs keep the matmuls
-        // (tensor cores) around the fused softmax.
-        if mask.is_none()
-            && self.flash_attention
-            && self.precision == Precision::F32
-            && use_fused(&q)
+        // The one-op attention where its kernels cover the dtype and head
+        // dim (bf16 on a GPU: tensor cores, hd a multiple of 16 up to 64);
+        // otherwise the matmuls around the fused softmax.
+        if mask.is_none() && self.flash_attention && use_fused(&q) && fused_attention::supports(&q)
         {
             let y = fused_attention::causal_attention(&q, &k, &v, scale)?
                 .transpose(1, 2)?

@@ -85,24 +85,27 @@ fn scratch(what: &str) -> PathBuf {
     dir
 }
 
-#[test]
-fn emulated_cuda_attention_matches_cpu_op() {
-    let dir = scratch("attention");
+/// Runs attention_driver on `cases` of (t, s, hd) in `dtype` (f32: the SIMT
+/// kernels; bf16: the tensor-core ones) against `causal_attention` on the
+/// CPU, returning the largest gap of y, dq, dk and dv per case.
+fn attention_gaps(dtype: DType, cases: &[(usize, usize, usize)]) -> Vec<[f32; 4]> {
+    let dir = scratch(&format!("attention-{dtype:?}"));
     let exe = build_driver(&dir, "attention_driver");
-    // Several key tiles (70 > 2·32), a cached prefix (S > T), the largest
-    // head dim (128: every lane owns four dims) and one no lane count divides.
-    for (case, (t, s, hd)) in [(70, 70, 64), (17, 40, 128), (9, 9, 13)]
-        .into_iter()
-        .enumerate()
-    {
+    let mode = |m: &str| match dtype {
+        DType::BF16 => format!("{m}:bf16"),
+        _ => m.to_string(),
+    };
+    let mut gaps = Vec::new();
+    for (case, &(t, s, hd)) in cases.iter().enumerate() {
         let (b, h) = (1, 2);
         let seed = 10 * case as u64;
+        let input = |shape: &[usize], seed| randn(shape, seed).to_dtype(dtype).unwrap();
         let (q, k, v) = (
-            randn(&[b, h, t, hd], seed + 1),
-            randn(&[b, h, s, hd], seed + 2),
-            randn(&[b, h, s, hd], seed + 3),
+            input(&[b, h, t, hd], seed + 1),
+            input(&[b, h, s, hd], seed + 2),
+            input(&[b, h, s, hd], seed + 3),
         );
-        let dy = randn(&[b, h, t, hd], seed + 4);
+        let dy = input(&[b, h, t, hd], seed + 4);
         let scale = 1.0 / (hd as f64).sqrt();
         let vars = [&q, &k, &v].map(|x| Var::from_tensor(x).unwrap());
         let y = causal_attention(
@@ -112,14 +115,15 @@ fn emulated_cuda_attention_matches_cpu_op() {
             scale,
         )
         .unwrap();
+        assert_eq!(y.dtype(), dtype);
         let grads = (&y * &dy).unwrap().sum_all().unwrap().backward().unwrap();
 
         for (name, x) in [("q", &q), ("k", &k), ("v", &v), ("dy", &dy)] {
             write_f32(&dir.join(format!("{name}.f32")), x);
         }
-        let args = |mode: &str| -> Vec<String> {
+        let args = |m: &str| -> Vec<String> {
             [
-                mode.to_string(),
+                mode(m),
                 (b * h).to_string(),
                 t.to_string(),
                 s.to_string(),
@@ -131,24 +135,54 @@ fn emulated_cuda_attention_matches_cpu_op() {
         };
         run(&exe, &args("fwd"));
         let y_emu = read_f32(&dir.join("y.f32"), &[b, h, t, hd]);
-        let gap = rel_gap(&y, &y_emu);
-        assert!(gap < 1e-5, "y, t={t} s={s} hd={hd}: {gap}");
+        let mut case_gaps = [rel_gap(&y, &y_emu), 0.0, 0.0, 0.0];
 
         // The backward reads the kernel's own forward output, as on a GPU.
         run(&exe, &args("bwd"));
         let packed = read_f32(&dir.join("grads.f32"), &[b * h, t + 2 * s, hd]);
-        for (name, var, start, rows) in [
-            ("dq", &vars[0], 0, t),
-            ("dk", &vars[1], t, s),
-            ("dv", &vars[2], t + s, s),
-        ] {
+        for (n, (var, start, rows)) in [(&vars[0], 0, t), (&vars[1], t, s), (&vars[2], t + s, s)]
+            .into_iter()
+            .enumerate()
+        {
             let emu = packed.narrow(1, start, rows).unwrap();
             let cpu = grads.get(var.as_tensor()).unwrap();
-            let gap = rel_gap(cpu, &emu);
-            assert!(gap < 1e-5, "{name}, t={t} s={s} hd={hd}: {gap}");
+            assert_eq!(cpu.dtype(), dtype);
+            case_gaps[n + 1] = rel_gap(cpu, &emu);
         }
+        println!("{dtype:?} t={t} s={s} hd={hd}: y, dq, dk, dv gaps {case_gaps:?}");
+        gaps.push(case_gaps);
     }
     std::fs::remove_dir_all(&dir).ok();
+    gaps
+}
+
+#[test]
+fn emulated_cuda_attention_matches_cpu_op() {
+    // Several key tiles (70 > 2·32), a cached prefix (S > T), the largest
+    // head dim (128: every lane owns four dims) and one no lane count divides.
+    let cases = [(70, 70, 64), (17, 40, 128), (9, 9, 13)];
+    for (gaps, (t, s, hd)) in attention_gaps(DType::F32, &cases).iter().zip(cases) {
+        for (name, gap) in ["y", "dq", "dk", "dv"].iter().zip(gaps) {
+            assert!(*gap < 1e-5, "{name}, t={t} s={s} hd={hd}: {gap}");
+        }
+    }
+}
+
+/// The tensor-core kernels (attention_tc.cu) on bf16 inputs. They round the
+/// probabilities and their gradients to bf16 as mma operands (as
+/// FlashAttention-2 does) where the CPU op keeps f32 until its outputs, so
+/// the bound is a few bf16 steps (2^-8 relative) of the largest value.
+#[test]
+fn emulated_cuda_tensor_core_attention_matches_cpu_op() {
+    // Two query blocks of 64 and a partial one (150), key tiles of 32 with
+    // a partial last one, a cached prefix (S > T) that starts mid-tile, and
+    // the three head dims the 16-wide fragments allow below the largest.
+    let cases = [(150, 150, 64), (17, 45, 32), (9, 9, 16), (40, 40, 48)];
+    for (gaps, (t, s, hd)) in attention_gaps(DType::BF16, &cases).iter().zip(cases) {
+        for (name, gap) in ["y", "dq", "dk", "dv"].iter().zip(gaps) {
+            assert!(*gap < 2e-2, "{name}, t={t} s={s} hd={hd}: {gap}");
+        }
+    }
 }
 
 /// Output and input gradients of `op` on Vars of `inputs`, against the upstream

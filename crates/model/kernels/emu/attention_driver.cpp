@@ -1,23 +1,72 @@
-// Runs kernels/attention.cu under emu.h with the launch sequence of
-// src/fused_cuda.rs (flash_attention, flash_attention_bwd), on raw
-// little-endian f32 files; driven by tests/cuda_emulated.rs.
+// Runs kernels/attention.cu (f32) and kernels/attention_tc.cu (bf16, tensor
+// cores) under emu.h with the launch sequences of src/fused_cuda.rs
+// (flash_attention, flash_attention_bwd), on raw little-endian f32 files;
+// driven by tests/cuda_emulated.rs.
 //
-//   attention_driver fwd|bwd BH T S HD SCALE DIR
+//   attention_driver fwd|bwd[:bf16] BH T S HD SCALE DIR
 // fwd reads DIR/{q,k,v}.f32 and writes DIR/y.f32; bwd also reads
 // DIR/{y,dy}.f32 and writes DIR/grads.f32 ([BH, T + 2S, HD]: dq, dk, dv).
+// With :bf16 the inputs are narrowed to bf16 (the files hold bf16 values, so
+// nothing is lost), the tensor-core kernels run, and outputs are widened.
 #include "emu.h"
 #include "../attention.cu"
+#include "../attention_tc.cu"
 
 #include "driver_io.h"
 
+static std::vector<bf16> narrow(const std::vector<float>& v) {
+    std::vector<bf16> r(v.size());
+    for (size_t i = 0; i < v.size(); ++i) r[i] = __float2bfloat16(v[i]);
+    return r;
+}
+
+static std::vector<float> widen(const std::vector<bf16>& v) {
+    std::vector<float> r(v.size());
+    for (size_t i = 0; i < v.size(); ++i) r[i] = __bfloat162float(v[i]);
+    return r;
+}
+
+// The tensor-core launches: TC_WARPS warps per block of TC_ROWS rows.
+static int run_bf16(bool fwd, int bh, int t, int s, int hd, float scale, const std::string& dir) {
+    auto q = narrow(read_array(dir + "/q.f32", (size_t)bh * t * hd));
+    auto k = narrow(read_array(dir + "/k.f32", (size_t)bh * s * hd));
+    auto v = narrow(read_array(dir + "/v.f32", (size_t)bh * s * hd));
+    auto grid = [&](int rows) { return dim3{(unsigned)((rows + TC_ROWS - 1) / TC_ROWS), (unsigned)bh, 1}; };
+    const dim3 block{32 * TC_WARPS, 1, 1};
+    const bf16 nan = __float2bfloat16(NAN);
+    if (fwd) {
+        std::vector<bf16> y((size_t)bh * t * hd, nan);
+        emu::launch(grid(t), block, [&] { flash_tc_fwd(q.data(), k.data(), v.data(), y.data(), t, s, hd, scale); });
+        write_array(dir + "/y.f32", widen(y));
+        return 0;
+    }
+    auto y = narrow(read_array(dir + "/y.f32", (size_t)bh * t * hd));
+    auto dy = narrow(read_array(dir + "/dy.f32", (size_t)bh * t * hd));
+    std::vector<float> stats(2 * (size_t)bh * t, NAN);
+    std::vector<bf16> out((size_t)bh * (t + 2 * s) * hd, nan);
+    emu::launch(grid(t), block,
+                [&] { flash_tc_stats(q.data(), k.data(), y.data(), dy.data(), stats.data(), t, s, hd, scale); });
+    emu::launch(grid(t), block, [&] {
+        flash_tc_bwd_dq(q.data(), k.data(), v.data(), dy.data(), stats.data(), out.data(), t, s, hd, scale);
+    });
+    emu::launch(grid(s), block, [&] {
+        flash_tc_bwd_dkv(q.data(), k.data(), v.data(), dy.data(), stats.data(), out.data(), t, s, hd, scale);
+    });
+    write_array(dir + "/grads.f32", widen(out));
+    return 0;
+}
+
 int main(int argc, char** argv) {
     if (argc != 8) {
-        fprintf(stderr, "usage: %s fwd|bwd BH T S HD SCALE DIR\n", argv[0]);
+        fprintf(stderr, "usage: %s fwd|bwd[:bf16] BH T S HD SCALE DIR\n", argv[0]);
         return 2;
     }
-    const std::string mode = argv[1], dir = argv[7];
+    std::string mode = argv[1];
+    const std::string dir = argv[7];
     const int bh = atoi(argv[2]), t = atoi(argv[3]), s = atoi(argv[4]), hd = atoi(argv[5]);
     const float scale = strtof(argv[6], nullptr);
+    if (mode.size() > 5 && mode.substr(mode.size() - 5) == ":bf16")
+        return run_bf16(mode.substr(0, mode.size() - 5) == "fwd", bh, t, s, hd, scale, dir);
     auto q = read_array(dir + "/q.f32", (size_t)bh * t * hd);
     auto k = read_array(dir + "/k.f32", (size_t)bh * s * hd);
     auto v = read_array(dir + "/v.f32", (size_t)bh * s * hd);

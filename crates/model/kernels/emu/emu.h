@@ -15,6 +15,7 @@
 #include <math.h>
 #include <memory>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 struct dim3 {
@@ -27,6 +28,7 @@ inline dim3 blockDim, gridDim;
 #define __device__
 #define __forceinline__ inline
 #define __shared__ static
+#define __align__(n) __attribute__((aligned(n)))
 
 namespace emu {
 inline std::barrier<>* block_barrier;
@@ -75,6 +77,7 @@ inline float __shfl_sync(unsigned, float v, int src) {
 inline float __shfl_xor_sync(unsigned mask, float v, int offset) {
     return __shfl_sync(mask, v, (int)(threadIdx.x % 32) ^ offset);
 }
+inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp_barriers[threadIdx.x / 32]->arrive_and_wait(); }
 // cuda_bf16.h's storage type and its two conversions: widening is exact,
 // narrowing rounds to nearest even (NaN stays a quiet NaN), as the GPU and
 // the `half` crate on the CPU side both do.
@@ -100,3 +103,76 @@ inline float __logf(float x) { return logf(x); }
 inline float rsqrtf(float x) { return 1.f / sqrtf(x); }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
+
+// mma.h's nvcuda::wmma for the 16×16×16 bf16 → f32 shapes of
+// attention_tc.cu. A real fragment spreads its tile over the warp's
+// registers in a layout the API leaves unspecified; here every lane holds
+// the whole tile (row-major) and computes each collective load and mma by
+// itself, so kernels that only load, store and mma fragments (never index
+// them) behave the same. A store is done by lane 0 alone: the warp sees it
+// after its next __syncwarp, which is what CUDA guarantees too.
+namespace nvcuda::wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <class Use, int M, int N, int K, class T, class Layout = void>
+struct fragment {
+    static constexpr int rows = std::is_same_v<Use, matrix_b> ? K : M;
+    static constexpr int cols = std::is_same_v<Use, matrix_a> ? K : N;
+    static constexpr int num_elements = rows * cols;
+    T x[rows * cols];
+};
+
+template <class T>
+inline float widen(T v) {
+    if constexpr (std::is_same_v<T, float>) return v;
+    else return __bfloat162float(v);
+}
+
+template <class F, class T>
+inline void load(F& f, const T* p, unsigned ldm, bool col_major) {
+    for (int r = 0; r < F::rows; ++r)
+        for (int c = 0; c < F::cols; ++c) f.x[r * F::cols + c] = col_major ? p[c * ldm + r] : p[r * ldm + c];
+}
+
+template <class Use, int M, int N, int K, class T, class Layout>
+inline void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const T* p, unsigned ldm) {
+    load(f, p, ldm, std::is_same_v<Layout, col_major>);
+}
+
+template <int M, int N, int K>
+inline void load_matrix_sync(fragment<accumulator, M, N, K, float>& f, const float* p, unsigned ldm, layout_t l) {
+    load(f, p, ldm, l == mem_col_major);
+}
+
+template <int M, int N, int K>
+inline void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f, unsigned ldm, layout_t l) {
+    if (threadIdx.x % 32 != 0) return;
+    for (int r = 0; r < M; ++r)
+        for (int c = 0; c < N; ++c) (l == mem_col_major ? p[c * ldm + r] : p[r * ldm + c]) = f.x[r * N + c];
+}
+
+template <class Use, int M, int N, int K, class T, class Layout>
+inline void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, T v) {
+    for (auto& x : f.x) x = v;
+}
+
+// d = a·b + c, products exact and sums in f32, as the tensor cores do
+// (up to the order of the additions); d may be c.
+template <int M, int N, int K, class T, class La, class Lb>
+inline void mma_sync(fragment<accumulator, M, N, K, float>& d, const fragment<matrix_a, M, N, K, T, La>& a,
+                     const fragment<matrix_b, M, N, K, T, Lb>& b, const fragment<accumulator, M, N, K, float>& c) {
+    float out[M * N];
+    for (int m = 0; m < M; ++m)
+        for (int n = 0; n < N; ++n) {
+            float acc = c.x[m * N + n];
+            for (int k = 0; k < K; ++k) acc += widen(a.x[m * K + k]) * widen(b.x[k * N + n]);
+            out[m * N + n] = acc;
+        }
+    memcpy(d.x, out, sizeof out);
+}
+}  // namespace nvcuda::wmma
