@@ -318,6 +318,11 @@ pub fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var("FRUGAL_FLASH_ATTENTION").map_or(true, |v| v != "0"))
 }
 
+/// The largest head dims of the CUDA kernels: `FA_MAXD` of attention.cu (f32)
+/// and `TC_MAXD` of attention_tc.cu (bf16).
+pub(crate) const CUDA_F32_MAX_HD: usize = 128;
+pub(crate) const CUDA_BF16_MAX_HD: usize = 64;
+
 /// Whether [`causal_attention`] runs on `q`'s device for its dtype and head
 /// dim: any on the CPU; on a GPU f32 up to head dim 128 (attention.cu), bf16
 /// for multiples of 16 up to 64 (attention_tc.cu's tiles and shared memory).
@@ -325,8 +330,8 @@ pub fn supports(q: &Tensor) -> bool {
     let hd = q.dims().last().copied().unwrap_or(0);
     match (q.device().is_cpu(), q.dtype()) {
         (true, DType::F32 | DType::BF16) => true,
-        (false, DType::F32) => hd <= 128,
-        (false, DType::BF16) => hd > 0 && hd.is_multiple_of(16) && hd <= 64,
+        (false, DType::F32) => hd <= CUDA_F32_MAX_HD,
+        (false, DType::BF16) => hd > 0 && hd.is_multiple_of(16) && hd <= CUDA_BF16_MAX_HD,
         _ => false,
     }
 }

@@ -501,10 +501,10 @@ const ATTENTION_TC_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/attention
 const ATTENTION_TC_MODULE: &str = "frugal_attention_tc";
 /// `FA_ROWS` and `FA_MAXD` of attention.cu: rows (warps) per block, largest head dim.
 const FA_ROWS: usize = 8;
-const FA_MAXD: usize = 128;
+const FA_MAXD: usize = crate::fused_attention::CUDA_F32_MAX_HD;
 /// attention_tc.cu: `TC_WARPS` warps of 16 rows per block; `TC_MAXD`.
 const TC_WARPS: usize = 4;
-const TC_MAXD: usize = 64;
+const TC_MAXD: usize = crate::fused_attention::CUDA_BF16_MAX_HD;
 
 /// The kernels for one activation dtype: f32 (SIMT) or bf16 (tensor cores).
 struct AttentionKernels {
