@@ -171,7 +171,8 @@ fn emulated_cuda_attention_matches_cpu_op() {
 /// The tensor-core kernels (attention_tc.cu) on bf16 inputs. They round the
 /// probabilities and their gradients to bf16 as mma operands (as
 /// FlashAttention-2 does) where the CPU op keeps f32 until its outputs, so
-/// the bound is a few bf16 steps (2^-8 relative) of the largest value.
+/// the bound is a few bf16 steps (2^-8 relative) of the largest value: the
+/// one `fused_check` applies on a card.
 #[test]
 fn emulated_cuda_tensor_core_attention_matches_cpu_op() {
     // Two query blocks of 64 and a partial one (150), key tiles of 32 with
@@ -180,7 +181,8 @@ fn emulated_cuda_tensor_core_attention_matches_cpu_op() {
     let cases = [(150, 150, 64), (17, 45, 32), (9, 9, 16), (40, 40, 48)];
     for (gaps, (t, s, hd)) in attention_gaps(DType::BF16, &cases).iter().zip(cases) {
         for (name, gap) in ["y", "dq", "dk", "dv"].iter().zip(gaps) {
-            assert!(*gap < 2e-2, "{name}, t={t} s={s} hd={hd}: {gap}");
+            let bound = fused_check::ATTENTION_BF16_TOLERANCE;
+            assert!(*gap < bound, "{name}, t={t} s={s} hd={hd}: {gap}");
         }
     }
 }

@@ -14,23 +14,11 @@
 
 #include "driver_io.h"
 
-static std::vector<bf16> narrow(const std::vector<float>& v) {
-    std::vector<bf16> r(v.size());
-    for (size_t i = 0; i < v.size(); ++i) r[i] = __float2bfloat16(v[i]);
-    return r;
-}
-
-static std::vector<float> widen(const std::vector<bf16>& v) {
-    std::vector<float> r(v.size());
-    for (size_t i = 0; i < v.size(); ++i) r[i] = __bfloat162float(v[i]);
-    return r;
-}
-
 // The tensor-core launches: TC_WARPS warps per block of TC_ROWS rows.
 static int run_bf16(bool fwd, int bh, int t, int s, int hd, float scale, const std::string& dir) {
-    auto q = narrow(read_array(dir + "/q.f32", (size_t)bh * t * hd));
-    auto k = narrow(read_array(dir + "/k.f32", (size_t)bh * s * hd));
-    auto v = narrow(read_array(dir + "/v.f32", (size_t)bh * s * hd));
+    auto q = as<bf16>(read_array(dir + "/q.f32", (size_t)bh * t * hd));
+    auto k = as<bf16>(read_array(dir + "/k.f32", (size_t)bh * s * hd));
+    auto v = as<bf16>(read_array(dir + "/v.f32", (size_t)bh * s * hd));
     auto grid = [&](int rows) { return dim3{(unsigned)((rows + TC_ROWS - 1) / TC_ROWS), (unsigned)bh, 1}; };
     const dim3 block{32 * TC_WARPS, 1, 1};
     const bf16 nan = __float2bfloat16(NAN);
@@ -40,8 +28,8 @@ static int run_bf16(bool fwd, int bh, int t, int s, int hd, float scale, const s
         write_array(dir + "/y.f32", widen(y));
         return 0;
     }
-    auto y = narrow(read_array(dir + "/y.f32", (size_t)bh * t * hd));
-    auto dy = narrow(read_array(dir + "/dy.f32", (size_t)bh * t * hd));
+    auto y = as<bf16>(read_array(dir + "/y.f32", (size_t)bh * t * hd));
+    auto dy = as<bf16>(read_array(dir + "/dy.f32", (size_t)bh * t * hd));
     std::vector<float> stats(2 * (size_t)bh * t, NAN);
     std::vector<bf16> out((size_t)bh * (t + 2 * s) * hd, nan);
     emu::launch(grid(t), block,

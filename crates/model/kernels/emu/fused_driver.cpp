@@ -36,23 +36,6 @@ static std::vector<T> out(size_t n) {
     else return std::vector<T>(n, __float2bfloat16(NAN));
 }
 
-// f32 file contents as kernel arguments of type T, and back.
-template <class T>
-static std::vector<T> as(const std::vector<float>& v) {
-    if constexpr (std::is_same_v<T, float>) return v;
-    else {
-        std::vector<T> r(v.size());
-        for (size_t i = 0; i < v.size(); ++i) r[i] = __float2bfloat16(v[i]);
-        return r;
-    }
-}
-static std::vector<float> widen(const std::vector<float>& v) { return v; }
-static std::vector<float> widen(const std::vector<bf16>& v) {
-    std::vector<float> r(v.size());
-    for (size_t i = 0; i < v.size(); ++i) r[i] = __bfloat162float(v[i]);
-    return r;
-}
-
 // fused_cuda.rs: per_row (a block per row) and elementwise (capped grid-stride).
 static dim3 per_row(size_t rows) { return {(unsigned)rows, 1, 1}; }
 static dim3 elementwise(size_t n) {
