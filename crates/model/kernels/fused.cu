@@ -296,18 +296,41 @@ extern "C" __global__ void cross_entropy_bwd_rows_i64_bf16(const bf16* x, const 
 
 // ------------------------------------------------------------------- AdamW
 
-// One AdamW step of one parameter (src/fused_adamw.rs, PyTorch's order of
-// operations). mv = [m; v] (2n), out = [p'; m'; v'] (3n).
-extern "C" __global__ void adamw_step(const float* p, const float* g, const float* mv, float* out,
-                                      size_t n, float decay, float b1, float b2, float bc2_sqrt,
-                                      float step_size, float eps) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        const float gi = g[i];
-        const float m = b1 * mv[i] + (1.f - b1) * gi;
-        const float v = b2 * mv[n + i] + (1.f - b2) * gi * gi;
+// One AdamW step of many parameters in one launch (src/fused_adamw.rs,
+// PyTorch's order of operations). Each parameter is a row of the table
+// (fused_cuda.rs builds it: six 8-byte words per row) and is split into
+// blocks of ADAMW_ELEMS elements, numbered from its `first_block`; mv is its
+// [m; v] (2n), updated in place like p.
+#define ADAMW_ELEMS 2048
+struct AdamWChunk {
+    float* p;
+    const float* g;
+    float* mv;
+    unsigned long long n;
+    unsigned long long first_block;
+    float decay;
+    float pad_;
+};
+
+extern "C" __global__ void adamw_multi(const AdamWChunk* chunks, int n_chunks, float b1, float b2,
+                                       float bc2_sqrt, float step_size, float eps) {
+    // This block's parameter: the last row whose first block is <= blockIdx.x.
+    int lo = 0, hi = n_chunks - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (chunks[mid].first_block <= blockIdx.x) lo = mid;
+        else hi = mid - 1;
+    }
+    const AdamWChunk c = chunks[lo];
+    const size_t start = (blockIdx.x - c.first_block) * (size_t)ADAMW_ELEMS;
+    const size_t end = start + ADAMW_ELEMS < c.n ? start + ADAMW_ELEMS : c.n;
+    for (size_t i = start + threadIdx.x; i < end; i += blockDim.x) {
+        const float gi = c.g[i];
+        const float m = b1 * c.mv[i] + (1.f - b1) * gi;
+        const float v = b2 * c.mv[c.n + i] + (1.f - b2) * gi * gi;
         const float denom = sqrtf(v) / bc2_sqrt + eps;
-        out[i] = p[i] * decay - step_size * m / denom;
-        out[n + i] = m;
-        out[2 * n + i] = v;
+        c.mv[i] = m;
+        c.mv[c.n + i] = v;
+        c.p[i] = c.p[i] * c.decay - step_size * m / denom;
     }
 }

@@ -10,7 +10,7 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaSlice, CudaView, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg,
+    CudaSlice, CudaView, DevicePtr, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg,
 };
 use candle_core::cuda_backend::WrapErr;
 use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape, Storage, Tensor};
@@ -464,33 +464,83 @@ pub fn cross_entropy_bwd(
     Ok((dx.wrap(dev), l1.shape().clone()))
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn adamw(
-    step: &crate::fused_adamw::AdamWStep,
-    s1: &CudaStorage,
-    l1: &Layout,
-    s2: &CudaStorage,
-    l2: &Layout,
-    s3: &CudaStorage,
-    l3: &Layout,
-) -> Result<(CudaStorage, Shape)> {
-    let dev = s1.device();
-    let p = view::<f32>(s1, l1, "adamw")?;
-    let g = view::<f32>(s2, l2, "adamw")?;
-    let mv = view::<f32>(s3, l3, "adamw")?;
-    let n = l1.shape().elem_count();
-    let out = alloc(dev, 3 * n)?;
-    let f = dev.get_or_load_custom_func("adamw_step", MODULE, PTX)?;
+/// `ADAMW_ELEMS` of fused.cu: elements per block of `adamw_multi`.
+const ADAMW_ELEMS: usize = 2048;
+/// 8-byte words per row of `adamw_multi`'s table (`AdamWChunk`).
+const ADAMW_ROW: usize = 6;
+
+/// Every update of [`crate::fused_adamw::update_in_place`] (checked there:
+/// f32, contiguous, one CUDA device) as one launch of `adamw_multi`, which
+/// reads a table of device pointers built here.
+///
+/// The kernel writes parameters and moments through pointers taken under
+/// candle's read locks: candle has no public write lock for a tensor's
+/// storage, and the launch is ordered on the device's one stream after every
+/// op that produced or read these tensors and before any that follows, which
+/// is all the exclusivity GPU memory needs (the host never touches it).
+pub fn adamw_multi(updates: &[crate::fused_adamw::AdamWUpdate<'_>]) -> Result<()> {
+    let Some(first) = updates.first() else {
+        return Ok(());
+    };
+    let dev = first.param.device().as_cuda_device()?;
+    let stream = dev.cuda_stream();
+    let locked: Vec<_> = updates
+        .iter()
+        .map(|u| [u.param, u.grad, u.moments].map(|t| t.storage_and_layout()))
+        .collect();
+    let mut table: Vec<u64> = Vec::with_capacity(ADAMW_ROW * updates.len());
+    let mut syncs = Vec::with_capacity(3 * updates.len());
+    let mut blocks = 0u64;
+    let mut written = std::collections::HashSet::new();
+    for (u, tensors) in updates.iter().zip(&locked) {
+        let n = u.param.elem_count();
+        if n == 0 {
+            continue;
+        }
+        let mut ptrs = [0u64; 3];
+        for (ptr, (storage, layout)) in ptrs.iter_mut().zip(tensors) {
+            let Storage::Cuda(s) = &**storage else {
+                candle_core::bail!("adamw: a tensor is not on the GPU");
+            };
+            let Some((offset, _)) = layout.contiguous_offsets() else {
+                candle_core::bail!("adamw: a tensor is not contiguous");
+            };
+            let (base, sync) = s.as_cuda_slice::<f32>()?.device_ptr(&stream);
+            *ptr = base + (offset * std::mem::size_of::<f32>()) as u64;
+            syncs.push(sync);
+        }
+        // Two rows writing one buffer would race (and update it twice).
+        if !written.insert(ptrs[0]) || !written.insert(ptrs[2]) {
+            candle_core::bail!("adamw: a parameter or its moments appear twice in one step");
+        }
+        table.extend_from_slice(&ptrs);
+        table.extend_from_slice(&[n as u64, blocks, u.step.decay.to_bits() as u64]);
+        blocks += n.div_ceil(ADAMW_ELEMS) as u64;
+    }
+    let rows = table.len() / ADAMW_ROW;
+    if rows == 0 {
+        return Ok(());
+    }
+    let Ok(grid) = u32::try_from(blocks) else {
+        candle_core::bail!("adamw: {blocks} blocks are more than one launch takes");
+    };
+    let table = dev.clone_htod(&table)?;
+    let f = dev.get_or_load_custom_func("adamw_multi", MODULE, PTX)?;
     let mut b = f.builder();
-    b.arg(&p);
-    b.arg(&g);
-    b.arg(&mv);
-    b.arg(&out);
-    let s = step;
-    candle_core::builder_arg!(b, n, s.decay, s.b1, s.b2, s.bc2_sqrt, s.step_size, s.eps);
-    // SAFETY: argument types and order match the kernel's signature.
-    unsafe { b.launch(elementwise(n)) }.w()?;
-    Ok((wrap(out, dev), Shape::from((3, n))))
+    b.arg(&table);
+    let s = first.step;
+    candle_core::builder_arg!(b, rows as i32, s.b1, s.b2, s.bc2_sqrt, s.step_size, s.eps);
+    let cfg = LaunchConfig {
+        grid_dim: (grid, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: argument types and order match the kernel's signature; the
+    // table's rows are laid out as its `AdamWChunk` and point at live f32
+    // buffers of the sizes given, which the locks above keep alive.
+    unsafe { b.launch(cfg) }.w()?;
+    drop(syncs);
+    Ok(())
 }
 
 // -------------------------- attention (kernels/attention.cu, attention_tc.cu)

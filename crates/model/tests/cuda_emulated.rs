@@ -255,7 +255,7 @@ fn emulated_cuda_bf16_kernels_match_cpu_ops() {
 
 fn fused_kernels_against_cpu_ops(dtype: DType) {
     use frugal_model::fused::{self, RopeTables};
-    use frugal_model::fused_adamw::AdamWStep;
+    use frugal_model::fused_adamw::{update_in_place, AdamWStep, AdamWUpdate};
     let dir = scratch(&format!("fused-{dtype:?}"));
     let exe = build_driver(&dir, "fused_driver");
     let put = |name: &str, t: &Tensor| write_f32(&dir.join(name), t);
@@ -358,17 +358,10 @@ fn fused_kernels_against_cpu_ops(dtype: DType) {
         std::fs::remove_dir_all(&dir).ok();
         return;
     }
-    // AdamW: p', m', v' against the CPU version of the same step.
-    let n = 1000;
-    let (p, g) = (randn(&[n], 11), (randn(&[n], 12) * 0.01).unwrap());
-    let mv = Tensor::cat(
-        &[
-            (randn(&[n], 13) * 1e-3).unwrap(),
-            (randn(&[n], 14) * 1e-5).unwrap().abs().unwrap(),
-        ],
-        0,
-    )
-    .unwrap();
+    // AdamW: one adamw_multi launch over four parameters (several blocks
+    // with a partial last one, a single element, exactly one block, decay or
+    // not) against the CPU's in-place update of the same step.
+    let sizes = [5000, 1, 2048, 700];
     let step = AdamWStep {
         decay: 1.0 - 3e-4 * 0.1,
         b1: 0.9,
@@ -377,27 +370,52 @@ fn fused_kernels_against_cpu_ops(dtype: DType) {
         step_size: 3e-4 / (1.0 - 0.9f32.powi(3)),
         eps: 1e-8,
     };
-    let cpu = step.fused(&p, &g, &mv).unwrap();
-    put("p", &p);
-    put("g", &g);
-    put("mv", &mv);
-    let mut params = vec![n.to_string()];
-    params.extend(s(&[
-        &step.decay,
+    let mut params = s(&[
         &step.b1,
         &step.b2,
         &step.bc2_sqrt,
         &step.step_size,
         &step.eps,
-    ]));
-    call("adamw", &params);
-    let emu = get("out", &[3, n]);
-    for (k, what) in ["p", "m", "v"].iter().enumerate() {
-        assert_close(
-            &format!("adamw {what}"),
-            &cpu.get(k).unwrap(),
-            &emu.get(k).unwrap(),
-        );
+    ]);
+    let (mut ps, mut gs, mut mvs, mut steps) = (vec![], vec![], vec![], vec![]);
+    for (k, &n) in sizes.iter().enumerate() {
+        let seed = 20 + 4 * k as u64;
+        ps.push(randn(&[n], seed));
+        gs.push((randn(&[n], seed + 1) * 0.01).unwrap());
+        let m = (randn(&[n], seed + 2) * 1e-3).unwrap();
+        let v = (randn(&[n], seed + 3) * 1e-5).unwrap().abs().unwrap();
+        mvs.push(Tensor::stack(&[m, v], 0).unwrap());
+        let decay = if k % 2 == 0 { step.decay } else { 1.0 };
+        steps.push(AdamWStep { decay, ..step });
+        params.extend(s(&[&n, &decay]));
     }
+    let flat = |ts: &[Tensor]| {
+        Tensor::cat(
+            &ts.iter()
+                .map(|t| t.flatten_all().unwrap())
+                .collect::<Vec<_>>(),
+            0,
+        )
+        .unwrap()
+    };
+    put("p", &flat(&ps));
+    put("g", &flat(&gs));
+    put("mv", &flat(&mvs));
+    call("adamw", &params);
+    let total: usize = sizes.iter().sum();
+    let (emu_p, emu_mv) = (get("p", &[total]), get("mv", &[2 * total]));
+    let updates: Vec<_> = (0..sizes.len())
+        .map(|k| AdamWUpdate {
+            step: steps[k],
+            param: &ps[k],
+            grad: &gs[k],
+            moments: &mvs[k],
+        })
+        .collect();
+    update_in_place(&updates).unwrap();
+    // The same f32 arithmetic in the same order: bit for bit.
+    let values = |t: &Tensor| t.to_vec1::<f32>().unwrap();
+    assert_eq!(values(&flat(&ps)), values(&emu_p), "adamw p");
+    assert_eq!(values(&flat(&mvs)), values(&emu_mv), "adamw m, v");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -6,8 +6,8 @@
 //! [`ParamStore`] here, frugal-pcm's U-Nets and classifier there.
 
 use crate::Result;
-use candle_core::{DType, Shape, Tensor, Var};
-use frugal_model::fused_adamw::AdamWStep;
+use candle_core::{DType, Device, Shape, Tensor, Var};
+use frugal_model::fused_adamw::{update_in_place, AdamWStep, AdamWUpdate};
 use frugal_model::ParamStore;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -121,9 +121,9 @@ pub fn clip_grad_norm(grads: &mut Grads, max_norm: f64) -> Result<f64> {
 /// Each parameter is updated one of three ways, chosen once per parameter:
 /// on the CPU the moments live in host vectors and one fused loop updates
 /// them (three copies instead of a dozen tensor ops); on a GPU with the fused
-/// kernels on ([`frugal_model::fused::fused_on`]) one kernel per parameter
-/// does the same arithmetic ([`AdamWStep::fused`]); elsewhere it runs as
-/// tensor ops.
+/// kernels on ([`frugal_model::fused::fused_on`]) one kernel launch updates
+/// all of them in place ([`update_in_place`]); elsewhere it runs as tensor
+/// ops.
 #[derive(Debug, Clone)]
 pub struct AdamW {
     pub config: AdamWConfig,
@@ -145,7 +145,7 @@ struct HostMoments {
 }
 
 /// The moments of one parameter updated by the fused kernel: `[2, n]`, m
-/// then v (a view into the kernel's last output, so no copy is made).
+/// then v, overwritten by each step.
 #[derive(Debug, Clone)]
 struct FusedMoments {
     mv: Tensor,
@@ -225,6 +225,7 @@ impl AdamW {
         let t = self.step as i32;
         let bc1 = 1.0 - c.beta1.powi(t);
         let bc2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
+        let mut fused = Vec::with_capacity(self.fused.len());
         for (name, var) in params.named_vars() {
             let Some(g) = grads.get(name) else { continue };
             let decay = if params.decays(name) {
@@ -244,10 +245,13 @@ impl AdamW {
                 host_update(&fused_step, var, g, &mut h.m, &mut h.v)?;
                 continue;
             }
-            if let Some(f) = self.fused.get_mut(name) {
-                let out = fused_step.fused(var.as_tensor(), g, &f.mv)?;
-                var.set(&out.get(0)?.reshape(var.shape())?)?;
-                f.mv = out.narrow(0, 1, 2)?;
+            if let Some(f) = self.fused.get(name) {
+                fused.push(AdamWUpdate {
+                    step: fused_step,
+                    param: var.as_tensor(),
+                    grad: g,
+                    moments: &f.mv,
+                });
                 continue;
             }
             let (m, v) = (&self.m[name], &self.v[name]);
@@ -257,6 +261,7 @@ impl AdamW {
             self.m.insert(name.clone(), m);
             self.v.insert(name.clone(), v);
         }
+        update_in_place(&fused)?;
         Ok(())
     }
 
@@ -265,13 +270,18 @@ impl AdamW {
     pub fn state_tensors(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for (k, h) in &self.host {
-            let cpu = &candle_core::Device::Cpu;
+            let cpu = &Device::Cpu;
             out.insert(format!("m.{k}"), Tensor::from_slice(&h.m, &h.shape, cpu)?);
             out.insert(format!("v.{k}"), Tensor::from_slice(&h.v, &h.shape, cpu)?);
         }
         for (k, f) in &self.fused {
-            out.insert(format!("m.{k}"), f.mv.get(0)?.reshape(&f.shape)?);
-            out.insert(format!("v.{k}"), f.mv.get(1)?.reshape(&f.shape)?);
+            // A copy on the host: the next step overwrites `mv` in place.
+            let mv = match f.mv.device() {
+                Device::Cpu => f.mv.copy()?,
+                _ => f.mv.to_device(&Device::Cpu)?,
+            };
+            out.insert(format!("m.{k}"), mv.get(0)?.reshape(&f.shape)?);
+            out.insert(format!("v.{k}"), mv.get(1)?.reshape(&f.shape)?);
         }
         for (k, t) in &self.m {
             out.insert(format!("m.{k}"), t.clone());

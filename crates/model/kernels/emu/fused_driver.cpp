@@ -8,7 +8,9 @@
 //   fused_driver swiglu DIR N                  a b g        -> y dadb
 //   fused_driver rope DIR ROWS T HALF SIGN     x cos sin    -> y
 //   fused_driver ce DIR N V                    x y(u32) g   -> loss dx
-//   fused_driver adamw DIR N DECAY B1 B2 BC2 STEP EPS  p g mv -> out
+//   fused_driver adamw DIR B1 B2 BC2 STEP EPS (N DECAY)... p g mv -> p mv
+//     (one adamw_multi launch over the parameters, whose p, g and mv are
+//     concatenated in the files)
 //
 // MODE:bf16 (rms, softmax, swiglu, rope, ce) runs the `_bf16` kernels: the
 // activations are narrowed to bf16 on the way in (the files hold values that
@@ -133,6 +135,32 @@ static void run_ce(size_t n, size_t v) {
     write("loss", loss), write("dx", widen(dx));
 }
 
+// The table fused_cuda.rs::adamw_multi builds, over host buffers: ARGS holds
+// N DECAY pairs; the grid is the sum of the parameters' blocks.
+static void run_adamw(float b1, float b2, float bc2, float step, float eps, int nargs, char** args) {
+    std::vector<size_t> ns;
+    std::vector<float> decays;
+    for (int i = 0; i + 1 < nargs; i += 2) {
+        ns.push_back((size_t)strtoull(args[i], nullptr, 10));
+        decays.push_back(strtof(args[i + 1], nullptr));
+    }
+    size_t total = 0;
+    for (size_t n : ns) total += n;
+    auto p = read("p", total), g = read("g", total), mv = read("mv", 2 * total);
+    std::vector<AdamWChunk> table;
+    size_t at = 0, blocks = 0;
+    for (size_t k = 0; k < ns.size(); k++) {
+        table.push_back({p.data() + at, g.data() + at, mv.data() + 2 * at, ns[k], blocks, decays[k], 0.f});
+        at += ns[k];
+        blocks += (ns[k] + ADAMW_ELEMS - 1) / ADAMW_ELEMS;
+    }
+    emu::launch({(unsigned)blocks, 1, 1}, block, [&] {
+        adamw_multi(table.data(), (int)table.size(), b1, b2, bc2, step, eps);
+    });
+    write("p", p);
+    write("mv", mv);
+}
+
 int main(int argc, char** argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: %s MODE[:bf16] DIR PARAMS... (see the source)\n", argv[0]);
@@ -165,14 +193,7 @@ int main(int argc, char** argv) {
     } else if (mode == "ce") {
         BOTH(run_ce, num(3), num(4));
     } else if (mode == "adamw" && !bf) {
-        const size_t n = num(3);
-        const float decay = flt(4), b1 = flt(5), b2 = flt(6), bc2 = flt(7), step = flt(8), eps = flt(9);
-        auto p = read("p", n), g = read("g", n), mv = read("mv", 2 * n);
-        auto o = out(3 * n);
-        emu::launch(elementwise(n), block, [&] {
-            adamw_step(p.data(), g.data(), mv.data(), o.data(), n, decay, b1, b2, bc2, step, eps);
-        });
-        write("out", o);
+        run_adamw(flt(3), flt(4), flt(5), flt(6), flt(7), argc - 8, argv + 8);
     } else {
         fprintf(stderr, "unknown mode %s\n", mode.c_str());
         return 2;
