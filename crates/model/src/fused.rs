@@ -739,6 +739,20 @@ impl CustomOp3 for CrossEntropyBwd {
     }
 }
 
+/// Per-row cross-entropy `[N]` and its gradient `scale·(softmax − onehot)`
+/// `[N, V]` (in the logits' dtype), with nothing recorded for backward.
+pub(crate) fn cross_entropy_and_grad(
+    logits: &Tensor,
+    targets: &Tensor,
+    scale: f64,
+) -> Result<(Tensor, Tensor)> {
+    let (logits, targets) = (logits.detach().contiguous()?, targets.contiguous()?);
+    let rows = logits.apply_op2_no_bwd(&targets, &CrossEntropy)?;
+    let g = Tensor::full(scale as f32, rows.shape(), rows.device())?;
+    let grad = logits.apply_op3_no_bwd(&targets, &g, &CrossEntropyBwd)?;
+    Ok((rows, grad))
+}
+
 /// Mean cross-entropy of logits `[N, V]` against targets `[N]`.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     logits

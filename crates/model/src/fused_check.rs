@@ -7,6 +7,7 @@
 use crate::fused::{self, RopeTables};
 use crate::fused_adamw::{update_in_place, AdamWStep, AdamWUpdate};
 use crate::fused_attention;
+use crate::{fused_head, fused_linear, Precision};
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -180,6 +181,55 @@ pub fn check_all(device: &Device) -> Result<Vec<Check>> {
         &inputs,
         |t| fused::cross_entropy(&t[0], &t[1]),
     )?);
+    // Projections as one node (fused_linear: candle's own GEMM, casts and
+    // copies behind one backward) at the 162 M model's shapes, in f32 and
+    // with bf16 activations (the matching precision).
+    let x = randn(&[2, 64, 768], 1.0, 0.0)?;
+    let heads = randn(&[2, 12, 64, 64], 1.0, 0.0)?;
+    let res = randn(&[2, 64, 768], 1.0, 0.0)?;
+    let (w_up, w_o) = (
+        randn(&[2048, 768], 0.02, 0.0)?,
+        randn(&[768, 768], 0.02, 0.0)?,
+    );
+    for precision in [Precision::F32, Precision::Bf16] {
+        let act = |t: &Tensor| t.to_dtype(precision.activation_dtype());
+        let p = precision;
+        let inputs = [act(&x)?, w_up.clone()];
+        out.push(compare(
+            &format!("linear 768->2048 {p}"),
+            device,
+            &inputs,
+            |t| fused_linear::linear(&t[0], &t[1], p),
+        )?);
+        let inputs = [act(&x)?, w_o.clone()];
+        out.push(compare(
+            &format!("linear_to_heads 12 {p}"),
+            device,
+            &inputs,
+            |t| fused_linear::linear_to_heads(&t[0], &t[1], 12, p),
+        )?);
+        let inputs = [res.clone(), act(&heads)?, w_o.clone()];
+        let name = format!("residual_linear from heads {p}");
+        out.push(compare(&name, device, &inputs, |t| {
+            fused_linear::residual_linear(&t[0], &t[1], &t[2], p)
+        })?);
+    }
+    // Head and loss as one node over the real vocabulary.
+    let h = randn(&[64, 768], 1.0, 0.0)?;
+    let w_head = randn(&[50_304, 768], 0.02, 0.0)?;
+    let ids: Vec<u32> = (0..64u32).map(|i| (i * 7919) % 50_304).collect();
+    let targets = Tensor::new(ids.as_slice(), &Device::Cpu)?;
+    for precision in [Precision::F32, Precision::Bf16] {
+        let inputs = [
+            h.to_dtype(precision.activation_dtype())?,
+            w_head.clone(),
+            targets.clone(),
+        ];
+        let name = format!("head_loss 64x768 vocab 50304 {precision}");
+        out.push(compare(&name, device, &inputs, |t| {
+            fused_head::head_loss(&t[0], &t[1], &t[2], precision)
+        })?);
+    }
     // AdamW at step 3 on a 768 x 2048 weight (decayed) and a 768 norm weight
     // (not), updated in place in one call (one launch on a GPU); compared
     // forward, as it has no backward.
@@ -363,15 +413,19 @@ mod tests {
     #[test]
     fn cpu_against_itself_is_exact() {
         let checks = check_all(&Device::Cpu).unwrap();
-        assert_eq!(checks.len(), 23);
+        assert_eq!(checks.len(), 31);
         for c in &checks {
             assert_eq!(c.worst(), 0.0, "{}", c.name);
             assert!(c.passed());
-            let expect = if c.name.starts_with("rms_norm") || c.name.starts_with("swiglu") {
+            let expect = if c.name.starts_with("rms_norm")
+                || c.name.starts_with("swiglu")
+                || c.name.starts_with("linear")
+                || c.name.starts_with("head_loss")
+            {
                 2
             } else if c.name.starts_with("adamw") {
                 0
-            } else if c.name.starts_with("flash") {
+            } else if c.name.starts_with("flash") || c.name.starts_with("residual") {
                 3
             } else {
                 1

@@ -9,14 +9,28 @@
 //! of a small model. Here the forward computes the logits in row chunks,
 //! forms the loss and `softmax − onehot` in the same pass, and keeps only the
 //! latter for the backward, which scales it by the upstream gradient and
-//! returns `dh = G·W` and `dW = Gᵀ·h`. CPU only (there is no CUDA version);
-//! the model uses it where the fused kernels run on the CPU.
+//! returns `dh = G·W` and `dW = Gᵀ·h`. This CPU op serves f32 on the CPU.
+//!
+//! [`head_loss`] is the same idea for any device and precision, built from
+//! the other fused ops: the logits as one projection
+//! ([`crate::fused_linear::linear`], a bf16 GEMM on a GPU), the per-row
+//! loss and `(softmax − onehot)/N` from the fused cross-entropy kernels in
+//! the forward, and the logits dropped there. The graph holds one node for
+//! head and loss, whose backward is two GEMMs on the kept gradient scaled by
+//! the upstream scalar (applied to the `[N, d]` and `[V, d]` results, never
+//! to the `[N, V]` matrix). Against a projection followed by the
+//! cross-entropy op this removes the `[N, V]` gradient's zeros-and-add in
+//! candle's backward and the re-read of the logits.
 
-use candle_core::{CpuStorage, CustomOp2, Device, Layout, Result, Shape, Tensor};
+use candle_core::backend::BackendStorage;
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
+use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
 use crate::fused::{check_targets, log_sum_exp, scaled_softmax_into, slice, targets};
+use crate::precision::Precision;
 
 /// Rows of logits formed at a time (`ROWS·V` floats of scratch).
 const ROWS: usize = 256;
@@ -158,10 +172,113 @@ pub fn linear_cross_entropy(h: &Tensor, w: &Tensor, targets: &Tensor) -> Result<
     h.contiguous()?.apply_op2(&w.contiguous()?, op)?.mean_all()
 }
 
+/// The mean loss of a head whose gradient the forward already formed:
+/// inputs (h, w), output the scalar loss.
+struct PrecomputedHead {
+    loss: Tensor,
+    /// `(softmax(h·Wᵀ) − onehot)/N`, `[N, V]`, taken by the backward.
+    grad: Mutex<Option<Tensor>>,
+    precision: Precision,
+}
+
+impl PrecomputedHead {
+    /// The loss's storage, copied as the op's output.
+    fn loss_storage(&self) -> Result<Storage> {
+        let (s, l) = self.loss.storage_and_layout();
+        match &*s {
+            Storage::Cpu(c) => Ok(Storage::Cpu(c.try_clone(l)?)),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(c) => Ok(Storage::Cuda(c.try_clone(l)?)),
+            #[allow(unreachable_patterns)]
+            _ => candle_core::bail!("head_loss: unsupported device"),
+        }
+    }
+}
+
+impl CustomOp2 for PrecomputedHead {
+    fn name(&self) -> &'static str {
+        "frugal-head-loss"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        match self.loss_storage()? {
+            Storage::Cpu(s) => Ok((s, Shape::from(()))),
+            _ => candle_core::bail!("head_loss: the loss is not on the CPU"),
+        }
+    }
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        match self.loss_storage()? {
+            Storage::Cuda(s) => Ok((s, Shape::from(()))),
+            _ => candle_core::bail!("head_loss: the loss is not on the GPU"),
+        }
+    }
+    fn bwd(
+        &self,
+        h: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let taken = self
+            .grad
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("poisoned".into()))?
+            .take();
+        let Some(grad) = taken else {
+            candle_core::bail!("head_loss: no saved gradient (backward twice?)");
+        };
+        let (h, w) = (h.detach(), w.detach());
+        let matmul = |a: &Tensor, b: &Tensor| {
+            self.precision.matmul_act(a, b).map_err(|e| match e {
+                crate::ModelError::Candle(e) => e,
+                other => candle_core::Error::Msg(other.to_string()),
+            })
+        };
+        // The upstream scalar scales the small results, not the [N, V] matrix.
+        let dh = matmul(&grad, &w)?.to_dtype(h.dtype())?;
+        let dh = dh.broadcast_mul(&g.to_dtype(h.dtype())?)?;
+        let dw = matmul(&grad.t()?, &h)?.to_dtype(DType::F32)?;
+        let dw = dw.broadcast_mul(&g.to_dtype(DType::F32)?)?;
+        Ok((Some(dh), Some(dw)))
+    }
+}
+
+/// Mean cross-entropy of `h·Wᵀ` against `targets` (u32 or i64) for hidden
+/// states `h [N, d]` (f32 or bf16) and the f32 head `w [V, d]`, on any
+/// device, in `precision`; one graph node (see the module docs).
+pub fn head_loss(h: &Tensor, w: &Tensor, targets: &Tensor, precision: Precision) -> Result<Tensor> {
+    let (n, _) = h.dims2()?;
+    let logits = crate::fused_linear::linear(&h.detach(), &w.detach(), precision)?;
+    if !(h.track_op() || w.track_op()) {
+        return crate::fused::cross_entropy(&logits, targets);
+    }
+    let (rows, grad) = crate::fused::cross_entropy_and_grad(&logits, targets, 1.0 / n as f64)?;
+    drop(logits);
+    let op = PrecomputedHead {
+        loss: rows.mean_all()?,
+        grad: Mutex::new(Some(grad)),
+        precision,
+    };
+    h.contiguous()?.apply_op2(&w.contiguous()?, op)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fused::cross_entropy;
+    use crate::precision::Precision;
     use candle_core::{DType, Var};
 
     fn randn(shape: &[usize], seed: u64) -> Tensor {
@@ -207,6 +324,52 @@ mod tests {
                 let gap = max_rel(a, b);
                 assert!(gap < 1e-5, "{what} ({dtype:?}): {gap}");
             }
+        }
+    }
+
+    /// The device-generic head: same loss and gradients as the projection
+    /// followed by the fused cross-entropy, in f32 and bf16, with an
+    /// upstream scale (as gradient accumulation applies) reaching both
+    /// gradients; without variables, the plain loss.
+    #[test]
+    fn head_loss_matches_projection_then_cross_entropy() {
+        let (n, d, v) = (37, 24, 301);
+        let (h, w) = (randn(&[n, d], 3), (randn(&[v, d], 4) * 0.3).unwrap());
+        let ids: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % v as u32).collect();
+        let targets = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap();
+        for precision in [Precision::F32, Precision::Bf16] {
+            let act = precision.activation_dtype();
+            let mut results = Vec::new();
+            for fused in [false, true] {
+                let (hv, wv) = (Var::from_tensor(&h).unwrap(), Var::from_tensor(&w).unwrap());
+                let ha = hv.as_tensor().to_dtype(act).unwrap();
+                let loss = if fused {
+                    head_loss(&ha, wv.as_tensor(), &targets, precision).unwrap()
+                } else {
+                    let logits = crate::fused_linear::linear(&ha, wv.as_tensor(), precision);
+                    cross_entropy(&logits.unwrap(), &targets).unwrap()
+                };
+                assert_eq!(loss.dtype(), DType::F32);
+                let grads = (&loss * 0.25).unwrap().backward().unwrap();
+                results.push([
+                    loss,
+                    grads.get(hv.as_tensor()).unwrap().clone(),
+                    grads.get(wv.as_tensor()).unwrap().clone(),
+                ]);
+            }
+            let bound = match precision {
+                Precision::F32 => 1e-5,
+                Precision::Bf16 => 8e-3,
+            };
+            for (what, (a, b)) in ["loss", "dh", "dw"]
+                .iter()
+                .zip(results[0].iter().zip(&results[1]))
+            {
+                let gap = max_rel(a, b);
+                assert!(gap <= bound, "{what} ({precision}): {gap}");
+            }
+            let plain = head_loss(&h.to_dtype(act).unwrap(), &w, &targets, precision).unwrap();
+            assert!(max_rel(&plain, &results[0][0]) <= bound);
         }
     }
 

@@ -7,8 +7,9 @@
 //! * [`llama`]: the model itself — every op differentiable (candle's fused
 //!   `rms_norm`/`softmax_last_dim` have no backward and are not used here).
 //! * [`fused`], [`fused_adamw`], [`fused_attention`], [`fused_head`] ([`fastexp`]):
-//!   fused kernels with CPU
-//!   and CUDA versions.
+//!   fused kernels with CPU and CUDA versions.
+//! * [`fused_linear`]: projections (and the residual adds around them) as one
+//!   autograd node each, over candle's own matmul on any device.
 //! * [`hf`]: Hugging Face `config.json` for export.
 //! * [`gguf`]: llama.cpp GGUF files, dequantised to f32 under HF names.
 
@@ -23,6 +24,7 @@ pub mod fused_check;
 #[cfg(feature = "cuda")]
 mod fused_cuda;
 pub mod fused_head;
+pub mod fused_linear;
 pub mod gguf;
 pub mod hf;
 pub mod llama;

@@ -6,6 +6,7 @@ use crate::config::LlamaConfig;
 use crate::fused::{self, use_fused, RopeTables};
 use crate::fused_attention;
 use crate::fused_head;
+use crate::fused_linear;
 use crate::params::ParamStore;
 use crate::precision::Precision;
 use crate::Result;
@@ -180,9 +181,30 @@ impl Llama {
         self.precision
     }
 
+    /// Whether the fused kernels (and one-node projections) run on `x`.
+    fn fused_for(&self, x: &Tensor) -> bool {
+        self.fused && use_fused(x)
+    }
+
     /// `x · wᵀ` in the activation dtype.
     fn linear(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        if self.fused_for(x) {
+            return Ok(fused_linear::linear(x, w, self.precision)?);
+        }
         linear_act(x, w, self.precision)
+    }
+
+    /// `x + a · wᵀ` in f32 for the f32 residual stream `x [B, T, d]`, where
+    /// `a` is `[B, T, in]` or the attention output `[B, H, T, hd]`.
+    fn residual(&self, x: &Tensor, a: &Tensor, w: &Tensor) -> Result<Tensor> {
+        if self.fused_for(a) {
+            return Ok(fused_linear::residual_linear(x, a, w, self.precision)?);
+        }
+        let a = match a.dims() {
+            &[b, h, t, hd] => a.transpose(1, 2)?.reshape((b, t, h * hd))?,
+            _ => a.clone(),
+        };
+        Ok((x + linear_act(&a, w, self.precision)?.to_dtype(DType::F32)?)?)
     }
 
     fn act_dtype(&self) -> DType {
@@ -191,7 +213,7 @@ impl Llama {
 
     /// RMSNorm of the f32 residual stream, output in the activation dtype.
     fn apply_norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        if self.fused && use_fused(x) {
+        if self.fused_for(x) {
             Ok(fused::rms_norm_to(
                 x,
                 w,
@@ -204,7 +226,7 @@ impl Llama {
     }
 
     fn rotate(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
-        match (&self.rope_tables, self.fused && use_fused(x)) {
+        match (&self.rope_tables, self.fused_for(x)) {
             (Some(t), true) => Ok(t.apply(x, pos)?),
             // The composite version multiplies by the f32 tables.
             _ => Ok(rope(&x.to_dtype(DType::F32)?, &self.cos, &self.sin, pos)?.to_dtype(x.dtype())?),
@@ -244,19 +266,21 @@ impl Llama {
             let h = self.apply_norm(&x, &blk.attn_norm)?;
             let a = self.attention(blk, &h, pos, mask.as_ref(), layer_cache)?;
             // The residual stream stays f32.
-            x = (x + a.to_dtype(DType::F32)?)?;
+            x = self.residual(&x, &a, &blk.o)?;
             let h = self.apply_norm(&x, &blk.mlp_norm)?;
             let (gate, up) = (self.linear(&h, &blk.gate)?, self.linear(&h, &blk.up)?);
-            let act = if self.fused && use_fused(&gate) {
+            let act = if self.fused_for(&gate) {
                 fused::swiglu(&gate, &up)?
             } else {
                 (gate.silu()? * up)?
             };
-            x = (x + self.linear(&act, &blk.down)?.to_dtype(DType::F32)?)?;
+            x = self.residual(&x, &act, &blk.down)?;
         }
         self.apply_norm(&x, &self.norm)
     }
 
+    /// Attention of the normed `x` before the output projection, in the
+    /// heads layout `[B, H, T, hd]`.
     fn attention(
         &self,
         blk: &Block,
@@ -269,6 +293,9 @@ impl Llama {
         let (b, t, _) = x.dims3()?;
         let hd = c.head_dim();
         let heads = |w: &Tensor, k: usize, n: usize| -> Result<Tensor> {
+            if blk.qkv_bias.is_none() && self.fused_for(x) {
+                return Ok(fused_linear::linear_to_heads(x, w, n, self.precision)?);
+            }
             let mut y = self.linear(x, w)?;
             if let Some(bias) = &blk.qkv_bias {
                 y = y.broadcast_add(&bias[k].to_dtype(y.dtype())?)?;
@@ -295,10 +322,7 @@ impl Llama {
         // otherwise the matmuls around the fused softmax.
         if mask.is_none() && self.flash_attention && use_fused(&q) && fused_attention::supports(&q)
         {
-            let y = fused_attention::causal_attention(&q, &k, &v, scale)?
-                .transpose(1, 2)?
-                .reshape((b, t, c.d_model))?;
-            return self.linear(&y, &blk.o);
+            return Ok(fused_attention::causal_attention(&q, &k, &v, scale)?);
         }
         let scores = self.precision.matmul_act(&q, &k.t()?)?;
         let probs = match mask {
@@ -310,12 +334,7 @@ impl Llama {
             .to_dtype(self.act_dtype())?,
             None => fused::causal_softmax(&scores, scale)?,
         };
-        let y = self
-            .precision
-            .matmul_act(&probs, &v)?
-            .transpose(1, 2)?
-            .reshape((b, t, c.d_model))?;
-        self.linear(&y, &blk.o)
+        self.precision.matmul_act(&probs, &v)
     }
 
     /// The output projection `[V, d]` (the embedding when tied).
@@ -332,27 +351,28 @@ impl Llama {
     /// Mean next-token cross-entropy for inputs and targets `[B, T]`.
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
         let targets = targets.flatten_all()?;
-        if self.fused && self.precision == Precision::F32 && ids.device().is_cpu() {
-            // Head and loss in one op: no [N, V] logits in the graph.
-            let h = self.hidden(ids, None)?;
-            let h = h.reshape(((), self.config.d_model))?;
+        // Rows first, so that no reshape of the [N, V] logits enters the
+        // graph; in bf16 the hidden states and logits stay bf16.
+        let h = self.hidden_act(ids, None)?;
+        let h = h.reshape(((), self.config.d_model))?;
+        if !self.fused_for(&h) {
+            let logits = linear_in(&h, &self.lm_head, self.precision)?;
+            return Ok(candle_nn::loss::cross_entropy(&logits, &targets)?);
+        }
+        // Head and loss as one node: no [N, V] logits or gradient in the graph.
+        if self.precision == Precision::F32 && h.device().is_cpu() {
             return Ok(fused_head::linear_cross_entropy(
                 &h,
                 &self.lm_head,
                 &targets,
             )?);
         }
-        // Logits in the activation dtype: in bf16 the fused cross-entropy
-        // reads them as they are, with no f32 [N, V] copy.
-        let h = self.hidden_act(ids, None)?;
-        let v = self.config.vocab_size;
-        let logits = self.linear(&h, &self.lm_head)?.reshape(((), v))?;
-        if self.fused && use_fused(&logits) {
-            Ok(fused::cross_entropy(&logits, &targets)?)
-        } else {
-            let logits = logits.to_dtype(DType::F32)?;
-            Ok(candle_nn::loss::cross_entropy(&logits, &targets)?)
-        }
+        Ok(fused_head::head_loss(
+            &h,
+            &self.lm_head,
+            &targets,
+            self.precision,
+        )?)
     }
 
     /// `log p(target | prefix)` for every position, `[B, T]`; the full

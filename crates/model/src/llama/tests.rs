@@ -383,3 +383,43 @@ fn bf16_activations_fused_match_composite() {
         assert!(rel < 2e-2, "cached vs full (flash {flash}): {rel}");
     }
 }
+
+/// Autograd nodes of one transformer block in a training step's graph:
+/// candle's backward starts each node's gradient as zeros and adds into it,
+/// so every node costs a memset and an add over its tensor. Measured as the
+/// difference between a 2- and a 1-layer model's whole-step graph.
+fn nodes_per_block(precision: Precision, fused: bool, flash: bool) -> usize {
+    let count = |layers: usize| {
+        let (mut c, _) = tiny(4);
+        c.n_layers = layers;
+        let p = ParamStore::init(&c, &Device::Cpu, 7).unwrap();
+        let mut m = Llama::new(&c, &p).unwrap().with_precision(precision);
+        m.set_fused(fused).unwrap();
+        m.set_flash_attention(flash);
+        let loss = m.loss(&ids(2, 8, 97, 1), &ids(2, 8, 97, 2)).unwrap();
+        loss.sorted_nodes().len()
+    };
+    count(2) - count(1)
+}
+
+/// With the fused kernels a block is 13 nodes plus its 9 weights: two norms,
+/// q/k/v (q and k rotated), attention, the output projection added to the
+/// residual, gate, up, SwiGLU and the down projection added to the
+/// residual. The composite ops make it several times larger.
+#[test]
+fn fused_block_is_one_node_per_layer_op() {
+    for precision in [Precision::F32, Precision::Bf16] {
+        assert_eq!(
+            nodes_per_block(precision, true, true),
+            13 + 9,
+            "{precision}"
+        );
+        let composite = nodes_per_block(precision, false, false);
+        eprintln!(
+            "{precision}: fused {} matmul-attention {} composite {composite}",
+            nodes_per_block(precision, true, true),
+            nodes_per_block(precision, true, false)
+        );
+        assert!(composite > 3 * 13 + 9, "{precision}: composite {composite}");
+    }
+}
