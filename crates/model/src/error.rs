@@ -28,6 +28,15 @@ pub enum ModelError {
 }
 
 impl ModelError {
+    /// As a candle error, for code that runs inside candle's custom-op
+    /// traits (which return candle's `Result`).
+    pub fn into_candle(self) -> candle_core::Error {
+        match self {
+            Self::Candle(e) => e,
+            other => candle_core::Error::Msg(other.to_string()),
+        }
+    }
+
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.as_ref().display().to_string(),

@@ -252,16 +252,7 @@ mod tests {
             }
             expect.push((p, [m, v].concat()));
         }
-        let updates: Vec<AdamWUpdate> = tensors
-            .iter()
-            .map(|(step, param, grad, moments)| AdamWUpdate {
-                step: *step,
-                param,
-                grad,
-                moments,
-            })
-            .collect();
-        update_in_place(&updates).unwrap();
+        crate::fused_check::adamw_in_place(&tensors).unwrap();
         for ((_, p, _, mv), (want_p, want_mv)) in tensors.iter().zip(&expect) {
             assert_eq!(&p.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want_p);
             assert_eq!(

@@ -287,7 +287,7 @@ pub fn check_all(device: &Device) -> Result<Vec<Check>> {
 }
 
 /// [`update_in_place`] over (step, parameter, gradient, moments) rows.
-fn adamw_in_place(rows: &[(AdamWStep, Tensor, Tensor, Tensor)]) -> Result<()> {
+pub(crate) fn adamw_in_place(rows: &[(AdamWStep, Tensor, Tensor, Tensor)]) -> Result<()> {
     let updates: Vec<_> = rows
         .iter()
         .map(|(step, param, grad, moments)| AdamWUpdate {

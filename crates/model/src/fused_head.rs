@@ -134,16 +134,7 @@ impl CustomOp2 for LinearCrossEntropy {
         _res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let taken = self
-            .saved
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("poisoned".into()))?
-            .take();
-        let Some(mut grad) = taken else {
-            candle_core::bail!(
-                "linear_cross_entropy: no saved gradient (backward twice, or inputs that needed none)"
-            );
-        };
+        let mut grad = take_saved(&self.saved, "linear_cross_entropy")?;
         let (n, d) = h.dims2()?;
         let v = w.dim(0)?;
         let g = g.to_vec1::<f32>()?;
@@ -170,6 +161,19 @@ pub fn linear_cross_entropy(h: &Tensor, w: &Tensor, targets: &Tensor) -> Result<
         saved: Mutex::new(None),
     };
     h.contiguous()?.apply_op2(&w.contiguous()?, op)?.mean_all()
+}
+
+/// What a forward kept for the backward, taken (so it is freed after).
+fn take_saved<T>(slot: &Mutex<Option<T>>, what: &str) -> Result<T> {
+    let taken = slot
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("poisoned".into()))?
+        .take();
+    taken.ok_or_else(|| {
+        candle_core::Error::Msg(format!(
+            "{what}: no saved gradient (backward twice, or inputs that needed none)"
+        ))
+    })
 }
 
 /// The mean loss of a head whose gradient the forward already formed:
@@ -231,20 +235,10 @@ impl CustomOp2 for PrecomputedHead {
         _res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let taken = self
-            .grad
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("poisoned".into()))?
-            .take();
-        let Some(grad) = taken else {
-            candle_core::bail!("head_loss: no saved gradient (backward twice?)");
-        };
+        let grad = take_saved(&self.grad, "head_loss")?;
         let (h, w) = (h.detach(), w.detach());
         let matmul = |a: &Tensor, b: &Tensor| {
-            self.precision.matmul_act(a, b).map_err(|e| match e {
-                crate::ModelError::Candle(e) => e,
-                other => candle_core::Error::Msg(other.to_string()),
-            })
+            (self.precision.matmul_act(a, b)).map_err(crate::ModelError::into_candle)
         };
         // The upstream scalar scales the small results, not the [N, V] matrix.
         let dh = matmul(&grad, &w)?.to_dtype(h.dtype())?;

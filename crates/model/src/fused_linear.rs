@@ -227,7 +227,10 @@ impl Projection {
     fn backward(&self, x: &Tensor, w: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor)> {
         let (x, w) = (x.detach(), w.detach());
         let g = rows(g, self.output)?.to_dtype(self.precision.activation_dtype())?;
-        let dx = self.precision.matmul_act(&g, &w).map_err(to_candle)?;
+        let dx = self
+            .precision
+            .matmul_act(&g, &w)
+            .map_err(crate::ModelError::into_candle)?;
         let dx = match self.input {
             Arrangement::Flat => dx.reshape(x.shape())?,
             Arrangement::Heads(_) => {
@@ -239,7 +242,7 @@ impl Projection {
         let dw = self
             .precision
             .matmul_act(&g.t()?, &x_rows)
-            .map_err(to_candle)?
+            .map_err(crate::ModelError::into_candle)?
             .to_dtype(DType::F32)?;
         Ok((dx.to_dtype(x.dtype())?, dw))
     }
@@ -253,13 +256,6 @@ fn rows(t: &Tensor, arrangement: Arrangement) -> Result<Tensor> {
             let (b, h, n, hd) = t.dims4()?;
             t.transpose(1, 2)?.reshape((b * n, h * hd))
         }
-    }
-}
-
-fn to_candle(e: crate::ModelError) -> candle_core::Error {
-    match e {
-        crate::ModelError::Candle(e) => e,
-        other => candle_core::Error::Msg(other.to_string()),
     }
 }
 
