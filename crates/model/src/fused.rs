@@ -384,7 +384,7 @@ pub fn causal_softmax(scores: &Tensor, scale: f64) -> Result<Tensor> {
 // ------------------------------------------------------------------ SwiGLU
 
 /// silu(a)·b
-struct SwiGlu;
+pub(crate) struct SwiGlu;
 
 fn silu_parts(a: f32) -> (f32, f32) {
     let s = 1.0 / (1.0 + fastexp::exp(-a));
@@ -429,13 +429,17 @@ impl CustomOp2 for SwiGlu {
         _res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let both = a.apply_op3_no_bwd(b, &g.contiguous()?, &SwiGluBwd)?;
-        let shape = a.shape().clone();
-        Ok((
-            Some(both.get(0)?.reshape(&shape)?),
-            Some(both.get(1)?.reshape(shape)?),
-        ))
+        let (da, db) = swiglu_backward(a, b, g)?;
+        Ok((Some(da), Some(db)))
     }
+}
+
+/// The gradients of `silu(a)·b` with respect to `a` and `b` from the
+/// output's gradient `g`, in one pass (no graph).
+pub(crate) fn swiglu_backward(a: &Tensor, b: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor)> {
+    let both = a.apply_op3_no_bwd(b, &g.contiguous()?, &SwiGluBwd)?;
+    let shape = a.shape().clone();
+    Ok((both.get(0)?.reshape(&shape)?, both.get(1)?.reshape(shape)?))
 }
 
 /// `[2, n]`: da = g·b·silu'(a), db = g·silu(a).
@@ -499,7 +503,7 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 /// Rotary embedding (`rotate_half` layout) on `[B, H, T, hd]` at positions
 /// `pos..pos+T`; backward is the same rotation by the negated angle.
 #[derive(Clone)]
-struct Rope {
+pub(crate) struct Rope {
     tables: RopeTables,
     pos: usize,
     sign: f32,
@@ -542,9 +546,17 @@ impl CustomOp1 for Rope {
         Ok((store(out, s.dtype())?, l.shape().clone()))
     }
     fn bwd(&self, _x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        let mut inverse = self.clone();
-        inverse.sign = -self.sign;
-        Ok(Some(g.contiguous()?.apply_op1(inverse)?))
+        Ok(Some(g.contiguous()?.apply_op1(self.inverse())?))
+    }
+}
+
+impl Rope {
+    /// The rotation by the negated angle: the backward.
+    pub(crate) fn inverse(&self) -> Self {
+        Self {
+            sign: -self.sign,
+            ..self.clone()
+        }
     }
 }
 
@@ -586,11 +598,15 @@ impl RopeTables {
     }
 
     pub fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
-        let t = x.dim(2)?;
+        x.contiguous()?.apply_op1(self.rotation(pos, x.dim(2)?)?)
+    }
+
+    /// The op rotating `t` positions from `pos` (an error past the table).
+    pub(crate) fn rotation(&self, pos: usize, t: usize) -> Result<Rope> {
         if pos + t > self.positions {
             candle_core::bail!("rope: positions {pos}..{} exceed the table", pos + t);
         }
-        x.contiguous()?.apply_op1(Rope {
+        Ok(Rope {
             tables: self.clone(),
             pos,
             sign: 1.0,

@@ -7,7 +7,7 @@
 use crate::fused::{self, RopeTables};
 use crate::fused_adamw::{update_in_place, AdamWStep, AdamWUpdate};
 use crate::fused_attention;
-use crate::{fused_head, fused_linear, Precision};
+use crate::{fused_block, fused_head, fused_linear, Precision};
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -187,9 +187,10 @@ pub fn check_all(device: &Device) -> Result<Vec<Check>> {
     let x = randn(&[2, 64, 768], 1.0, 0.0)?;
     let heads = randn(&[2, 12, 64, 64], 1.0, 0.0)?;
     let res = randn(&[2, 64, 768], 1.0, 0.0)?;
-    let (w_up, w_o) = (
+    let (w_up, w_o, w_gate) = (
         randn(&[2048, 768], 0.02, 0.0)?,
         randn(&[768, 768], 0.02, 0.0)?,
+        randn(&[2048, 768], 0.02, 0.0)?,
     );
     for precision in [Precision::F32, Precision::Bf16] {
         let act = |t: &Tensor| t.to_dtype(precision.activation_dtype());
@@ -213,6 +214,26 @@ pub fn check_all(device: &Device) -> Result<Vec<Check>> {
         out.push(compare(&name, device, &inputs, |t| {
             fused_linear::residual_linear(&t[0], &t[1], &t[2], p)
         })?);
+        // With the elementwise op after them (fused_block): q rotated from
+        // a cached prefix, and the MLP's gate and up with SwiGLU.
+        let inputs = [act(&x)?, w_o.clone()];
+        out.push(compare(
+            &format!("rotated_heads 12 pos=37 {p}"),
+            device,
+            &inputs,
+            |t| {
+                let dev = t[0].device();
+                let tables = RopeTables::new(&cos.to_device(dev)?, &sin.to_device(dev)?)?;
+                fused_block::rotated_heads(&t[0], &t[1], 12, &tables, 37, p)
+            },
+        )?);
+        let inputs = [act(&x)?, w_up.clone(), w_gate.clone()];
+        out.push(compare(
+            &format!("gated_up 768->2048 {p}"),
+            device,
+            &inputs,
+            |t| fused_block::gated_up(&t[0], &t[1], &t[2], p),
+        )?);
     }
     // Head and loss as one node over the real vocabulary.
     let h = randn(&[64, 768], 1.0, 0.0)?;
@@ -413,19 +434,23 @@ mod tests {
     #[test]
     fn cpu_against_itself_is_exact() {
         let checks = check_all(&Device::Cpu).unwrap();
-        assert_eq!(checks.len(), 31);
+        assert_eq!(checks.len(), 35);
         for c in &checks {
             assert_eq!(c.worst(), 0.0, "{}", c.name);
             assert!(c.passed());
             let expect = if c.name.starts_with("rms_norm")
                 || c.name.starts_with("swiglu")
                 || c.name.starts_with("linear")
+                || c.name.starts_with("rotated")
                 || c.name.starts_with("head_loss")
             {
                 2
             } else if c.name.starts_with("adamw") {
                 0
-            } else if c.name.starts_with("flash") || c.name.starts_with("residual") {
+            } else if c.name.starts_with("flash")
+                || c.name.starts_with("residual")
+                || c.name.starts_with("gated")
+            {
                 3
             } else {
                 1

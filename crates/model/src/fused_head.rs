@@ -164,14 +164,14 @@ pub fn linear_cross_entropy(h: &Tensor, w: &Tensor, targets: &Tensor) -> Result<
 }
 
 /// What a forward kept for the backward, taken (so it is freed after).
-fn take_saved<T>(slot: &Mutex<Option<T>>, what: &str) -> Result<T> {
+pub(crate) fn take_saved<T>(slot: &Mutex<Option<T>>, what: &str) -> Result<T> {
     let taken = slot
         .lock()
         .map_err(|_| candle_core::Error::Msg("poisoned".into()))?
         .take();
     taken.ok_or_else(|| {
         candle_core::Error::Msg(format!(
-            "{what}: no saved gradient (backward twice, or inputs that needed none)"
+            "{what}: nothing saved for the backward (backward twice, or inputs that needed none)"
         ))
     })
 }

@@ -34,7 +34,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape
 
 /// Where a projection's rows and features sit in a tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Arrangement {
+pub(crate) enum Arrangement {
     /// `[.., features]`: every leading dimension is a row.
     Flat,
     /// `[B, heads, T, head_dim]`: rows are `B·T`, features `heads·head_dim`.
@@ -57,7 +57,7 @@ impl<S> Operand<'_, S> {
 }
 
 /// A backend's storage whose device allocates that same storage type.
-trait Storage: BackendStorage<Device = Self::Dev> {
+pub(crate) trait Storage: BackendStorage<Device = Self::Dev> {
     type Dev: BackendDevice<Storage = Self>;
 }
 
@@ -111,10 +111,10 @@ fn operand<'a, S: BackendStorage>(
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Projection {
-    precision: Precision,
-    input: Arrangement,
-    output: Arrangement,
+pub(crate) struct Projection {
+    pub(crate) precision: Precision,
+    pub(crate) input: Arrangement,
+    pub(crate) output: Arrangement,
 }
 
 impl Projection {
@@ -150,7 +150,7 @@ impl Projection {
     }
 
     /// `x·Wᵀ` in the activation dtype, in the output arrangement.
-    fn forward<S: Storage>(
+    pub(crate) fn forward<S: Storage>(
         &self,
         (x, lx): (&S, &Layout),
         (w, lw): (&S, &Layout),
@@ -224,7 +224,7 @@ impl Projection {
 
     /// `dx` (in `x`'s dtype and arrangement) and `dW` (f32) from the
     /// gradient `g` of the output.
-    fn backward(&self, x: &Tensor, w: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn backward(&self, x: &Tensor, w: &Tensor, g: &Tensor) -> Result<(Tensor, Tensor)> {
         let (x, w) = (x.detach(), w.detach());
         let g = rows(g, self.output)?.to_dtype(self.precision.activation_dtype())?;
         let dx = self
@@ -387,4 +387,4 @@ pub fn residual_linear(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

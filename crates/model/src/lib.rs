@@ -10,6 +10,8 @@
 //!   fused kernels with CPU and CUDA versions.
 //! * [`fused_linear`]: projections (and the residual adds around them) as one
 //!   autograd node each, over candle's own matmul on any device.
+//! * [`fused_block`]: q/k with their rotary embedding, and the MLP's gate and
+//!   up projections with SwiGLU, as one node each.
 //! * [`hf`]: Hugging Face `config.json` for export.
 //! * [`gguf`]: llama.cpp GGUF files, dequantised to f32 under HF names.
 
@@ -20,6 +22,7 @@ pub mod flops;
 pub mod fused;
 pub mod fused_adamw;
 pub mod fused_attention;
+pub mod fused_block;
 pub mod fused_check;
 #[cfg(feature = "cuda")]
 mod fused_cuda;

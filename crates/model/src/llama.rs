@@ -5,6 +5,7 @@
 use crate::config::LlamaConfig;
 use crate::fused::{self, use_fused, RopeTables};
 use crate::fused_attention;
+use crate::fused_block;
 use crate::fused_head;
 use crate::fused_linear;
 use crate::params::ParamStore;
@@ -268,11 +269,10 @@ impl Llama {
             // The residual stream stays f32.
             x = self.residual(&x, &a, &blk.o)?;
             let h = self.apply_norm(&x, &blk.mlp_norm)?;
-            let (gate, up) = (self.linear(&h, &blk.gate)?, self.linear(&h, &blk.up)?);
-            let act = if self.fused_for(&gate) {
-                fused::swiglu(&gate, &up)?
+            let act = if self.fused_for(&h) {
+                fused_block::gated_up(&h, &blk.gate, &blk.up, self.precision)?
             } else {
-                (gate.silu()? * up)?
+                (self.linear(&h, &blk.gate)?.silu()? * self.linear(&h, &blk.up)?)?
             };
             x = self.residual(&x, &act, &blk.down)?;
         }
@@ -302,8 +302,17 @@ impl Llama {
             }
             Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = self.rotate(&heads(&blk.q, 0, c.n_heads)?, pos)?;
-        let mut k = self.rotate(&heads(&blk.k, 1, c.n_kv_heads)?, pos)?;
+        // q and k with their rotation in the same node where it runs.
+        let rotated = |w: &Tensor, k: usize, n: usize| -> Result<Tensor> {
+            match &self.rope_tables {
+                Some(tables) if blk.qkv_bias.is_none() && self.fused_for(x) => Ok(
+                    fused_block::rotated_heads(x, w, n, tables, pos, self.precision)?,
+                ),
+                _ => self.rotate(&heads(w, k, n)?, pos),
+            }
+        };
+        let q = rotated(&blk.q, 0, c.n_heads)?;
+        let mut k = rotated(&blk.k, 1, c.n_kv_heads)?;
         let mut v = heads(&blk.v, 2, c.n_kv_heads)?;
         if let Some((cache, i)) = cache {
             if let Some((pk, pv)) = cache.layers.get(i) {

@@ -3,16 +3,16 @@ use crate::fused_check::{randn, rel_gap_above};
 use crate::llama::linear_act;
 use candle_core::{Device, Var};
 
-const F32_BOUND: f32 = 1e-5;
+pub(crate) const F32_BOUND: f32 = 1e-5;
 /// One bf16 step (2⁻⁸ of a value) relative to the largest value, twice:
 /// both sides round, and dW sums in another order.
-const BF16_BOUND: f32 = 8e-3;
+pub(crate) const BF16_BOUND: f32 = 8e-3;
 
-fn rnd(shape: &[usize], seed: u64) -> Tensor {
+pub(crate) fn rnd(shape: &[usize], seed: u64) -> Tensor {
     randn(shape, seed).unwrap()
 }
 
-fn gap(a: &Tensor, b: &Tensor) -> f32 {
+pub(crate) fn gap(a: &Tensor, b: &Tensor) -> f32 {
     let (a, b) = (
         a.to_dtype(DType::F32).unwrap(),
         b.to_dtype(DType::F32).unwrap(),
@@ -23,7 +23,10 @@ fn gap(a: &Tensor, b: &Tensor) -> f32 {
 /// Runs `f` on fresh variables holding `inputs` (each cast to the dtype
 /// given beside it inside the graph), then backward from `Σ out·r` for a
 /// fixed random `r`: the output and every input's gradient.
-fn run(inputs: &[(Tensor, DType)], f: impl Fn(&[Tensor]) -> Tensor) -> (Tensor, Vec<Tensor>) {
+pub(crate) fn run(
+    inputs: &[(Tensor, DType)],
+    f: impl Fn(&[Tensor]) -> Tensor,
+) -> (Tensor, Vec<Tensor>) {
     let vars: Vec<Var> = inputs
         .iter()
         .map(|(t, _)| Var::from_tensor(t).unwrap())
@@ -49,7 +52,12 @@ fn run(inputs: &[(Tensor, DType)], f: impl Fn(&[Tensor]) -> Tensor) -> (Tensor, 
     (out, g)
 }
 
-fn assert_same(what: &str, a: &(Tensor, Vec<Tensor>), b: &(Tensor, Vec<Tensor>), bound: f32) {
+pub(crate) fn assert_same(
+    what: &str,
+    a: &(Tensor, Vec<Tensor>),
+    b: &(Tensor, Vec<Tensor>),
+    bound: f32,
+) {
     assert_eq!(a.0.dims(), b.0.dims(), "{what}: shape");
     assert_eq!(a.0.dtype(), b.0.dtype(), "{what}: dtype");
     let g = gap(&a.0, &b.0);
