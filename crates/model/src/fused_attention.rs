@@ -2,9 +2,11 @@
 //! (the recomputation scheme of FlashAttention, Dao et al. 2022).
 //!
 //! Forward keeps only the output `y = softmax(scale·q·kᵀ + mask)·v`. Backward
-//! recomputes each query's probabilities from q and k, one row at a time, and
-//! uses `D_i = dy_i·y_i` in place of `Σ_j p_ij·dp_ij`, so neither pass holds
-//! more than one row of scores. Inputs are `q [B, H, T, hd]`, `k, v [B, H,
+//! recomputes the probabilities from q and k and uses `D_i = dy_i·y_i` in
+//! place of `Σ_j p_ij·dp_ij`. On the CPU both passes work on blocks of 64
+//! queries, whose products with the keys are GEMMs (`small_gemm`, the
+//! kernels of candle's own matmul), so neither holds more than a block of
+//! scores per head at a time. Inputs are `q [B, H, T, hd]`, `k, v [B, H,
 //! S, hd]` (S ≥ T, the keys of a cached prefix first): query `i` sees keys
 //! `0..=S−T+i`, as in [`crate::fused::causal_softmax`]. Grouped-query
 //! attention repeats the key/value heads before calling it.
@@ -25,6 +27,7 @@ use rayon::prelude::*;
 
 use crate::fastexp;
 use crate::fused::{act, store};
+use crate::small_gemm::{self, Mat};
 
 /// The one dtype (f32, or bf16 under mixed precision) of the op's tensors.
 fn same_dtype(storages: &[&CpuStorage]) -> Result<DType> {
@@ -91,27 +94,50 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// y += a·x
-fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += a * x;
+/// Queries per block: the forward and backward multiply a block of queries
+/// against the keys it sees as GEMMs, so a block of scores (`BLOCK × S`)
+/// is the most either holds, never `[T, S]`.
+const BLOCK: usize = 64;
+
+/// The queries `i0..i0+m` and the keys the last of them sees (`nk`).
+struct QueryBlock {
+    i0: usize,
+    m: usize,
+    nk: usize,
+}
+
+impl QueryBlock {
+    fn all(d: &Dims) -> impl Iterator<Item = Self> + '_ {
+        (0..d.t).step_by(BLOCK).map(|i0| {
+            let m = BLOCK.min(d.t - i0);
+            Self {
+                i0,
+                m,
+                nk: d.visible(i0 + m - 1),
+            }
+        })
     }
 }
 
-/// The probabilities of query `qi` over the first `p.len()` keys, into `p`.
-fn probs(qi: &[f32], k: &[f32], scale: f32, p: &mut [f32]) {
-    let hd = qi.len();
-    let mut max = f32::NEG_INFINITY;
-    for (j, pj) in p.iter_mut().enumerate() {
-        *pj = scale * dot(qi, &k[j * hd..(j + 1) * hd]);
-        max = max.max(*pj);
-    }
-    for pj in p.iter_mut() {
-        *pj = fastexp::exp(*pj - max);
-    }
-    let inv = 1.0 / fastexp::sum(p);
-    for pj in p.iter_mut() {
-        *pj *= inv;
+/// The probabilities of a block of queries over the keys they see, into
+/// `p [m, nk]` (row-major): `scale·q·kᵀ` as one GEMM, then each row's
+/// softmax over its visible keys; the keys a row may not see get 0.
+fn block_probs(d: &Dims, b: &QueryBlock, q: &[f32], k: &[f32], scale: f32, p: &mut [f32]) {
+    let hd = d.hd;
+    let qb = Mat::rows(&q[b.i0 * hd..], b.m, hd);
+    let kt = Mat::rows(k, b.nk, hd).t();
+    small_gemm::gemm(p, qb, kt, scale, false);
+    for (r, row) in p[..b.m * b.nk].chunks_exact_mut(b.nk).enumerate() {
+        let (seen, masked) = row.split_at_mut(d.visible(b.i0 + r));
+        let max = seen.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+        for x in seen.iter_mut() {
+            *x = fastexp::exp(*x - max);
+        }
+        let inv = 1.0 / fastexp::sum(seen);
+        for x in seen.iter_mut() {
+            *x *= inv;
+        }
+        masked.fill(0.0);
     }
 }
 
@@ -166,14 +192,12 @@ impl CustomOp3 for FlashAttention {
         let mut out = vec![0f32; q.len()];
         out.par_chunks_mut(d.t * hd).enumerate().for_each(|(h, y)| {
             let [q, k, v] = head(&d, h, q, k, v);
-            let mut p = vec![0f32; d.s];
-            for i in 0..d.t {
-                let p = &mut p[..d.visible(i)];
-                probs(&q[i * hd..(i + 1) * hd], k, self.scale, p);
-                let yi = &mut y[i * hd..(i + 1) * hd];
-                for (j, &pj) in p.iter().enumerate() {
-                    axpy(yi, pj, &v[j * hd..(j + 1) * hd]);
-                }
+            let mut p = vec![0f32; BLOCK.min(d.t) * d.s];
+            for b in QueryBlock::all(&d) {
+                block_probs(&d, &b, q, k, self.scale, &mut p);
+                let pb = Mat::rows(&p, b.m, b.nk);
+                let y = &mut y[b.i0 * hd..];
+                small_gemm::gemm(y, pb, Mat::rows(v, b.nk, hd), 1.0, false);
             }
         });
         Ok((store(out, dtype)?, lq.shape().clone()))
@@ -288,22 +312,30 @@ impl FlashAttentionBwd {
                 let (y, dy) = (&y[h * qn..(h + 1) * qn], &dy[h * qn..(h + 1) * qn]);
                 let (dq, dkv) = grads.split_at_mut(qn);
                 let (dk, dv) = dkv.split_at_mut(d.s * hd);
-                let mut p = vec![0f32; d.s];
-                for i in 0..d.t {
-                    let row = i * hd..(i + 1) * hd;
-                    let (qi, dyi) = (&q[row.clone()], &dy[row.clone()]);
-                    let p = &mut p[..d.visible(i)];
-                    probs(qi, k, self.scale, p);
-                    let di = dot(dyi, &y[row.clone()]);
-                    let dqi = &mut dq[row];
-                    for (j, &pj) in p.iter().enumerate() {
-                        let key = j * hd..(j + 1) * hd;
-                        // dS_ij = P_ij·(dP_ij − D_i), with dP_ij = dy_i·v_j.
-                        let ds = self.scale * pj * (dot(dyi, &v[key.clone()]) - di);
-                        axpy(&mut dv[key.clone()], pj, dyi);
-                        axpy(&mut dk[key.clone()], ds, qi);
-                        axpy(dqi, ds, &k[key]);
+                let cap = BLOCK.min(d.t) * d.s;
+                let (mut p, mut ds) = (vec![0f32; cap], vec![0f32; cap]);
+                for b in QueryBlock::all(d) {
+                    let span = b.i0 * hd..(b.i0 + b.m) * hd;
+                    let (qb, dyb) = (&q[span.clone()], &dy[span.clone()]);
+                    block_probs(d, &b, q, k, self.scale, &mut p);
+                    // dP = dy·vᵀ, then dS = scale·P·(dP − D) with
+                    // D_i = dy_i·y_i standing in for Σ_j P_ij·dP_ij.
+                    let vt = Mat::rows(v, b.nk, hd).t();
+                    small_gemm::gemm(&mut ds, Mat::rows(dyb, b.m, hd), vt, 1.0, false);
+                    let (p_rows, ds_rows) = (p.chunks_exact(b.nk), ds.chunks_exact_mut(b.nk));
+                    for (r, (pr, dsr)) in p_rows.zip(ds_rows).take(b.m).enumerate() {
+                        let i = (b.i0 + r) * hd;
+                        let di = dot(&dy[i..i + hd], &y[i..i + hd]);
+                        for (x, &pj) in dsr.iter_mut().zip(pr) {
+                            *x = self.scale * pj * (*x - di);
+                        }
                     }
+                    let (pb, dsb) = (Mat::rows(&p, b.m, b.nk), Mat::rows(&ds, b.m, b.nk));
+                    // dv += Pᵀ·dy, dk += dSᵀ·q, dq = dS·k.
+                    small_gemm::gemm(dv, pb.t(), Mat::rows(dyb, b.m, hd), 1.0, true);
+                    small_gemm::gemm(dk, dsb.t(), Mat::rows(qb, b.m, hd), 1.0, true);
+                    let kb = Mat::rows(k, b.nk, hd);
+                    small_gemm::gemm(&mut dq[span], dsb, kb, 1.0, false);
                 }
             });
         (out, Shape::from((d.bh, rows, hd)))
@@ -396,7 +428,15 @@ mod tests {
     /// with a head dimension that is not a multiple of 8.
     #[test]
     fn matches_matmul_softmax_path() {
-        for (t, s, hd) in [(16, 16, 32), (5, 12, 8), (9, 9, 13)] {
+        // The last two span several query blocks (BLOCK = 64), one of them
+        // behind a cached prefix of keys.
+        for (t, s, hd) in [
+            (16, 16, 32),
+            (5, 12, 8),
+            (9, 9, 13),
+            (150, 150, 16),
+            (70, 200, 8),
+        ] {
             let (q, k, v) = (
                 randn(&[2, 3, t, hd], 1),
                 randn(&[2, 3, s, hd], 2),

@@ -34,6 +34,7 @@ pub mod llama;
 pub mod params;
 pub mod precision;
 pub mod presets;
+mod small_gemm;
 
 pub use config::LlamaConfig;
 pub use error::ModelError;

@@ -1,0 +1,158 @@
+//! A safe, single-threaded `C (+)= β·A·B` on f32 slices, for kernels that
+//! multiply small blocks inside their own parallel loop (one attention head
+//! per rayon task): candle's matmul works on whole tensors, and calling it
+//! per block would allocate and dispatch for every one. The product is the
+//! `gemm` crate's, the same kernels candle's CPU matmul runs.
+
+/// A matrix view into a slice: element `(r, c)` at `r·row_stride + c·col_stride`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// The first `rows × cols` elements of `data` as a row-major matrix.
+    pub(crate) fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose (a view, nothing moves).
+    pub(crate) fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    /// Whether every element the view addresses lies inside its slice.
+    fn in_bounds(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
+                < self.data.len()
+    }
+}
+
+/// `c = β·a·b`, or `c += β·a·b` with `accumulate`, for a row-major `c` of
+/// `a.rows × b.cols` elements at the start of `c`.
+///
+/// # Panics
+/// If the shapes do not agree or a view reaches past its slice: the callers
+/// derive every shape from one checked set of dimensions, so a mismatch is
+/// a bug in the kernel, not bad input.
+pub(crate) fn gemm(c: &mut [f32], a: Mat, b: Mat, beta: f32, accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "small_gemm: inner dimensions {k} and {}", b.rows);
+    assert!(c.len() >= m * n, "small_gemm: output too short");
+    assert!(
+        a.in_bounds() && b.in_bounds(),
+        "small_gemm: view out of bounds"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: the asserts above keep every address the kernel reads inside
+    // `a.data` and `b.data` and every one it writes inside `c[..m·n]`; the
+    // output does not alias the inputs (`&mut` against `&`).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            1.0,
+            beta,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: Mat, b: Mat) -> Vec<f32> {
+        let at = |m: &Mat, r: usize, c: usize| m.data[r * m.row_stride + c * m.col_stride];
+        let mut c = vec![0f32; a.rows * b.cols];
+        for i in 0..a.rows {
+            for j in 0..b.cols {
+                c[i * b.cols + j] = (0..a.cols).map(|l| at(&a, i, l) * at(&b, l, j)).sum();
+            }
+        }
+        c
+    }
+
+    /// Every combination of transposed operands, with and without
+    /// accumulation, against a triple loop.
+    #[test]
+    fn matches_a_triple_loop() {
+        let x: Vec<f32> = (0..7 * 5)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
+            .collect();
+        let y: Vec<f32> = (0..5 * 9)
+            .map(|i| ((i * 13 % 7) as f32 - 3.0) / 2.0)
+            .collect();
+        let yt: Vec<f32> = (0..9 * 5).map(|i| y[(i % 5) * 9 + i / 5]).collect();
+        let xt: Vec<f32> = (0..5 * 7).map(|i| x[(i % 7) * 5 + i / 7]).collect();
+        let want = naive(Mat::rows(&x, 7, 5), Mat::rows(&y, 5, 9));
+        for (a, b) in [
+            (Mat::rows(&x, 7, 5), Mat::rows(&y, 5, 9)),
+            (Mat::rows(&xt, 5, 7).t(), Mat::rows(&y, 5, 9)),
+            (Mat::rows(&x, 7, 5), Mat::rows(&yt, 9, 5).t()),
+            (Mat::rows(&xt, 5, 7).t(), Mat::rows(&yt, 9, 5).t()),
+        ] {
+            let mut c = vec![1f32; 7 * 9];
+            gemm(&mut c, a, b, 0.5, true);
+            for (got, w) in c.iter().zip(&want) {
+                assert!(
+                    (got - (1.0 + 0.5 * w)).abs() < 1e-5,
+                    "{got} vs {}",
+                    1.0 + 0.5 * w
+                );
+            }
+            gemm(&mut c, a, b, 2.0, false);
+            for (got, w) in c.iter().zip(&want) {
+                assert!((got - 2.0 * w).abs() < 1e-5, "{got} vs {}", 2.0 * w);
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "out of bounds")]
+    fn a_view_past_its_slice_is_refused() {
+        let x = vec![0f32; 6];
+        let mut c = vec![0f32; 9];
+        gemm(&mut c, Mat::rows(&x, 3, 3), Mat::rows(&x, 3, 3), 1.0, false);
+    }
+}
