@@ -107,6 +107,11 @@ struct QueryBlock {
 }
 
 impl QueryBlock {
+    /// A buffer for one block's scores (or their gradients), `[BLOCK, S]`.
+    fn scores(d: &Dims) -> Vec<f32> {
+        vec![0f32; BLOCK.min(d.t) * d.s]
+    }
+
     fn all(d: &Dims) -> impl Iterator<Item = Self> + '_ {
         (0..d.t).step_by(BLOCK).map(|i0| {
             let m = BLOCK.min(d.t - i0);
@@ -192,7 +197,7 @@ impl CustomOp3 for FlashAttention {
         let mut out = vec![0f32; q.len()];
         out.par_chunks_mut(d.t * hd).enumerate().for_each(|(h, y)| {
             let [q, k, v] = head(&d, h, q, k, v);
-            let mut p = vec![0f32; BLOCK.min(d.t) * d.s];
+            let mut p = QueryBlock::scores(&d);
             for b in QueryBlock::all(&d) {
                 block_probs(&d, &b, q, k, self.scale, &mut p);
                 let pb = Mat::rows(&p, b.m, b.nk);
@@ -312,8 +317,7 @@ impl FlashAttentionBwd {
                 let (y, dy) = (&y[h * qn..(h + 1) * qn], &dy[h * qn..(h + 1) * qn]);
                 let (dq, dkv) = grads.split_at_mut(qn);
                 let (dk, dv) = dkv.split_at_mut(d.s * hd);
-                let cap = BLOCK.min(d.t) * d.s;
-                let (mut p, mut ds) = (vec![0f32; cap], vec![0f32; cap]);
+                let (mut p, mut ds) = (QueryBlock::scores(d), QueryBlock::scores(d));
                 for b in QueryBlock::all(d) {
                     let span = b.i0 * hd..(b.i0 + b.m) * hd;
                     let (qb, dyb) = (&q[span.clone()], &dy[span.clone()]);

@@ -21,7 +21,6 @@
 //!   `[N, ffn]` tensors the separate nodes kept); the backward is SwiGLU's,
 //!   then both projections' at once, `dx = dg·W_g + du·W_u`.
 
-use crate::error::ModelError;
 use crate::fused::{self, Rope, RopeTables, SwiGlu};
 use crate::fused_head::take_saved;
 use crate::fused_linear::{self, Arrangement, Projection};
@@ -29,7 +28,7 @@ use crate::precision::Precision;
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, D,
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor,
 };
 use std::sync::Mutex;
 
@@ -106,7 +105,8 @@ pub fn rotated_heads(
 struct GatedUp {
     /// `(x·W_gᵀ, x·W_uᵀ)`, taken by the backward.
     parts: Mutex<Option<(Tensor, Tensor)>>,
-    precision: Precision,
+    /// Both projections (whose backward runs twice).
+    projection: Projection,
 }
 
 impl GatedUp {
@@ -171,18 +171,9 @@ impl CustomOp3 for GatedUp {
         let (gate, up) = take_saved(&self.parts, "gated_up")?;
         let (dg, du) = fused::swiglu_backward(&gate, &up, &grad.to_dtype(gate.dtype())?)?;
         drop((gate, up));
-        let (x, w_gate, w_up) = (x.detach(), w_gate.detach(), w_up.detach());
-        let rows = |t: &Tensor| t.reshape(((), t.dim(D::Minus1)?));
-        let (x_rows, dg, du) = (rows(&x)?, rows(&dg)?, rows(&du)?);
-        let matmul = |a: &Tensor, b: &Tensor| {
-            self.precision
-                .matmul_act(a, b)
-                .map_err(ModelError::into_candle)
-        };
-        let dx = (matmul(&dg, &w_gate)? + matmul(&du, &w_up)?)?;
-        let dx = dx.reshape(x.shape())?.to_dtype(x.dtype())?;
-        let dw_gate = matmul(&dg.t()?, &x_rows)?.to_dtype(DType::F32)?;
-        let dw_up = matmul(&du.t()?, &x_rows)?.to_dtype(DType::F32)?;
+        let (dx_gate, dw_gate) = self.projection.backward(x, w_gate, &dg)?;
+        let (dx_up, dw_up) = self.projection.backward(x, w_up, &du)?;
+        let dx = (dx_gate + dx_up)?;
         Ok((Some(dx), Some(dw_gate), Some(dw_up)))
     }
 }
@@ -211,7 +202,7 @@ pub fn gated_up(
     }
     let op = GatedUp {
         parts: Mutex::new(Some((gate, up))),
-        precision,
+        projection: Projection::flat(precision),
     };
     x.contiguous()?
         .apply_op3(&w_gate.contiguous()?, &w_up.contiguous()?, op)

@@ -118,6 +118,15 @@ pub(crate) struct Projection {
 }
 
 impl Projection {
+    /// `[.., in]` to `[.., out]`: the plain projection.
+    pub(crate) fn flat(precision: Precision) -> Self {
+        Self {
+            precision,
+            input: Arrangement::Flat,
+            output: Arrangement::Flat,
+        }
+    }
+
     /// The input as `[rows, in]` (copied out of the heads layout if need
     /// be) and its leading dimensions.
     fn input_rows<'a, S: Storage>(
@@ -341,12 +350,8 @@ impl CustomOp3 for ResidualProjection {
 /// `x·wᵀ` for `x [.., in]` (f32 or bf16) and an f32 weight `w [out, in]`,
 /// in `precision`'s activation dtype.
 pub fn linear(x: &Tensor, w: &Tensor, precision: Precision) -> Result<Tensor> {
-    let op = Projection {
-        precision,
-        input: Arrangement::Flat,
-        output: Arrangement::Flat,
-    };
-    x.contiguous()?.apply_op2(&w.contiguous()?, op)
+    x.contiguous()?
+        .apply_op2(&w.contiguous()?, Projection::flat(precision))
 }
 
 /// [`linear`] for `x [B, T, in]`, split into `[B, heads, T, out/heads]`.

@@ -1,7 +1,7 @@
 use super::*;
 use crate::fused_linear::linear_to_heads;
 use crate::fused_linear::tests::{assert_same, gap, rnd, run, BF16_BOUND, F32_BOUND};
-use candle_core::{Device, Var};
+use candle_core::{DType, Device, Var};
 
 /// Rotary tables for head dim `hd` over `positions`.
 fn tables(hd: usize, positions: usize) -> RopeTables {
