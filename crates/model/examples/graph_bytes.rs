@@ -12,6 +12,10 @@
 //! cargo run --release -p frugal-model --example graph_bytes -- \
 //!     [BATCH] [SEQ] [f32|bf16] [composite]
 //! ```
+//! It also prints what is left of that traffic when the backward runs on a
+//! [`frugal_model::tape`] (the training step's default where it applies):
+//! the adds for tensors with more than one consumer.
+//!
 //! The model is the 162 M configuration of `bench/gpu.sh` (d 768, 12
 //! layers, 12 heads, FFN 2048, vocabulary 50304, untied). Activation bytes
 //! are linear in the batch, so a small batch can be scaled to a large one.
@@ -66,5 +70,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         gb(4 * weights),
         gb(4 * (act + weights))
     );
+    drop(nodes);
+    drop(loss);
+    // The same step on the tape (what `Llama::loss_and_grads` runs): only
+    // the sums of several contributions remain.
+    if !composite {
+        let (loss, tape) =
+            frugal_model::tape::record(|| model.loss(&ids, &ids).map_err(|e| e.into_candle()))?;
+        println!(
+            "on the tape: {} nodes, sums of gradients {:.2} GB",
+            tape.len(),
+            gb(tape.accumulation_bytes())
+        );
+        drop(loss);
+    }
     Ok(())
 }

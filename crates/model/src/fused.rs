@@ -278,13 +278,11 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 
 /// [`rms_norm`] with the output (and so its gradient) in `out`.
 pub fn rms_norm_to(x: &Tensor, w: &Tensor, eps: f64, out: DType) -> Result<Tensor> {
-    x.contiguous()?.apply_op2(
-        &w.contiguous()?,
-        RmsNorm {
-            eps: eps as f32,
-            out,
-        },
-    )
+    let op = RmsNorm {
+        eps: eps as f32,
+        out,
+    };
+    crate::tape::op2(&x.contiguous()?, &w.contiguous()?, op)
 }
 
 // ------------------------------------------------- causal softmax (attention)

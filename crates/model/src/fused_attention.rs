@@ -364,7 +364,12 @@ pub(crate) const CUDA_BF16_MAX_HD: usize = 64;
 /// for multiples of 16 up to 64 (attention_tc.cu's tiles and shared memory).
 pub fn supports(q: &Tensor) -> bool {
     let hd = q.dims().last().copied().unwrap_or(0);
-    match (q.device().is_cpu(), q.dtype()) {
+    supports_on(q.device(), q.dtype(), hd)
+}
+
+/// [`supports`] for a `q` on `device` of `dtype` and head dim `hd`.
+pub fn supports_on(device: &candle_core::Device, dtype: DType, hd: usize) -> bool {
+    match (device.is_cpu(), dtype) {
         (true, DType::F32 | DType::BF16) => true,
         (false, DType::F32) => hd <= CUDA_F32_MAX_HD,
         (false, DType::BF16) => hd > 0 && hd.is_multiple_of(16) && hd <= CUDA_BF16_MAX_HD,
@@ -376,13 +381,10 @@ pub fn supports(q: &Tensor) -> bool {
 /// `q [B, H, T, hd]` and `k, v [B, H, S, hd]` (all f32 or all bf16),
 /// differentiable in all three.
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
-    q.contiguous()?.apply_op3(
-        &k.contiguous()?,
-        &v.contiguous()?,
-        FlashAttention {
-            scale: scale as f32,
-        },
-    )
+    let op = FlashAttention {
+        scale: scale as f32,
+    };
+    crate::tape::op3(&q.contiguous()?, &k.contiguous()?, &v.contiguous()?, op)
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use crate::fused::{self, Rope, RopeTables, SwiGlu};
 use crate::fused_head::take_saved;
 use crate::fused_linear::{self, Arrangement, Projection};
 use crate::precision::Precision;
+use crate::tape;
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 use candle_core::{
@@ -97,7 +98,7 @@ pub fn rotated_heads(
         },
         rope: tables.rotation(pos, t)?,
     };
-    x.contiguous()?.apply_op2(&w.contiguous()?, op)
+    tape::op2(&x.contiguous()?, &w.contiguous()?, op)
 }
 
 /// SwiGLU of projections the forward already formed: inputs (x, w_gate,
@@ -188,8 +189,12 @@ pub fn gated_up(
     precision: Precision,
 ) -> Result<Tensor> {
     let (xd, gd, ud) = (x.detach(), w_gate.detach(), w_up.detach());
-    let gate = fused_linear::linear(&xd, &gd, precision)?;
-    let up = fused_linear::linear(&xd, &ud, precision)?;
+    let (gate, up) = tape::untaped(|| {
+        Ok((
+            fused_linear::linear(&xd, &gd, precision)?,
+            fused_linear::linear(&xd, &ud, precision)?,
+        ))
+    })?;
     if gate.dims() != up.dims() {
         candle_core::bail!(
             "gated_up: gate {:?} and up {:?} projections differ",
@@ -197,15 +202,19 @@ pub fn gated_up(
             w_up.dims()
         );
     }
-    if !(x.track_op() || w_gate.track_op() || w_up.track_op()) {
+    if !tape::needs_backward(&[x, w_gate, w_up]) {
         return fused::swiglu(&gate, &up);
     }
     let op = GatedUp {
         parts: Mutex::new(Some((gate, up))),
         projection: Projection::flat(precision),
     };
-    x.contiguous()?
-        .apply_op3(&w_gate.contiguous()?, &w_up.contiguous()?, op)
+    tape::op3(
+        &x.contiguous()?,
+        &w_gate.contiguous()?,
+        &w_up.contiguous()?,
+        op,
+    )
 }
 
 #[cfg(test)]

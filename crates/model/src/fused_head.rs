@@ -31,6 +31,7 @@ use std::sync::Mutex;
 
 use crate::fused::{check_targets, log_sum_exp, scaled_softmax_into, slice, targets};
 use crate::precision::Precision;
+use crate::tape;
 
 /// Rows of logits formed at a time (`ROWS·V` floats of scratch).
 const ROWS: usize = 256;
@@ -157,10 +158,10 @@ impl CustomOp2 for LinearCrossEntropy {
 pub fn linear_cross_entropy(h: &Tensor, w: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let op = LinearCrossEntropy {
         targets: targets.contiguous()?,
-        keep: h.track_op() || w.track_op(),
+        keep: tape::needs_backward(&[h, w]),
         saved: Mutex::new(None),
     };
-    h.contiguous()?.apply_op2(&w.contiguous()?, op)?.mean_all()
+    tape::mean_all(&tape::op2(&h.contiguous()?, &w.contiguous()?, op)?)
 }
 
 /// What a forward kept for the backward, taken (so it is freed after).
@@ -254,8 +255,9 @@ impl CustomOp2 for PrecomputedHead {
 /// device, in `precision`; one graph node (see the module docs).
 pub fn head_loss(h: &Tensor, w: &Tensor, targets: &Tensor, precision: Precision) -> Result<Tensor> {
     let (n, _) = h.dims2()?;
-    let logits = crate::fused_linear::linear(&h.detach(), &w.detach(), precision)?;
-    if !(h.track_op() || w.track_op()) {
+    let logits =
+        tape::untaped(|| crate::fused_linear::linear(&h.detach(), &w.detach(), precision))?;
+    if !tape::needs_backward(&[h, w]) {
         return crate::fused::cross_entropy(&logits, targets);
     }
     let (rows, grad) = crate::fused::cross_entropy_and_grad(&logits, targets, 1.0 / n as f64)?;
@@ -265,7 +267,7 @@ pub fn head_loss(h: &Tensor, w: &Tensor, targets: &Tensor, precision: Precision)
         grad: Mutex::new(Some(grad)),
         precision,
     };
-    h.contiguous()?.apply_op2(&w.contiguous()?, op)
+    tape::op2(&h.contiguous()?, &w.contiguous()?, op)
 }
 
 #[cfg(test)]

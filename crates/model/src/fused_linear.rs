@@ -27,6 +27,7 @@
 //! the layouts undone.
 
 use crate::precision::Precision;
+use crate::tape;
 use candle_core::backend::{BackendDevice, BackendStorage};
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
@@ -350,8 +351,8 @@ impl CustomOp3 for ResidualProjection {
 /// `x·wᵀ` for `x [.., in]` (f32 or bf16) and an f32 weight `w [out, in]`,
 /// in `precision`'s activation dtype.
 pub fn linear(x: &Tensor, w: &Tensor, precision: Precision) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op2(&w.contiguous()?, Projection::flat(precision))
+    let op = Projection::flat(precision);
+    tape::op2(&x.contiguous()?, &w.contiguous()?, op)
 }
 
 /// [`linear`] for `x [B, T, in]`, split into `[B, heads, T, out/heads]`.
@@ -366,7 +367,7 @@ pub fn linear_to_heads(
         input: Arrangement::Flat,
         output: Arrangement::Heads(heads),
     };
-    x.contiguous()?.apply_op2(&w.contiguous()?, op)
+    tape::op2(&x.contiguous()?, &w.contiguous()?, op)
 }
 
 /// `res + a·wᵀ` in f32 for an f32 residual `res [B, T, out]` and `a` either
@@ -387,8 +388,7 @@ pub fn residual_linear(
         input,
         output: Arrangement::Flat,
     });
-    res.contiguous()?
-        .apply_op3(&a.contiguous()?, &w.contiguous()?, op)
+    tape::op3(&res.contiguous()?, &a.contiguous()?, &w.contiguous()?, op)
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@
 //!   autograd node each, over candle's own matmul on any device.
 //! * [`fused_block`]: q/k with their rotary embedding, and the MLP's gate and
 //!   up projections with SwiGLU, as one node each.
+//! * [`tape`]: the training step's backward without candle's zero-fill + add
+//!   per node ([`Llama::loss_and_grads`]).
 //! * [`hf`]: Hugging Face `config.json` for export.
 //! * [`gguf`]: llama.cpp GGUF files, dequantised to f32 under HF names.
 
@@ -35,6 +37,7 @@ pub mod params;
 pub mod precision;
 pub mod presets;
 mod small_gemm;
+pub mod tape;
 
 pub use config::LlamaConfig;
 pub use error::ModelError;

@@ -10,6 +10,7 @@ use crate::fused_head;
 use crate::fused_linear;
 use crate::params::ParamStore;
 use crate::precision::Precision;
+use crate::tape;
 use crate::Result;
 use candle_core::{DType, Device, Tensor, D};
 
@@ -243,7 +244,7 @@ impl Llama {
 
     /// [`Llama::hidden`] in the activation dtype.
     fn hidden_act(&self, ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
+        let (_, t) = ids.dims2()?;
         let pos = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let c = &self.config;
         if pos + t > c.max_seq_len {
@@ -253,10 +254,7 @@ impl Llama {
                 c.max_seq_len
             )));
         }
-        let mut x = self
-            .embed
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, t, c.d_model))?;
+        let mut x = tape::embedding(&self.embed, ids)?;
         let mask = if self.fused {
             None
         } else {
@@ -363,7 +361,7 @@ impl Llama {
         // Rows first, so that no reshape of the [N, V] logits enters the
         // graph; in bf16 the hidden states and logits stay bf16.
         let h = self.hidden_act(ids, None)?;
-        let h = h.reshape(((), self.config.d_model))?;
+        let h = tape::reshape(&h, ((), self.config.d_model))?;
         if !self.fused_for(&h) {
             let logits = linear_in(&h, &self.lm_head, self.precision)?;
             return Ok(candle_nn::loss::cross_entropy(&logits, &targets)?);
@@ -382,6 +380,49 @@ impl Llama {
             &targets,
             self.precision,
         )?)
+    }
+
+    /// The mean loss ([`Llama::loss`]) and the gradients of `scale · loss`
+    /// for every parameter on its path. Where the whole graph is frugal's
+    /// fused ops (the fused path with one-op attention, no q/k/v biases, no
+    /// grouped-query repeats) the backward runs on a [`tape`], without
+    /// candle's zero-fill + add per node; the gradients are bit-identical to
+    /// `loss.backward()`, which runs everywhere else (and with
+    /// `FRUGAL_TAPE=0`).
+    pub fn loss_and_grads(
+        &self,
+        ids: &Tensor,
+        targets: &Tensor,
+        scale: f64,
+    ) -> Result<(Tensor, candle_core::backprop::GradStore)> {
+        if !self.tape_covers(ids) {
+            let loss = self.loss(ids, targets)?;
+            let grads = if scale == 1.0 {
+                loss.backward()?
+            } else {
+                loss.affine(scale, 0.0)?.backward()?
+            };
+            return Ok((loss, grads));
+        }
+        let (loss, tape) = tape::record(|| {
+            self.loss(ids, targets)
+                .map_err(crate::ModelError::into_candle)
+        })?;
+        let grads = tape.backward(&loss, scale)?;
+        Ok((loss, grads))
+    }
+
+    /// Whether every op of [`Llama::loss`] on `ids` is one the tape records.
+    fn tape_covers(&self, ids: &Tensor) -> bool {
+        static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let off = *OFF.get_or_init(|| std::env::var("FRUGAL_TAPE").is_ok_and(|v| v == "0"));
+        let c = &self.config;
+        !off && self.fused_for(&self.embed)
+            && self.flash_attention
+            && fused_attention::supports_on(ids.device(), self.act_dtype(), c.head_dim())
+            && self.rope_tables.is_some()
+            && !c.qkv_bias
+            && c.n_kv_heads == c.n_heads
     }
 
     /// `log p(target | prefix)` for every position, `[B, T]`; the full

@@ -189,9 +189,11 @@ impl Trainer {
             let batch = self
                 .sampler
                 .batch(&self.dataset.train, self.state.data_cursor)?;
-            let loss = model.loss(
+            // The gradients of the mean loss over the accumulated batches.
+            let (loss, store) = model.loss_and_grads(
                 &self.to_tensor(&batch.inputs)?,
                 &self.to_tensor(&batch.targets)?,
+                1.0 / accum as f64,
             )?;
             let value = loss.to_scalar::<f32>()?;
             if !value.is_finite() {
@@ -201,15 +203,7 @@ impl Trainer {
                 });
             }
             loss_sum += value as f64;
-            let scaled = if accum > 1 {
-                loss.affine(1.0 / accum as f64, 0.0)?
-            } else {
-                loss
-            };
-            add_grads(
-                &mut grads,
-                collect_grads(&self.params, &scaled.backward()?)?,
-            )?;
+            add_grads(&mut grads, collect_grads(&self.params, &store)?)?;
             self.state.data_cursor = batch.next_cursor;
         }
         let norm = clip_grad_norm(&mut grads, self.cfg.train.grad_clip)?;

@@ -419,3 +419,101 @@ fn fused_block_is_one_node_per_layer_op() {
         assert!(composite > 3 * 9 + 9, "{precision}: composite {composite}");
     }
 }
+
+/// Every parameter's gradient from [`Llama::loss_and_grads`] against
+/// `loss.backward()`, as `(name, max |difference|, max |gradient|)`.
+fn tape_vs_autograd(m: &Llama, p: &ParamStore, scale: f64) -> Vec<(String, f32, f32)> {
+    // Repeated tokens: the embedding's gradient sums several rows each.
+    let (x, y) = (ids(2, 12, 13, 3), ids(2, 12, 97, 4));
+    let (loss, taped) = m.loss_and_grads(&x, &y, scale).unwrap();
+    let reference = m.loss(&x, &y).unwrap();
+    assert_eq!(
+        loss.to_scalar::<f32>().unwrap(),
+        reference.to_scalar::<f32>().unwrap()
+    );
+    let autograd = reference.affine(scale, 0.0).unwrap().backward().unwrap();
+    p.iter()
+        .map(|(name, var)| {
+            let a = autograd
+                .get(var)
+                .unwrap_or_else(|| panic!("autograd: no {name}"));
+            let t = taped.get(var).unwrap_or_else(|| panic!("tape: no {name}"));
+            let size = a.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+            (
+                name.clone(),
+                max_abs_diff(t, a),
+                size.to_scalar::<f32>().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The tape's backward gives exactly candle's gradients: every parameter,
+/// tied and untied heads, f32 and bf16, with a gradient-accumulation scale.
+#[test]
+fn tape_backward_is_bit_identical_to_autograd() {
+    for (tied, precision, scale) in [
+        (true, Precision::F32, 1.0),
+        (false, Precision::F32, 0.25),
+        (true, Precision::Bf16, 0.5),
+        (false, Precision::Bf16, 1.0),
+    ] {
+        let (mut c, _) = tiny(4);
+        c.tie_embeddings = tied;
+        let p = ParamStore::init(&c, &Device::Cpu, 11).unwrap();
+        let m = Llama::new(&c, &p).unwrap().with_precision(precision);
+        assert!(m.tape_covers(&ids(2, 12, 97, 3)));
+        for (name, diff, size) in tape_vs_autograd(&m, &p, scale) {
+            assert!(size > 0.0, "{name}: zero gradient");
+            assert_eq!(
+                diff, 0.0,
+                "{name} (tied {tied}, {precision}): {diff} of {size}"
+            );
+        }
+    }
+}
+
+/// Where the graph has ops the tape does not record (grouped-query repeats,
+/// q/k/v biases, the composite path) the same call falls back to autograd.
+#[test]
+fn loss_and_grads_falls_back_off_the_tape() {
+    let (c, p) = tiny(2);
+    let m = Llama::new(&c, &p).unwrap();
+    assert!(!m.tape_covers(&ids(2, 12, 97, 3)));
+    assert!(tape_vs_autograd(&m, &p, 1.0)
+        .iter()
+        .all(|(_, d, _)| *d == 0.0));
+    let (c, _, p) = tiny_qwen2(4, 5);
+    let m = Llama::new(&c, &p).unwrap();
+    assert!(!m.tape_covers(&ids(2, 12, 97, 3)));
+    assert!(tape_vs_autograd(&m, &p, 1.0)
+        .iter()
+        .all(|(_, d, _)| *d == 0.0));
+    let (c, p) = tiny(4);
+    let mut m = Llama::new(&c, &p).unwrap();
+    m.set_fused(false).unwrap();
+    assert!(!m.tape_covers(&ids(2, 12, 97, 3)));
+    assert!(tape_vs_autograd(&m, &p, 1.0)
+        .iter()
+        .all(|(_, d, _)| *d == 0.0));
+}
+
+/// An op the tape does not know on the gradient path is an error, not a
+/// silently missing gradient; a recording does not outlive its call.
+#[test]
+fn tape_rejects_unrecorded_ops_on_the_path() {
+    let (c, p) = tiny(4);
+    let w = p.get("model.layers.0.mlp.up_proj.weight").unwrap();
+    let x = Tensor::ones((3, c.d_model), DType::F32, &Device::Cpu).unwrap();
+    let err = crate::tape::record(|| {
+        let h = crate::fused_linear::linear(&x.detach(), w.as_tensor(), Precision::F32)?;
+        let h = crate::fused_linear::linear(&x, w.as_tensor(), Precision::F32)?.add(&h)?;
+        crate::fused_linear::linear(&(h * 2.0)?, &w.as_tensor().t()?, Precision::F32)
+    })
+    .err()
+    .expect("an op outside the tape must be refused");
+    assert!(err.to_string().contains("outside the tape"), "{err}");
+    // The failed recording ended: ops apply (and are tracked) as usual.
+    let y = crate::fused_linear::linear(&x, w.as_tensor(), Precision::F32).unwrap();
+    assert!(y.track_op());
+}
