@@ -16,7 +16,7 @@
 # anchor in ../shared/docs/data-and-gpu.md); ONLY=frugal|torch runs one side;
 # FUSED=1 adds frugal bf16 with the CUDA fused kernels (and, at the untied
 # shape, bf16 fused with matmul attention instead of the one-op attention,
-# and f32 fused).
+# f32 fused, and bf16 fused with candle's backward instead of the tape).
 set -euo pipefail
 bin=${1:?usage: bench/gpu.sh FRUGAL_CUDA_BIN [PYTHON]}
 py=${2:-/opt/torch/.venv/bin/python}
@@ -59,6 +59,8 @@ for head in tied untied; do
             if [ "$head" = untied ]; then
                 run "$head: frugal bf16 fused, matmul attention" env FRUGAL_CUDA_FUSED=1 FRUGAL_FLASH_ATTENTION=0 "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16
                 run "$head: frugal f32 fused" env FRUGAL_CUDA_FUSED=1 "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype f32
+                # The backward through candle's GradStore instead of the tape.
+                run "$head: frugal bf16 fused, candle backward" env FRUGAL_CUDA_FUSED=1 FRUGAL_TAPE=0 "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16
             fi
         fi
     fi
