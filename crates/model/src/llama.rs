@@ -417,7 +417,8 @@ impl Llama {
         static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         let off = *OFF.get_or_init(|| std::env::var("FRUGAL_TAPE").is_ok_and(|v| v == "0"));
         let c = &self.config;
-        !off && self.fused_for(&self.embed)
+        !off && self.embed.is_variable()
+            && self.fused_for(&self.embed)
             && self.flash_attention
             && fused_attention::supports_on(ids.device(), self.act_dtype(), c.head_dim())
             && self.rope_tables.is_some()

@@ -346,6 +346,17 @@ impl Tape {
     /// respect to every variable on its path, as candle's `backward` gives
     /// them. Each node's saved tensors are freed as soon as it has run.
     pub fn backward(mut self, output: &Tensor, scale: f64) -> Result<GradStore> {
+        let last = self.nodes.last().map(|n| match n {
+            Node::Op2 { out, .. } | Node::Op3 { out, .. } => out.id(),
+            Node::Embedding { out, .. } | Node::Reshape { out, .. } | Node::MeanAll { out, .. } => {
+                *out
+            }
+        });
+        if last != Some(output.id()) {
+            candle_core::bail!(
+                "tape: the output is not the last recorded op's (nothing would get a gradient)"
+            );
+        }
         let mut grads = HashMap::new();
         grads.insert(output.id(), output.ones_like()?.affine(scale, 0.0)?);
         while let Some(node) = self.nodes.pop() {

@@ -490,6 +490,10 @@ fn loss_and_grads_falls_back_off_the_tape() {
         .iter()
         .all(|(_, d, _)| *d == 0.0));
     let (c, p) = tiny(4);
+    assert!(!Llama::new(&c, &p)
+        .unwrap()
+        .detached()
+        .tape_covers(&ids(2, 12, 97, 3)));
     let mut m = Llama::new(&c, &p).unwrap();
     m.set_fused(false).unwrap();
     assert!(!m.tape_covers(&ids(2, 12, 97, 3)));
@@ -502,18 +506,29 @@ fn loss_and_grads_falls_back_off_the_tape() {
 /// silently missing gradient; a recording does not outlive its call.
 #[test]
 fn tape_rejects_unrecorded_ops_on_the_path() {
-    let (c, p) = tiny(4);
-    let w = p.get("model.layers.0.mlp.up_proj.weight").unwrap();
-    let x = Tensor::ones((3, c.d_model), DType::F32, &Device::Cpu).unwrap();
-    let err = crate::tape::record(|| {
-        let h = crate::fused_linear::linear(&x.detach(), w.as_tensor(), Precision::F32)?;
-        let h = crate::fused_linear::linear(&x, w.as_tensor(), Precision::F32)?.add(&h)?;
-        crate::fused_linear::linear(&(h * 2.0)?, &w.as_tensor().t()?, Precision::F32)
-    })
-    .err()
-    .expect("an op outside the tape must be refused");
+    let (_, p) = tiny(4);
+    let w = |n: &str| {
+        p.get(&format!("model.layers.0.mlp.{n}_proj.weight"))
+            .unwrap()
+    };
+    let (gate, up, down) = (w("gate"), w("up"), w("down"));
+    let linear = |x: &Tensor, w: &candle_core::Var| {
+        crate::fused_linear::linear(x, w.as_tensor(), Precision::F32)
+    };
+    // The same two projections, with and without an op off the tape between.
+    let (y, tape) = crate::tape::record(|| linear(&linear(gate.as_tensor(), up)?, down)).unwrap();
+    assert_eq!(tape.len(), 2);
+    tape.backward(&y, 1.0).unwrap();
+    let err = crate::tape::record(|| linear(&(linear(gate.as_tensor(), up)? * 2.0)?, down))
+        .err()
+        .expect("an op outside the tape must be refused");
     assert!(err.to_string().contains("outside the tape"), "{err}");
+    // A result computed off the tape from a recorded one has no gradients.
+    let (y, tape) = crate::tape::record(|| linear(gate.as_tensor(), up)?.sum_all()).unwrap();
+    let err = tape
+        .backward(&y, 1.0)
+        .expect_err("an output off the tape must be refused");
+    assert!(err.to_string().contains("not the last recorded"), "{err}");
     // The failed recording ended: ops apply (and are tracked) as usual.
-    let y = crate::fused_linear::linear(&x, w.as_tensor(), Precision::F32).unwrap();
-    assert!(y.track_op());
+    assert!(linear(gate.as_tensor(), up).unwrap().track_op());
 }
