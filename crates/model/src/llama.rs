@@ -395,7 +395,7 @@ impl Llama {
         targets: &Tensor,
         scale: f64,
     ) -> Result<(Tensor, candle_core::backprop::GradStore)> {
-        if !self.tape_covers(ids) {
+        if !self.tape_covers() {
             let loss = self.loss(ids, targets)?;
             let grads = if scale == 1.0 {
                 loss.backward()?
@@ -412,15 +412,15 @@ impl Llama {
         Ok((loss, grads))
     }
 
-    /// Whether every op of [`Llama::loss`] on `ids` is one the tape records.
-    fn tape_covers(&self, ids: &Tensor) -> bool {
+    /// Whether every op of [`Llama::loss`] is one the tape records.
+    fn tape_covers(&self) -> bool {
         static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         let off = *OFF.get_or_init(|| std::env::var("FRUGAL_TAPE").is_ok_and(|v| v == "0"));
         let c = &self.config;
         !off && self.embed.is_variable()
             && self.fused_for(&self.embed)
             && self.flash_attention
-            && fused_attention::supports_on(ids.device(), self.act_dtype(), c.head_dim())
+            && fused_attention::supports_on(self.embed.device(), self.act_dtype(), c.head_dim())
             && self.rope_tables.is_some()
             && !c.qkv_bias
             && c.n_kv_heads == c.n_heads

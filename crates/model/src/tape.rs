@@ -65,6 +65,31 @@ enum Node {
     },
 }
 
+impl Node {
+    /// The id of the node's output, whose gradient it takes.
+    fn out_id(&self) -> TensorId {
+        match self {
+            Node::Op2 { out, .. } | Node::Op3 { out, .. } => out.id(),
+            Node::Embedding { out, .. } | Node::Reshape { out, .. } | Node::MeanAll { out, .. } => {
+                *out
+            }
+        }
+    }
+
+    /// The inputs a gradient flows to, by key, where they are kept (a
+    /// reshape's and a mean's pass the same gradient on).
+    fn inputs(&self) -> Vec<(TensorId, &Tensor)> {
+        match self {
+            Node::Op2 { inputs, keys, .. } => keys.iter().copied().zip(inputs).collect(),
+            Node::Op3 { inputs, keys, .. } => keys.iter().copied().zip(inputs).collect(),
+            Node::Embedding {
+                table, table_like, ..
+            } => vec![(*table, table_like)],
+            Node::Reshape { .. } | Node::MeanAll { .. } => Vec::new(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Recording {
     nodes: Vec<Node>,
@@ -102,10 +127,9 @@ pub fn record<R>(f: impl FnOnce() -> Result<R>) -> Result<(R, Tape)> {
         *r = Some(Recording::default());
         Ok(())
     })?;
-    let stop = Stop;
+    let _stop = Stop;
     let value = f()?;
     let recording = RECORDING.with(|r| r.borrow_mut().take());
-    drop(stop);
     let nodes = recording.map(|r| r.nodes).unwrap_or_default();
     Ok((value, Tape { nodes }))
 }
@@ -157,10 +181,10 @@ fn key(t: &Tensor, what: &str) -> Result<TensorId> {
     Ok(t.id())
 }
 
-fn push(node: Node, out: TensorId) {
+fn push(node: Node) {
     RECORDING.with(|r| {
         if let Some(r) = r.borrow_mut().as_mut() {
-            r.produced.insert(out);
+            r.produced.insert(node.out_id());
             r.nodes.push(node);
         }
     })
@@ -179,16 +203,12 @@ pub(crate) fn op2<C: CustomOp2 + Send + Sync + 'static>(
     let op: Op2 = Arc::new(Box::new(op));
     let inputs = [a.detach(), b.detach()];
     let out = untaped(|| inputs[0].apply_op2_arc(&inputs[1], op.clone()))?;
-    let id = out.id();
-    push(
-        Node::Op2 {
-            op,
-            inputs,
-            keys,
-            out: out.clone(),
-        },
-        id,
-    );
+    push(Node::Op2 {
+        op,
+        inputs,
+        keys,
+        out: out.clone(),
+    });
     Ok(out)
 }
 
@@ -206,16 +226,12 @@ pub(crate) fn op3<C: CustomOp3 + Send + Sync + 'static>(
     let op: Op3 = Arc::new(Box::new(op));
     let inputs = [a.detach(), b.detach(), c.detach()];
     let out = untaped(|| inputs[0].apply_op3_arc(&inputs[1], &inputs[2], op.clone()))?;
-    let id = out.id();
-    push(
-        Node::Op3 {
-            op,
-            inputs,
-            keys,
-            out: out.clone(),
-        },
-        id,
-    );
+    push(Node::Op3 {
+        op,
+        inputs,
+        keys,
+        out: out.clone(),
+    });
     Ok(out)
 }
 
@@ -228,14 +244,15 @@ pub(crate) fn embedding(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
         return table.index_select(&flat, 0)?.reshape(shape);
     }
     let key = key(table, "the embedding")?;
-    let out = table.detach().index_select(&flat, 0)?.reshape(shape)?;
+    let table_like = table.detach();
+    let out = table_like.index_select(&flat, 0)?.reshape(shape)?;
     let node = Node::Embedding {
         table: key,
-        table_like: table.detach(),
+        table_like,
         ids: flat,
         out: out.id(),
     };
-    push(node, out.id());
+    push(node);
     Ok(out)
 }
 
@@ -254,7 +271,7 @@ pub(crate) fn reshape<S: candle_core::shape::ShapeWithOneHole>(
         shape: t.shape().clone(),
         out: out.id(),
     };
-    push(node, out.id());
+    push(node);
     Ok(out)
 }
 
@@ -270,7 +287,7 @@ pub(crate) fn mean_all(t: &Tensor) -> Result<Tensor> {
         shape: t.shape().clone(),
         out: out.id(),
     };
-    push(node, out.id());
+    push(node);
     Ok(out)
 }
 
@@ -308,22 +325,8 @@ impl Tape {
     pub fn accumulation_bytes(&self) -> u64 {
         let bytes = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
         let mut uses: HashMap<TensorId, (u64, u64)> = HashMap::new();
-        let mut use_of =
-            |key: TensorId, t: &Tensor| uses.entry(key).or_insert((bytes(t), 0)).1 += 1;
-        for node in &self.nodes {
-            match node {
-                Node::Op2 { inputs, keys, .. } => {
-                    keys.iter().zip(inputs).for_each(|(k, t)| use_of(*k, t))
-                }
-                Node::Op3 { inputs, keys, .. } => {
-                    keys.iter().zip(inputs).for_each(|(k, t)| use_of(*k, t))
-                }
-                Node::Embedding {
-                    table, table_like, ..
-                } => use_of(*table, table_like),
-                // Moves of the same gradient, reshaped or broadcast.
-                Node::Reshape { .. } | Node::MeanAll { .. } => {}
-            }
+        for (key, t) in self.nodes.iter().flat_map(Node::inputs) {
+            uses.entry(key).or_insert((bytes(t), 0)).1 += 1;
         }
         let table_zeros: u64 = self
             .nodes
@@ -346,13 +349,7 @@ impl Tape {
     /// respect to every variable on its path, as candle's `backward` gives
     /// them. Each node's saved tensors are freed as soon as it has run.
     pub fn backward(mut self, output: &Tensor, scale: f64) -> Result<GradStore> {
-        let last = self.nodes.last().map(|n| match n {
-            Node::Op2 { out, .. } | Node::Op3 { out, .. } => out.id(),
-            Node::Embedding { out, .. } | Node::Reshape { out, .. } | Node::MeanAll { out, .. } => {
-                *out
-            }
-        });
-        if last != Some(output.id()) {
+        if self.nodes.last().map(Node::out_id) != Some(output.id()) {
             candle_core::bail!(
                 "tape: the output is not the last recorded op's (nothing would get a gradient)"
             );
