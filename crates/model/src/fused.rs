@@ -38,15 +38,43 @@ pub fn fused_on(device: &candle_core::Device) -> bool {
 }
 
 /// The CUDA kernels (`kernels/fused.cu`) are compiled into every `cuda`
-/// build but used only with `FRUGAL_CUDA_FUSED=1`: no GPU has run them yet,
-/// so plain candle ops stay the default until `tests/cuda_fused.rs` has
-/// passed on a card.
+/// build but used only with `FRUGAL_CUDA_FUSED=1` (or [`set_cuda_fused`]):
+/// no GPU has run them yet, so plain candle ops stay the default until
+/// `tests/cuda_fused.rs` has passed on a card.
 /// The variable is read once per process: this is asked on every fused op.
 pub fn cuda_fused_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    cfg!(feature = "cuda")
-        && *ON.get_or_init(|| std::env::var("FRUGAL_CUDA_FUSED").is_ok_and(|v| v == "1"))
+    use std::sync::atomic::Ordering::Relaxed;
+    if !cfg!(feature = "cuda") {
+        return false;
+    }
+    match CUDA_FUSED.load(Relaxed) {
+        CUDA_FUSED_ON => true,
+        CUDA_FUSED_OFF => false,
+        _ => {
+            let on = std::env::var("FRUGAL_CUDA_FUSED").is_ok_and(|v| v == "1");
+            let state = if on { CUDA_FUSED_ON } else { CUDA_FUSED_OFF };
+            // A concurrent first call reads the same variable: either store wins.
+            CUDA_FUSED.store(state, Relaxed);
+            on
+        }
+    }
 }
+
+/// Turns the CUDA fused kernels on or off for the whole process, over
+/// `FRUGAL_CUDA_FUSED`, and says whether they were on. For the device check
+/// ([`crate::fused_check`]), which runs a fused training step on a card
+/// whatever the variable says; models built before the call keep their path.
+pub fn set_cuda_fused(on: bool) -> bool {
+    let was = cuda_fused_enabled();
+    let state = if on { CUDA_FUSED_ON } else { CUDA_FUSED_OFF };
+    CUDA_FUSED.store(state, std::sync::atomic::Ordering::Relaxed);
+    was
+}
+
+const CUDA_FUSED_ON: u8 = 1;
+const CUDA_FUSED_OFF: u8 = 2;
+/// Unset (0) until the first [`cuda_fused_enabled`] reads the variable.
+static CUDA_FUSED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// The contiguous f32 data of a custom op's input (an error otherwise).
 pub fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {

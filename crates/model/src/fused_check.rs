@@ -1,6 +1,7 @@
 //! Checks the fused kernels on one device against the CPU kernels (which
 //! `llama::tests` checks against plain candle ops): forward values and every
-//! input gradient, on seeded random inputs at training shapes. Used by
+//! input gradient, on seeded random inputs at training shapes; then a whole
+//! fused training step with the tape's backward ([`step`]). Used by
 //! `tests/cuda_fused.rs` and `frugal bench kernels`, so a user can check a
 //! card with the binary alone.
 
@@ -11,6 +12,9 @@ use crate::{fused_block, fused_head, fused_linear, Precision};
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
+
+mod step;
+pub use step::STEP_BF16_TOLERANCE;
 
 /// Largest |device − CPU| allowed, relative to the largest |CPU| value (at
 /// least 1). Both sides are f32; the GPU uses `__expf`/`rsqrtf` and another
@@ -36,8 +40,8 @@ pub struct Check {
     pub forward_gap: f32,
     /// Per differentiable input, in argument order.
     pub grad_gaps: Vec<f32>,
-    /// The bound [`Check::passed`] applies: [`TOLERANCE`], [`BF16_TOLERANCE`]
-    /// or [`ATTENTION_BF16_TOLERANCE`].
+    /// The bound [`Check::passed`] applies: [`TOLERANCE`], [`BF16_TOLERANCE`],
+    /// [`ATTENTION_BF16_TOLERANCE`] or [`STEP_BF16_TOLERANCE`].
     pub tolerance: f32,
 }
 
@@ -304,6 +308,9 @@ pub fn check_all(device: &Device) -> Result<Vec<Check>> {
         grad_gaps: Vec::new(),
         tolerance: TOLERANCE,
     });
+    for precision in [Precision::F32, Precision::Bf16] {
+        out.push(step::training_step(device, precision)?);
+    }
     Ok(out)
 }
 
@@ -434,7 +441,7 @@ mod tests {
     #[test]
     fn cpu_against_itself_is_exact() {
         let checks = check_all(&Device::Cpu).unwrap();
-        assert_eq!(checks.len(), 35);
+        assert_eq!(checks.len(), 37);
         for c in &checks {
             assert_eq!(c.worst(), 0.0, "{}", c.name);
             assert!(c.passed());
@@ -443,6 +450,7 @@ mod tests {
                 || c.name.starts_with("linear")
                 || c.name.starts_with("rotated")
                 || c.name.starts_with("head_loss")
+                || c.name.starts_with("training step")
             {
                 2
             } else if c.name.starts_with("adamw") {

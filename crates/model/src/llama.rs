@@ -413,7 +413,7 @@ impl Llama {
     }
 
     /// Whether every op of [`Llama::loss`] is one the tape records.
-    fn tape_covers(&self) -> bool {
+    pub(crate) fn tape_covers(&self) -> bool {
         static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         let off = *OFF.get_or_init(|| std::env::var("FRUGAL_TAPE").is_ok_and(|v| v == "0"));
         let c = &self.config;
