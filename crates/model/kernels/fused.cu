@@ -90,25 +90,38 @@ extern "C" __global__ void rms_norm_rows_bf16(const float* x, const float* w, bf
     rms_norm_fwd(x, w, y, d, eps);
 }
 
-// dx = r·(g∘w) − x·r³·mean(g∘w∘x)
-template <typename T>
-__device__ void rms_norm_bwd_x(const float* x, const float* w, const T* g, float* dx, int d, float eps) {
+// dx = r·(g∘w) − x·r³·mean(g∘w∘x); the `_add` kernels write acc + dx, the
+// sum the gradient of x would otherwise get from a separate add (the
+// residual stream's, whose other consumer ran its backward first).
+template <typename T, bool ADD>
+__device__ void rms_norm_bwd_x(const float* x, const float* w, const T* g, const float* acc, float* dx, int d,
+                               float eps) {
     __shared__ float sh[32];
     const size_t off = (size_t)blockIdx.x * d;
     const float inv = inv_rms(x + off, d, eps, sh);
     float dot = 0.f;
     for (int j = threadIdx.x; j < d; j += blockDim.x) dot += ld(g[off + j]) * w[j] * x[off + j];
     const float c = inv * inv * inv * (block_sum(dot, sh) / d);
-    for (int j = threadIdx.x; j < d; j += blockDim.x)
-        dx[off + j] = inv * ld(g[off + j]) * w[j] - x[off + j] * c;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        const float v = inv * ld(g[off + j]) * w[j] - x[off + j] * c;
+        dx[off + j] = ADD ? acc[off + j] + v : v;
+    }
 }
 extern "C" __global__ void rms_norm_bwd_x_rows(const float* x, const float* w, const float* g,
                                                float* dx, int d, float eps) {
-    rms_norm_bwd_x(x, w, g, dx, d, eps);
+    rms_norm_bwd_x<float, false>(x, w, g, nullptr, dx, d, eps);
 }
 extern "C" __global__ void rms_norm_bwd_x_rows_bf16(const float* x, const float* w, const bf16* g,
                                                     float* dx, int d, float eps) {
-    rms_norm_bwd_x(x, w, g, dx, d, eps);
+    rms_norm_bwd_x<bf16, false>(x, w, g, nullptr, dx, d, eps);
+}
+extern "C" __global__ void rms_norm_bwd_x_add_rows(const float* x, const float* w, const float* g,
+                                                   const float* acc, float* dx, int d, float eps) {
+    rms_norm_bwd_x<float, true>(x, w, g, acc, dx, d, eps);
+}
+extern "C" __global__ void rms_norm_bwd_x_add_rows_bf16(const float* x, const float* w, const bf16* g,
+                                                        const float* acc, float* dx, int d, float eps) {
+    rms_norm_bwd_x<bf16, true>(x, w, g, acc, dx, d, eps);
 }
 
 // 1/rms of every row, for the weight gradient.

@@ -19,7 +19,7 @@ use candle_core::backend::BackendStorage;
 #[cfg(feature = "cuda")]
 use candle_core::CudaStorage;
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor,
 };
 use half::bf16;
 use rayon::prelude::*;
@@ -127,6 +127,7 @@ fn par_rows(out: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
 
 /// `x` and `w` are f32; the output is `out` (bf16 under mixed precision,
 /// where it feeds bf16 matmuls).
+#[derive(Clone)]
 struct RmsNorm {
     eps: f32,
     out: DType,
@@ -135,6 +136,32 @@ struct RmsNorm {
 fn inv_rms(x: &[f32], eps: f32) -> f32 {
     let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
     1.0 / (ms + eps).sqrt()
+}
+
+impl RmsNorm {
+    /// dx (plus `sum`, when given) and dw.
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        g: &Tensor,
+        sum: Option<Tensor>,
+    ) -> Result<[Tensor; 2]> {
+        let g = g.contiguous()?;
+        let bwd_x = RmsNormBwdX {
+            eps: self.eps,
+            sum: sum.map(|s| s.contiguous()).transpose()?,
+        };
+        let dx = x.apply_op3_no_bwd(w, &g, &bwd_x)?;
+        let dw = x.apply_op2_no_bwd(
+            &g,
+            &RmsNormBwdW {
+                eps: self.eps,
+                d: w.elem_count(),
+            },
+        )?;
+        Ok([dx, dw])
+    }
 }
 
 impl CustomOp2 for RmsNorm {
@@ -177,22 +204,23 @@ impl CustomOp2 for RmsNorm {
         _res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = g.contiguous()?;
-        let dx = x.apply_op3_no_bwd(w, &g, &RmsNormBwdX { eps: self.eps })?;
-        let dw = x.apply_op2_no_bwd(
-            &g,
-            &RmsNormBwdW {
-                eps: self.eps,
-                d: w.elem_count(),
-            },
-        )?;
+        let [dx, dw] = self.grads(x, w, g, None)?;
         Ok((Some(dx), Some(dw)))
     }
 }
 
-/// dx = r·(g∘w) − x·r³·mean(g∘w∘x)
+impl crate::tape::BwdInto for RmsNorm {
+    fn bwd_into(&self, x: &Tensor, w: &Tensor, g: &Tensor, sum: Tensor) -> Result<[Tensor; 2]> {
+        self.grads(x, w, g, Some(sum))
+    }
+}
+
+/// dx = r·(g∘w) − x·r³·mean(g∘w∘x), or `sum + dx`: the gradient x already
+/// has from its other consumers, added in the same pass (a custom op takes
+/// at most three tensors, so it rides along in the op).
 struct RmsNormBwdX {
     eps: f32,
+    sum: Option<Tensor>,
 }
 
 impl CustomOp3 for RmsNormBwdX {
@@ -209,7 +237,14 @@ impl CustomOp3 for RmsNormBwdX {
         s3: &CudaStorage,
         l3: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        crate::fused_cuda::rms_norm_bwd_x(s1, l1, s2, l2, s3, l3, self.eps)
+        let Some(sum) = &self.sum else {
+            return crate::fused_cuda::rms_norm_bwd_x(s1, l1, s2, l2, s3, l3, None, self.eps);
+        };
+        let (st, l) = sum.storage_and_layout();
+        let Storage::Cuda(st) = &*st else {
+            candle_core::bail!("rms bwd: the gradient sum must be on the GPU");
+        };
+        crate::fused_cuda::rms_norm_bwd_x(s1, l1, s2, l2, s3, l3, Some((st, l)), self.eps)
     }
     fn cpu_fwd(
         &self,
@@ -225,6 +260,19 @@ impl CustomOp3 for RmsNormBwdX {
             slice(s2, l2, "rms bwd")?,
             act(s3, l3, "rms bwd")?,
         );
+        let guard = self.sum.as_ref().map(|t| t.storage_and_layout());
+        let sum = match &guard {
+            Some((st, l)) => {
+                let Storage::Cpu(st) = &**st else {
+                    candle_core::bail!("rms bwd: the gradient sum must be on the CPU");
+                };
+                if l.shape() != l1.shape() {
+                    candle_core::bail!("rms bwd: a sum of {:?} for x {:?}", l.shape(), l1.shape());
+                }
+                Some(slice(st, l, "rms bwd sum")?)
+            }
+            None => None,
+        };
         let d = w.len();
         let mut out = vec![0f32; x.len()];
         par_rows(&mut out, d, |r, dx| {
@@ -234,6 +282,13 @@ impl CustomOp3 for RmsNormBwdX {
             let c = inv * inv * inv * dot;
             for j in 0..d {
                 dx[j] = inv * gr[j] * w[j] - xr[j] * c;
+            }
+            // The same f32 add as a separate `sum + dx` (so the same bits;
+            // IEEE addition commutes).
+            if let Some(sum) = sum {
+                for (v, s) in dx.iter_mut().zip(&sum[r * d..(r + 1) * d]) {
+                    *v += s;
+                }
             }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -310,7 +365,7 @@ pub fn rms_norm_to(x: &Tensor, w: &Tensor, eps: f64, out: DType) -> Result<Tenso
         eps: eps as f32,
         out,
     };
-    crate::tape::op2(&x.contiguous()?, &w.contiguous()?, op)
+    crate::tape::op2_into(&x.contiguous()?, &w.contiguous()?, op)
 }
 
 // ------------------------------------------------- causal softmax (attention)

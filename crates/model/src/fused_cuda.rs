@@ -162,6 +162,7 @@ pub fn rms_norm(
     Ok((y.wrap(dev), l1.shape().clone()))
 }
 
+/// RMSNorm's input gradient; with `acc` (f32, x's shape), `acc + dx`.
 #[allow(clippy::too_many_arguments)]
 pub fn rms_norm_bwd_x(
     s1: &CudaStorage,
@@ -170,20 +171,35 @@ pub fn rms_norm_bwd_x(
     l2: &Layout,
     s3: &CudaStorage,
     l3: &Layout,
+    acc: Option<(&CudaStorage, &Layout)>,
     eps: f32,
 ) -> Result<(CudaStorage, Shape)> {
     let dev = s1.device();
     let x = view::<f32>(s1, l1, "rms bwd")?;
     let w = view::<f32>(s2, l2, "rms bwd")?;
     let g = Act::of(s3, l3, "rms bwd")?;
+    let acc = match acc {
+        Some((s, l)) if l.shape() == l1.shape() => Some(view::<f32>(s, l, "rms bwd sum")?),
+        Some((_, l)) => {
+            candle_core::bail!("rms bwd: a sum of {:?} for x {:?}", l.shape(), l1.shape())
+        }
+        None => None,
+    };
     let d = l2.shape().elem_count();
     let n = l1.shape().elem_count();
     let dx = alloc(dev, n)?;
-    let f = dev.get_or_load_custom_func(&kernel("rms_norm_bwd_x_rows", g.dtype()), MODULE, PTX)?;
+    let name = match acc {
+        Some(_) => "rms_norm_bwd_x_add_rows",
+        None => "rms_norm_bwd_x_rows",
+    };
+    let f = dev.get_or_load_custom_func(&kernel(name, g.dtype()), MODULE, PTX)?;
     let mut b = f.builder();
     b.arg(&x);
     b.arg(&w);
     g.push(&mut b);
+    if let Some(acc) = &acc {
+        b.arg(acc);
+    }
     b.arg(&dx);
     candle_core::builder_arg!(b, d as i32, eps);
     // SAFETY: as above.

@@ -31,11 +31,23 @@ use std::sync::Arc;
 type Op2 = Arc<Box<dyn CustomOp2 + Send + Sync>>;
 type Op3 = Arc<Box<dyn CustomOp3 + Send + Sync>>;
 
+/// A two-input op whose backward can add its first input's gradient to the
+/// sum that input already holds in the same kernel, instead of a separate
+/// add that reads both and writes a third tensor. RMSNorm's does: its input
+/// is the residual stream, whose other consumer (the residual add after the
+/// sublayer) runs its backward first.
+pub(crate) trait BwdInto: Send + Sync {
+    /// `[sum + d(a), d(b)]`, the values `bwd` and a separate add would give.
+    fn bwd_into(&self, a: &Tensor, b: &Tensor, g: &Tensor, sum: Tensor) -> Result<[Tensor; 2]>;
+}
+
 /// One recorded node. Inputs are kept detached (as the op saw them), keyed
 /// by the id the gradient belongs to: the variable's own id for weights.
 enum Node {
     Op2 {
         op: Op2,
+        /// The same op, where its backward can take the sum ([`op2_into`]).
+        into: Option<Arc<dyn BwdInto>>,
         inputs: [Tensor; 2],
         keys: [TensorId; 2],
         out: Tensor,
@@ -196,6 +208,26 @@ pub(crate) fn op2<C: CustomOp2 + Send + Sync + 'static>(
     b: &Tensor,
     op: C,
 ) -> Result<Tensor> {
+    record_op2(a, b, op, None)
+}
+
+/// [`op2`] for an op whose backward adds into the sum its first input's
+/// gradient already has ([`BwdInto`]).
+pub(crate) fn op2_into<C: CustomOp2 + BwdInto + Clone + 'static>(
+    a: &Tensor,
+    b: &Tensor,
+    op: C,
+) -> Result<Tensor> {
+    let into: Arc<dyn BwdInto> = Arc::new(op.clone());
+    record_op2(a, b, op, Some(into))
+}
+
+fn record_op2<C: CustomOp2 + Send + Sync + 'static>(
+    a: &Tensor,
+    b: &Tensor,
+    op: C,
+    into: Option<Arc<dyn BwdInto>>,
+) -> Result<Tensor> {
     if !recording() {
         return a.apply_op2(b, op);
     }
@@ -205,6 +237,7 @@ pub(crate) fn op2<C: CustomOp2 + Send + Sync + 'static>(
     let out = untaped(|| inputs[0].apply_op2_arc(&inputs[1], op.clone()))?;
     push(Node::Op2 {
         op,
+        into,
         inputs,
         keys,
         out: out.clone(),
@@ -316,33 +349,31 @@ impl Tape {
         self.nodes.is_empty()
     }
 
-    /// Bytes of memory traffic the backward spends on sums of gradients
-    /// (an add reads two tensors and writes one, for every contribution
-    /// after a tensor's first) and on the zeros an embedding table's rows
-    /// are added into when it has no other gradient. candle's backward
-    /// spends 4 × the bytes of every node input instead (a memset, then an
-    /// add for each contribution).
+    /// Bytes of memory traffic the backward spends on sums of gradients,
+    /// and on the zeros an embedding table's rows are added into when it
+    /// has no other gradient. A separate add reads two tensors and writes
+    /// one, for every contribution after a tensor's first (in the order the
+    /// backward meets them); a sum folded into a backward kernel
+    /// ([`BwdInto`]) costs one read. candle's backward spends 4 × the bytes
+    /// of every node input instead (a memset, then an add for each
+    /// contribution).
     pub fn accumulation_bytes(&self) -> u64 {
         let bytes = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
-        let mut uses: HashMap<TensorId, (u64, u64)> = HashMap::new();
-        for (key, t) in self.nodes.iter().flat_map(Node::inputs) {
-            uses.entry(key).or_insert((bytes(t), 0)).1 += 1;
+        let mut has_grad = HashSet::new();
+        let mut total = 0;
+        for node in self.nodes.iter().rev() {
+            let folds = matches!(node, Node::Op2 { into: Some(_), .. });
+            for (k, (key, t)) in node.inputs().into_iter().enumerate() {
+                let first = has_grad.insert(key);
+                total += match node {
+                    Node::Embedding { .. } if first => bytes(t),
+                    _ if first => 0,
+                    _ if folds && k == 0 => bytes(t),
+                    _ => 3 * bytes(t),
+                };
+            }
         }
-        let table_zeros: u64 = self
-            .nodes
-            .iter()
-            .filter_map(|n| match n {
-                Node::Embedding {
-                    table, table_like, ..
-                } if uses[table].1 == 1 => Some(bytes(table_like)),
-                _ => None,
-            })
-            .sum();
-        let sums: u64 = uses
-            .values()
-            .map(|(b, n)| 3 * b * n.saturating_sub(1))
-            .sum();
-        sums + table_zeros
+        total
     }
 
     /// The gradients of `scale · output` (a scalar the tape computed) with
@@ -360,6 +391,7 @@ impl Tape {
             match node {
                 Node::Op2 {
                     op,
+                    into,
                     inputs,
                     keys,
                     out,
@@ -367,7 +399,18 @@ impl Tape {
                     let Some(g) = grads.remove(&out.id()) else {
                         continue;
                     };
-                    let (ga, gb) = op.bwd(&inputs[0], &inputs[1], &out, &g.contiguous()?)?;
+                    let g = g.contiguous()?;
+                    let sum = match into {
+                        Some(into) => grads.remove(&keys[0]).map(|sum| (into, sum)),
+                        None => None,
+                    };
+                    if let Some((into, sum)) = sum {
+                        let [ga, gb] = into.bwd_into(&inputs[0], &inputs[1], &g, sum)?;
+                        grads.insert(keys[0], ga);
+                        accumulate(&mut grads, keys[1], Some(gb))?;
+                        continue;
+                    }
+                    let (ga, gb) = op.bwd(&inputs[0], &inputs[1], &out, &g)?;
                     accumulate(&mut grads, keys[0], ga)?;
                     accumulate(&mut grads, keys[1], gb)?;
                 }

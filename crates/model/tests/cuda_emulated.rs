@@ -288,10 +288,16 @@ fn fused_kernels_against_cpu_ops(dtype: DType) {
     put("x", &x);
     put("w", &w);
     put("g", &g);
+    // The gradient x already has from the residual add, which the tape's
+    // backward folds into the norm's (the `_add` kernels).
+    let acc = randn(&[rows, d], 33);
+    put("acc", &acc);
     call("rms", &s(&[&rows, &d, &1e-5]));
     assert_close("rms_norm y", &y, &get("y", &[rows, d]));
     assert_close("rms_norm dx", &grads[0], &get("dx", &[rows, d]));
     assert_close("rms_norm dw", &grads[1], &get("dw", &[d]));
+    let summed = (&acc + &grads[0]).unwrap();
+    assert_close("rms_norm acc + dx", &summed, &get("dxacc", &[rows, d]));
 
     // Causal softmax with a cached prefix (S > T); more columns than threads.
     let (t, n) = (5, 300);

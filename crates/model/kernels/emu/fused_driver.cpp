@@ -3,7 +3,7 @@
 // tests/cuda_emulated.rs. Each mode runs an op's forward and backward
 // kernels the way its launcher does:
 //
-//   fused_driver rms DIR ROWS D EPS            x w g        -> y dx dw
+//   fused_driver rms DIR ROWS D EPS            x w g acc    -> y dx dw dxacc
 //   fused_driver softmax DIR ROWS T N SCALE    x g          -> p dx
 //   fused_driver swiglu DIR N                  a b g        -> y dadb
 //   fused_driver rope DIR ROWS T HALF SIGN     x cos sin    -> y
@@ -63,6 +63,12 @@ static void run_rms(size_t rows, size_t d, float eps) {
         PICK(T, rms_norm_bwd_x_rows(x.data(), w.data(), g.data(), dx.data(), (int)d, eps),
              rms_norm_bwd_x_rows_bf16(x.data(), w.data(), g.data(), dx.data(), (int)d, eps));
     });
+    // The _add kernels: acc + dx, the residual stream's folded sum.
+    auto acc = read("acc", rows * d), dxacc = out(rows * d);
+    emu::launch(per_row(rows), block, [&] {
+        PICK(T, rms_norm_bwd_x_add_rows(x.data(), w.data(), g.data(), acc.data(), dxacc.data(), (int)d, eps),
+             rms_norm_bwd_x_add_rows_bf16(x.data(), w.data(), g.data(), acc.data(), dxacc.data(), (int)d, eps));
+    });
     emu::launch(per_row(rows), block, [&] { rms_inv_rows(x.data(), inv.data(), (int)d, eps); });
     const size_t chunk = 64, chunks = (rows + chunk - 1) / chunk, cols = (d + BLOCK - 1) / BLOCK;
     auto partial = out(chunks * d);
@@ -73,7 +79,7 @@ static void run_rms(size_t rows, size_t d, float eps) {
                                          (int)chunk));
     });
     emu::launch({(unsigned)cols, 1, 1}, block, [&] { sum_columns(partial.data(), dw.data(), (int)chunks, (int)d); });
-    write("y", widen(y)), write("dx", dx), write("dw", dw);
+    write("y", widen(y)), write("dx", dx), write("dw", dw), write("dxacc", dxacc);
 }
 
 template <class T>

@@ -529,3 +529,22 @@ fn tape_rejects_unrecorded_ops_on_the_path() {
     // The failed recording ended: ops apply (and are tracked) as usual.
     assert!(linear(gate.as_tensor(), up).unwrap().track_op());
 }
+
+/// The residual stream's second gradient is added inside the norm's
+/// backward (one read of the sum) instead of by a separate add (two reads
+/// and a write): what the tape still spends on sums, counted per tensor.
+#[test]
+fn norm_backward_folds_the_residual_sum() {
+    let (c, p) = tiny(4);
+    let m = Llama::new(&c, &p).unwrap();
+    let (x, y) = (ids(2, 12, 97, 3), ids(2, 12, 97, 4));
+    let (_, tape) =
+        crate::tape::record(|| m.loss(&x, &y).map_err(crate::ModelError::into_candle)).unwrap();
+    // One [2, 12, 32] f32 activation; the tied [97, 32] table.
+    let (act, table) = (2 * 12 * 32 * 4, 97 * 32 * 4);
+    // Two residual junctions per layer, folded; the attention norm's output
+    // feeds q, k and v (two adds per layer); the embedding's rows are added
+    // into the tied head's gradient.
+    let expected = 2 * 2 * act + 2 * 2 * 3 * act + 3 * table;
+    assert_eq!(tape.accumulation_bytes(), expected as u64);
+}
