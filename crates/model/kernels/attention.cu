@@ -10,6 +10,10 @@
 //
 // These are SIMT kernels (no tensor cores): they save the T×S bytes and the
 // softmax launches, not matmul time. Compiled to PTX by build.rs.
+//
+// fa_grads: the backward's one output holds dq [BH, T, hd], then dk
+// [BH, S, hd], then dv [BH, S, hd], so each is a contiguous slice of it
+// (no copy to split them). The grid's y extent is BH.
 
 #define FA_TILE 32
 #define FA_ROWS 8
@@ -127,8 +131,8 @@ extern "C" __global__ void flash_stats(const float* q, const float* k, const flo
     }
 }
 
-// dq_i = scale·Σ_j p_ij·(dy_i·v_j − D_i)·k_j, into rows [0, T) of each head's
-// [T + 2S, hd] block of out. grid (ceil(T / FA_ROWS), BH).
+// dq_i = scale·Σ_j p_ij·(dy_i·v_j − D_i)·k_j, into out's first [BH, T, hd]
+// (see fa_grads). grid (ceil(T / FA_ROWS), BH).
 extern "C" __global__ void flash_bwd_dq(const float* q, const float* k, const float* v, const float* dy,
                                         const float* stats, float* out, int t, int s, int hd, float scale) {
     __shared__ float ks[FA_TILE][FA_PAD];
@@ -167,16 +171,15 @@ extern "C" __global__ void flash_bwd_dq(const float* q, const float* k, const fl
         }
     }
     if (i >= t) return;
-    const size_t row = (h * (size_t)(t + 2 * s) + i) * hd;
+    const size_t row = (h * t + i) * hd;
 #pragma unroll
     for (int c = 0; c < FA_C; ++c)
         if (lane + 32 * c < hd) out[row + lane + 32 * c] = acc[c];
 }
 
 // dv_j = Σ_i p_ij·dy_i and dk_j = scale·Σ_i p_ij·(dy_i·v_j − D_i)·q_i over the
-// queries that see key j, into rows [T, T + S) and [T + S, T + 2S) of each
-// head's block of out. A warp owns a key; tiles are of queries.
-// grid (ceil(S / FA_ROWS), BH).
+// queries that see key j, into out's dk and dv parts (see fa_grads). A warp
+// owns a key; tiles are of queries. grid (ceil(S / FA_ROWS), BH).
 extern "C" __global__ void flash_bwd_dkv(const float* q, const float* k, const float* v, const float* dy,
                                          const float* stats, float* out, int t, int s, int hd, float scale) {
     __shared__ float qs[FA_TILE][FA_PAD];
@@ -225,11 +228,13 @@ extern "C" __global__ void flash_bwd_dkv(const float* q, const float* k, const f
         }
     }
     if (j >= s) return;
-    const size_t block = h * (size_t)(t + 2 * s);
+    const size_t bh = gridDim.y;
+    float* dk_row = out + (bh * t + h * s + j) * hd;
+    float* dv_row = out + (bh * (t + s) + h * s + j) * hd;
 #pragma unroll
     for (int c = 0; c < FA_C; ++c)
         if (lane + 32 * c < hd) {
-            out[(block + t + j) * hd + lane + 32 * c] = dk[c];
-            out[(block + t + s + j) * hd + lane + 32 * c] = dv[c];
+            dk_row[lane + 32 * c] = dk[c];
+            dv_row[lane + 32 * c] = dv[c];
         }
 }

@@ -6,7 +6,7 @@
 //
 // Layout and launch as attention.cu: q, y, dy [BH, T, hd]; k, v [BH, S, hd];
 // query i sees keys 0..=S−T+i; stats [BH, T, 2] f32 = (logsumexp, D_i);
-// the backward's output is [BH, T + 2S, hd] (dq, dk, dv rows of each head).
+// the backward's output is dq [BH, T, hd], then dk and dv [BH, S, hd] each.
 // A warp owns TC_M = 16 rows (queries; keys in flash_tc_bwd_dkv), a block of
 // TC_WARPS warps shares tiles of TC_TILE keys (queries), so each tile is read
 // from global memory once per block. hd is a multiple of 16, at most TC_MAXD.
@@ -214,8 +214,8 @@ extern "C" __global__ void flash_tc_stats(const bf16* q, const bf16* k, const bf
     tc_attend<true>(q, k, nullptr, y, dy, nullptr, stats, t, s, hd, scale);
 }
 
-// dq_i = scale·Σ_j p_ij·(dy_i·v_j − D_i)·k_j into rows [0, T) of each head's
-// block of out. grid (ceil(T / TC_ROWS), BH).
+// dq_i = scale·Σ_j p_ij·(dy_i·v_j − D_i)·k_j into this head's rows of out's
+// dq part. grid (ceil(T / TC_ROWS), BH).
 extern "C" __global__ void flash_tc_bwd_dq(const bf16* q, const bf16* k, const bf16* v, const bf16* dy,
                                            const float* stats, bf16* out, int t, int s, int hd, float scale) {
     __shared__ __align__(32) bf16 kv[2 * TC_TILE][TC_LD];  // Q, then dY while staging; then K and V tiles
@@ -269,13 +269,12 @@ extern "C" __global__ void flash_tc_bwd_dq(const bf16* q, const bf16* k, const b
         __syncwarp();
     }
     if (w0 >= t) return;  // warp-uniform
-    bf16* dst = out + h * (size_t)(t + 2 * s) * hd;
+    bf16* dst = out + h * t * hd;
     tc_store_rows(dst, w0, t, acc, sc[warp], nd, hd);
 }
 
 // dv_j = Σ_i p_ij·dy_i and dk_j = scale·Σ_i p_ij·(dy_i·v_j − D_i)·q_i over the
-// queries that see key j, into rows [T, T + S) and [T + S, T + 2S) of each
-// head's block of out. A warp owns 16 keys; tiles are of queries, and the
+// queries that see key j, into this head's rows of out's dk and dv parts. A warp owns 16 keys; tiles are of queries, and the
 // products are computed transposed (keys as rows). grid (ceil(S / TC_ROWS), BH).
 extern "C" __global__ void flash_tc_bwd_dkv(const bf16* q, const bf16* k, const bf16* v, const bf16* dy,
                                             const float* stats, bf16* out, int t, int s, int hd, float scale) {
@@ -342,9 +341,9 @@ extern "C" __global__ void flash_tc_bwd_dkv(const bf16* q, const bf16* k, const 
         __syncwarp();
     }
     if (w0 >= s) return;  // warp-uniform
-    bf16* head = out + h * (size_t)(t + 2 * s) * hd;
-    tc_store_rows(head + (size_t)t * hd, w0, s, dk, sc[warp], nd, hd);
-    tc_store_rows(head + (size_t)(t + s) * hd, w0, s, dv, sc[warp], nd, hd);
+    const size_t bh = gridDim.y;
+    tc_store_rows(out + (bh * t + h * s) * hd, w0, s, dk, sc[warp], nd, hd);
+    tc_store_rows(out + (bh * (t + s) + h * s) * hd, w0, s, dv, sc[warp], nd, hd);
 }
 
 #endif  // sm_80

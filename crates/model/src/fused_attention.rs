@@ -220,19 +220,22 @@ impl CustomOp3 for FlashAttention {
             y: y.contiguous()?,
             dy: dy.contiguous()?,
         };
-        // One output holding each head's [dq; dk; dv] rows (see the op).
+        // One output holding dq, dk and dv one after the other (see the
+        // op): each is a contiguous slice, so splitting them copies nothing.
         let packed = q.apply_op3_no_bwd(k, v, &bwd)?;
-        let (t, s) = (q.dim(2)?, k.dim(2)?);
-        let dq = packed.narrow(1, 0, t)?.reshape(q.shape())?;
-        let dk = packed.narrow(1, t, s)?.reshape(k.shape())?;
-        let dv = packed.narrow(1, t + s, s)?.reshape(v.shape())?;
+        let (nq, nk) = (q.elem_count() / q.dim(3)?, k.elem_count() / k.dim(3)?);
+        let dq = packed.narrow(0, 0, nq)?.reshape(q.shape())?;
+        let dk = packed.narrow(0, nq, nk)?.reshape(k.shape())?;
+        let dv = packed.narrow(0, nq + nk, nk)?.reshape(v.shape())?;
         Ok((Some(dq), Some(dk), Some(dv)))
     }
 }
 
 /// The gradients of [`FlashAttention`] with respect to q, k and v, as one
-/// `[B·H, T + 2S, hd]` tensor: per head, T rows of dq, S of dk, S of dv
-/// (a custom op has one output; per-head blocks let heads run in parallel).
+/// `[B·H·T + 2·B·H·S, hd]` tensor: dq `[B·H, T, hd]`, then dk and dv
+/// `[B·H, S, hd]` each (a custom op has one output; as three contiguous
+/// parts they split without a copy, and each head still writes its own rows
+/// of each, in parallel).
 /// The output `y` and its gradient `dy` ride along in the op, since a custom
 /// op takes at most three tensor arguments.
 struct FlashAttentionBwd {
@@ -307,16 +310,19 @@ impl CustomOp3 for FlashAttentionBwd {
 
 impl FlashAttentionBwd {
     fn cpu(&self, d: &Dims, [q, k, v, y, dy]: [&[f32]; 5]) -> (Vec<f32>, Shape) {
-        let (hd, rows) = (d.hd, d.t + 2 * d.s);
-        let mut out = vec![0f32; d.bh * rows * hd];
-        out.par_chunks_mut(rows * hd)
+        let (hd, rows) = (d.hd, d.bh * (d.t + 2 * d.s));
+        let (qn, kn) = (d.t * hd, d.s * hd);
+        let mut out = vec![0f32; rows * hd];
+        let (dq_all, dkv_all) = out.split_at_mut(d.bh * qn);
+        let (dk_all, dv_all) = dkv_all.split_at_mut(d.bh * kn);
+        dq_all
+            .par_chunks_mut(qn)
+            .zip(dk_all.par_chunks_mut(kn))
+            .zip(dv_all.par_chunks_mut(kn))
             .enumerate()
-            .for_each(|(h, grads)| {
+            .for_each(|(h, ((dq, dk), dv))| {
                 let [q, k, v] = head(d, h, q, k, v);
-                let qn = d.t * hd;
                 let (y, dy) = (&y[h * qn..(h + 1) * qn], &dy[h * qn..(h + 1) * qn]);
-                let (dq, dkv) = grads.split_at_mut(qn);
-                let (dk, dv) = dkv.split_at_mut(d.s * hd);
                 let (mut p, mut ds) = (QueryBlock::scores(d), QueryBlock::scores(d));
                 for b in QueryBlock::all(d) {
                     let span = b.i0 * hd..(b.i0 + b.m) * hd;
@@ -342,7 +348,7 @@ impl FlashAttentionBwd {
                     small_gemm::gemm(&mut dq[span], dsb, kb, 1.0, false);
                 }
             });
-        (out, Shape::from((d.bh, rows, hd)))
+        (out, Shape::from((rows, hd)))
     }
 }
 

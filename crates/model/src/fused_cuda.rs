@@ -662,7 +662,8 @@ pub fn flash_attention(
     Ok((y.wrap(dev), lq.shape().clone()))
 }
 
-/// The packed `[BH, T + 2S, hd]` gradients of `fused_attention`'s backward op,
+/// The packed `[BH·T + 2·BH·S, hd]` gradients (dq, then dk, then dv) of
+/// `fused_attention`'s backward op,
 /// from (q, k, v, y, dy): per-row statistics, then dq by query rows and
 /// dk, dv by key rows (no atomics, so the result is deterministic).
 pub fn flash_attention_bwd(
@@ -693,8 +694,8 @@ pub fn flash_attention_bwd(
     // SAFETY: as above.
     unsafe { b.launch(kernels.per_rows(d.t, d.bh)) }.w()?;
 
-    let rows = d.t + 2 * d.s;
-    let out = Buf::alloc(dev, dtype, d.bh * rows * d.hd)?;
+    let rows = d.bh * (d.t + 2 * d.s);
+    let out = Buf::alloc(dev, dtype, rows * d.hd)?;
     for (name, launch_rows) in [("bwd_dq", d.t), ("bwd_dkv", d.s)] {
         let f = dev.get_or_load_custom_func(&kernels.name(name), kernels.module, kernels.ptx)?;
         let mut b = f.builder();
@@ -704,8 +705,9 @@ pub fn flash_attention_bwd(
         b.arg(&stats);
         out.push(&mut b);
         candle_core::builder_arg!(b, t, s, hd, scale);
-        // SAFETY: as above; dq writes every row < T, dkv every row ≥ T.
+        // SAFETY: as above; dq writes every row of the dq part, dkv every
+        // row of the dk and dv parts.
         unsafe { b.launch(kernels.per_rows(launch_rows, d.bh)) }.w()?;
     }
-    Ok((out.wrap(dev), Shape::from((d.bh, rows, d.hd))))
+    Ok((out.wrap(dev), Shape::from((rows, d.hd))))
 }

@@ -139,12 +139,18 @@ fn attention_gaps(dtype: DType, cases: &[(usize, usize, usize)]) -> Vec<[f32; 4]
 
         // The backward reads the kernel's own forward output, as on a GPU.
         run(&exe, &args("bwd"));
-        let packed = read_f32(&dir.join("grads.f32"), &[b * h, t + 2 * s, hd]);
-        for (n, (var, start, rows)) in [(&vars[0], 0, t), (&vars[1], t, s), (&vars[2], t + s, s)]
+        // dq [BH, T, hd], then dk and dv [BH, S, hd].
+        let (bh, nq, nk) = (b * h, b * h * t, b * h * s);
+        let packed = read_f32(&dir.join("grads.f32"), &[nq + 2 * nk, hd]);
+        for (n, (var, start, rows)) in [(&vars[0], 0, t), (&vars[1], nq, s), (&vars[2], nq + nk, s)]
             .into_iter()
             .enumerate()
         {
-            let emu = packed.narrow(1, start, rows).unwrap();
+            let emu = packed
+                .narrow(0, start, bh * rows)
+                .unwrap()
+                .reshape((bh, rows, hd))
+                .unwrap();
             let cpu = grads.get(var.as_tensor()).unwrap();
             assert_eq!(cpu.dtype(), dtype);
             case_gaps[n + 1] = rel_gap(cpu, &emu);

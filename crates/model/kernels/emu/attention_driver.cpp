@@ -5,7 +5,8 @@
 //
 //   attention_driver fwd|bwd[:bf16] BH T S HD SCALE DIR
 // fwd reads DIR/{q,k,v}.f32 and writes DIR/y.f32; bwd also reads
-// DIR/{y,dy}.f32 and writes DIR/grads.f32 ([BH, T + 2S, HD]: dq, dk, dv).
+// DIR/{y,dy}.f32 and writes DIR/grads.f32 (dq [BH, T, HD], then dk and dv
+// [BH, S, HD]).
 // With :bf16 the inputs are narrowed to bf16 (the files hold bf16 values, so
 // nothing is lost), the tensor-core kernels run, and outputs are widened.
 #include "emu.h"
