@@ -98,7 +98,8 @@ pub fn rotated_heads(
         },
         rope: tables.rotation(pos, t)?,
     };
-    tape::op2(&x.contiguous()?, &w.contiguous()?, op)
+    let w = fused_linear::weight_operand(w, precision)?;
+    tape::op2(&x.contiguous()?, &w, op)
 }
 
 /// SwiGLU of projections the forward already formed: inputs (x, w_gate,
@@ -188,11 +189,13 @@ pub fn gated_up(
     w_up: &Tensor,
     precision: Precision,
 ) -> Result<Tensor> {
+    let w_gate = &fused_linear::weight_operand(w_gate, precision)?;
+    let w_up = &fused_linear::weight_operand(w_up, precision)?;
     let (xd, gd, ud) = (x.detach(), w_gate.detach(), w_up.detach());
     let (gate, up) = tape::untaped(|| {
         Ok((
-            fused_linear::linear(&xd, &gd, precision)?,
-            fused_linear::linear(&xd, &ud, precision)?,
+            fused_linear::linear_on_operand(&xd, &gd, precision)?,
+            fused_linear::linear_on_operand(&xd, &ud, precision)?,
         ))
     })?;
     if gate.dims() != up.dims() {

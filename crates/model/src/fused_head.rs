@@ -255,8 +255,10 @@ impl CustomOp2 for PrecomputedHead {
 /// device, in `precision`; one graph node (see the module docs).
 pub fn head_loss(h: &Tensor, w: &Tensor, targets: &Tensor, precision: Precision) -> Result<Tensor> {
     let (n, _) = h.dims2()?;
-    let logits =
-        tape::untaped(|| crate::fused_linear::linear(&h.detach(), &w.detach(), precision))?;
+    let w = &crate::fused_linear::weight_operand(w, precision)?;
+    let logits = tape::untaped(|| {
+        crate::fused_linear::linear_on_operand(&h.detach(), &w.detach(), precision)
+    })?;
     if !tape::needs_backward(&[h, w]) {
         return crate::fused::cross_entropy(&logits, targets);
     }

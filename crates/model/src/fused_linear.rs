@@ -167,8 +167,10 @@ impl Projection {
         native_bf16: bool,
     ) -> Result<(S, Shape)> {
         let (out_f, in_f) = lw.shape().dims2()?;
-        if !lw.is_contiguous() || w.dtype() != DType::F32 {
-            candle_core::bail!("linear: the weight must be contiguous f32");
+        if !lw.is_contiguous() || !matches!(w.dtype(), DType::F32 | DType::BF16) {
+            candle_core::bail!(
+                "linear: the weight must be contiguous f32 (or, on the tape, its bf16 cast)"
+            );
         }
         let (x_rows, lx_rows, lead) = self.input_rows(x, lx)?;
         let (rows, features) = lx_rows.shape().dims2()?;
@@ -348,11 +350,32 @@ impl CustomOp3 for ResidualProjection {
     }
 }
 
+/// The weight operand of a projection op: on the tape under bf16, the f32
+/// weight cast to bf16 once here (a recorded cast), which the op's forward
+/// and backward both use; otherwise the f32 weight, which the op casts in
+/// its forward and casts again in its backward. The numbers are the same.
+pub(crate) fn weight_operand(w: &Tensor, precision: Precision) -> Result<Tensor> {
+    if w.dtype() != DType::F32 {
+        candle_core::bail!(
+            "linear: the weight must be contiguous f32, not {:?}",
+            w.dtype()
+        );
+    }
+    match precision {
+        Precision::Bf16 if tape::recording() => tape::to_dtype(&w.contiguous()?, DType::BF16),
+        _ => w.contiguous(),
+    }
+}
+
 /// `x·wᵀ` for `x [.., in]` (f32 or bf16) and an f32 weight `w [out, in]`,
 /// in `precision`'s activation dtype.
 pub fn linear(x: &Tensor, w: &Tensor, precision: Precision) -> Result<Tensor> {
-    let op = Projection::flat(precision);
-    tape::op2(&x.contiguous()?, &w.contiguous()?, op)
+    linear_on_operand(x, &weight_operand(w, precision)?, precision)
+}
+
+/// [`linear`] on a weight already made an operand by [`weight_operand`].
+pub(crate) fn linear_on_operand(x: &Tensor, w: &Tensor, precision: Precision) -> Result<Tensor> {
+    tape::op2(&x.contiguous()?, w, Projection::flat(precision))
 }
 
 /// [`linear`] for `x [B, T, in]`, split into `[B, heads, T, out/heads]`.
@@ -367,7 +390,7 @@ pub fn linear_to_heads(
         input: Arrangement::Flat,
         output: Arrangement::Heads(heads),
     };
-    tape::op2(&x.contiguous()?, &w.contiguous()?, op)
+    tape::op2(&x.contiguous()?, &weight_operand(w, precision)?, op)
 }
 
 /// `res + a·wᵀ` in f32 for an f32 residual `res [B, T, out]` and `a` either
@@ -388,7 +411,8 @@ pub fn residual_linear(
         input,
         output: Arrangement::Flat,
     });
-    tape::op3(&res.contiguous()?, &a.contiguous()?, &w.contiguous()?, op)
+    let w = weight_operand(w, precision)?;
+    tape::op3(&res.contiguous()?, &a.contiguous()?, &w, op)
 }
 
 #[cfg(test)]

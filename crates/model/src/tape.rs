@@ -70,6 +70,12 @@ enum Node {
         shape: Shape,
         out: TensorId,
     },
+    /// A cast of `input_like` (a weight cast once for both passes).
+    Cast {
+        input: TensorId,
+        input_like: Tensor,
+        out: TensorId,
+    },
     MeanAll {
         input: TensorId,
         shape: Shape,
@@ -82,9 +88,10 @@ impl Node {
     fn out_id(&self) -> TensorId {
         match self {
             Node::Op2 { out, .. } | Node::Op3 { out, .. } => out.id(),
-            Node::Embedding { out, .. } | Node::Reshape { out, .. } | Node::MeanAll { out, .. } => {
-                *out
-            }
+            Node::Embedding { out, .. }
+            | Node::Reshape { out, .. }
+            | Node::Cast { out, .. }
+            | Node::MeanAll { out, .. } => *out,
         }
     }
 
@@ -97,6 +104,9 @@ impl Node {
             Node::Embedding {
                 table, table_like, ..
             } => vec![(*table, table_like)],
+            Node::Cast {
+                input, input_like, ..
+            } => vec![(*input, input_like)],
             Node::Reshape { .. } | Node::MeanAll { .. } => Vec::new(),
         }
     }
@@ -147,7 +157,7 @@ pub fn record<R>(f: impl FnOnce() -> Result<R>) -> Result<(R, Tape)> {
 }
 
 /// Whether the ops called now are recorded.
-fn recording() -> bool {
+pub(crate) fn recording() -> bool {
     RECORDING.with(|r| r.borrow().as_ref().is_some_and(|r| r.untaped == 0))
 }
 
@@ -308,6 +318,25 @@ pub(crate) fn reshape<S: candle_core::shape::ShapeWithOneHole>(
     Ok(out)
 }
 
+/// `t.to_dtype(dtype)`, recorded while a recording is on. Its backward
+/// casts the gradient back to `t`'s dtype, a no-op where the consumer
+/// already gives it so (the projections give f32 weight gradients for a
+/// bf16 weight operand).
+pub(crate) fn to_dtype(t: &Tensor, dtype: candle_core::DType) -> Result<Tensor> {
+    if !recording() {
+        return t.to_dtype(dtype);
+    }
+    let input = key(t, "a cast")?;
+    let input_like = t.detach();
+    let out = input_like.to_dtype(dtype)?;
+    push(Node::Cast {
+        input,
+        input_like,
+        out: out.id(),
+    });
+    Ok(out)
+}
+
 /// `t.mean_all()`, recorded while a recording is on.
 pub(crate) fn mean_all(t: &Tensor) -> Result<Tensor> {
     if !recording() {
@@ -452,6 +481,17 @@ impl Tape {
                         continue;
                     };
                     accumulate(&mut grads, input, Some(g.reshape(shape)?))?;
+                }
+                Node::Cast {
+                    input,
+                    input_like,
+                    out,
+                } => {
+                    let Some(g) = grads.remove(&out) else {
+                        continue;
+                    };
+                    let g = g.to_dtype(input_like.dtype())?;
+                    accumulate(&mut grads, input, Some(g))?;
                 }
                 Node::MeanAll { input, shape, out } => {
                     let Some(g) = grads.remove(&out) else {

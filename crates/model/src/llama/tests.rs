@@ -548,3 +548,20 @@ fn norm_backward_folds_the_residual_sum() {
     let expected = 2 * 2 * act + 2 * 2 * 3 * act + 3 * table;
     assert_eq!(tape.accumulation_bytes(), expected as u64);
 }
+
+/// Under bf16 on the tape every weight is cast once, by a recorded cast
+/// that the projection's forward and backward share: one more node per
+/// weight matrix (seven per block, and the tied head) than in f32, less the
+/// mean node of the f32 CPU head (the bf16 head takes its mean inside).
+#[test]
+fn bf16_tape_casts_each_weight_once() {
+    let (c, p) = tiny(4);
+    let (x, y) = (ids(2, 12, 97, 3), ids(2, 12, 97, 4));
+    let nodes = |precision| {
+        let m = Llama::new(&c, &p).unwrap().with_precision(precision);
+        let (_, tape) =
+            crate::tape::record(|| m.loss(&x, &y).map_err(crate::ModelError::into_candle)).unwrap();
+        tape.len()
+    };
+    assert_eq!(nodes(Precision::Bf16), nodes(Precision::F32) + 2 * 7 + 1 - 1);
+}
