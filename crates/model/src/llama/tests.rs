@@ -563,5 +563,8 @@ fn bf16_tape_casts_each_weight_once() {
             crate::tape::record(|| m.loss(&x, &y).map_err(crate::ModelError::into_candle)).unwrap();
         tape.len()
     };
-    assert_eq!(nodes(Precision::Bf16), nodes(Precision::F32) + 2 * 7 + 1 - 1);
+    assert_eq!(
+        nodes(Precision::Bf16),
+        nodes(Precision::F32) + 2 * 7 + 1 - 1
+    );
 }
