@@ -10,10 +10,16 @@
 //! memsets and adds (docs/gpu.md, "bookkeeping floor"), and two launches per
 //! node on a GPU. The training graph of the fused Llama is made only of
 //! frugal's custom ops (whose `bwd` the tape calls directly), one embedding
-//! lookup, a reshape and a mean, so it can be replayed without candle's
-//! autograd. Sums are formed in the same order as candle forms them, so the
-//! gradients are bit-identical to `loss.backward()` (tested in
-//! `llama::tests`).
+//! lookup, a reshape, a mean and (under bf16) one cast per weight, so it can
+//! be replayed without candle's autograd. Sums are formed in the same order
+//! as candle forms them, so the gradients are bit-identical to
+//! `loss.backward()` (tested in `llama::tests`).
+//!
+//! Two things only a tape can do: a weight's bf16 cast is a node of its own
+//! whose output the projection's forward and backward share ([`to_dtype`];
+//! off the tape the projection casts it again in its backward), and an op whose input
+//! already holds a gradient can add its own in the same kernel ([`BwdInto`],
+//! RMSNorm on the residual stream) instead of a separate add.
 //!
 //! Recording is scoped to one thread ([`record`]): the fused wrappers
 //! ([`crate::fused_linear::linear`] and the others) call [`op2`]/[`op3`],
