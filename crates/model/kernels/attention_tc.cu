@@ -4,9 +4,11 @@
 // tiles, f32 accumulation). The softmax, the masking and the gradient of the
 // softmax are f32 SIMT code on tiles staged in shared memory.
 //
-// Layout and launch as attention.cu: q, y, dy [BH, T, hd]; k, v [BH, S, hd];
-// query i sees keys 0..=S−T+i; stats [BH, T, 2] f32 = (logsumexp, D_i);
-// the backward's output is dq [BH, T, hd], then dk and dv [BH, S, hd] each.
+// Layout and launch as attention.cu: BH heads of T rows (q, y, dy) or S rows
+// (k, v) of hd, in groups of nh heads (tc_head: nh = 1 is [B·H, T, hd], nh = H
+// is [B, T, H, hd]); query i sees keys 0..=S−T+i; stats [BH, T, 2] f32 =
+// (logsumexp, D_i); the backward's output is dq, then dk and dv, each in its
+// input's layout.
 // A warp owns TC_M = 16 rows (queries; keys in flash_tc_bwd_dkv), a block of
 // TC_WARPS warps shares tiles of TC_TILE keys (queries), so each tile is read
 // from global memory once per block. hd is a multiple of 16, at most TC_MAXD.
@@ -52,14 +54,21 @@ typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> FragB;
 typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> FragBt;
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> FragC;
 
+// The first element of head h of BH heads of n rows in groups of nh (as
+// attention.cu's fa_head); its rows are nh·hd apart.
+__device__ __forceinline__ size_t tc_head(size_t h, int n, int nh, int hd) {
+    return ((h / nh) * n * nh + h % nh) * hd;
+}
+
 __device__ __forceinline__ float tc_ld(bf16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ bf16 tc_st(float v) { return __float2bfloat16(v); }
 
-// Rows [r0, r0 + n) of a [rows, hd] bf16 matrix into tile (zeros past the end).
-__device__ __forceinline__ void tc_load_tile(bf16 (*tile)[TC_LD], const bf16* src, int r0, int n, int rows, int hd) {
+// Rows [r0, r0 + n) of `rows` bf16 rows of hd, ld apart, into tile (zeros past the end).
+__device__ __forceinline__ void tc_load_tile(bf16 (*tile)[TC_LD], const bf16* src, int r0, int n, int rows, int hd,
+                                             int ld) {
     for (int e = threadIdx.x; e < n * hd; e += blockDim.x) {
         const int r = e / hd, d = e % hd;
-        tile[r][d] = r0 + r < rows ? src[(size_t)(r0 + r) * hd + d] : tc_st(0.f);
+        tile[r][d] = r0 + r < rows ? src[(size_t)(r0 + r) * ld + d] : tc_st(0.f);
     }
 }
 
@@ -102,9 +111,9 @@ __device__ __forceinline__ void tc_accumulate(FragC* acc, bf16 (*p)[TC_PLD], bf1
 }
 
 // Rounds the warp's accumulators (16 rows × hd) into rows row0.. of dst
-// ([rows, hd] bf16, rows ≥ `limit` skipped), through the f32 tile `stage`.
+// (bf16 rows ld apart, rows ≥ `limit` skipped), through the f32 tile `stage`.
 __device__ __forceinline__ void tc_store_rows(bf16* dst, int row0, int limit, const FragC* acc, float (*stage)[TC_SLD],
-                                              int nd, int hd) {
+                                              int nd, int ld) {
     const int lane = threadIdx.x & 31, r = lane >> 1, half = lane & 1;
 #pragma unroll
     for (int cb = 0; cb < TC_ND; ++cb) {
@@ -114,7 +123,7 @@ __device__ __forceinline__ void tc_store_rows(bf16* dst, int row0, int limit, co
         __syncwarp();
         if (row0 + r < limit)
             for (int c = 0; c < 8; ++c)
-                dst[(size_t)(row0 + r) * hd + cb * 16 + half * 8 + c] = tc_st(stage[r][half * 8 + c]);
+                dst[(size_t)(row0 + r) * ld + cb * 16 + half * 8 + c] = tc_st(stage[r][half * 8 + c]);
     }
 }
 
@@ -123,7 +132,7 @@ __device__ __forceinline__ void tc_store_rows(bf16* dst, int row0, int limit, co
 // grid (ceil(T / TC_ROWS), BH), block 32·TC_WARPS.
 template <bool STATS>
 __device__ void tc_attend(const bf16* q, const bf16* k, const bf16* v, const bf16* y_in, const bf16* dy, bf16* y,
-                          float* stats, int t, int s, int hd, float scale) {
+                          float* stats, int t, int s, int hd, int nh, float scale) {
     __shared__ __align__(32) bf16 kv[2 * TC_TILE][TC_LD];  // Q while staging; then K and V tiles
     __shared__ __align__(32) float sc[TC_WARPS][TC_M][TC_SLD];
     __shared__ __align__(32) bf16 ps[TC_WARPS][TC_M][TC_PLD];
@@ -134,10 +143,12 @@ __device__ void tc_attend(const bf16* q, const bf16* k, const bf16* v, const bf1
     const int nd = hd / 16, cols = TC_TILE / 2, dhalf = hd / 2;
     const size_t h = blockIdx.y;
     const int i0 = blockIdx.x * TC_ROWS, w0 = i0 + warp * TC_M, i = w0 + r;
-    const bf16 *qh = q + h * t * hd, *kh = k + h * s * hd, *vh = v + h * s * hd;
+    const int ld = nh * hd;
+    const size_t qo = tc_head(h, t, nh, hd), ko = tc_head(h, s, nh, hd);
+    const bf16 *kh = k + ko, *vh = v + ko;
 
     FragA qf[TC_ND];
-    tc_load_tile(kv, qh, i0, TC_ROWS, t, hd);
+    tc_load_tile(kv, q + qo, i0, TC_ROWS, t, hd, ld);
     __syncthreads();
     tc_fragments(qf, kv, warp, nd);
     for (int c = 0; c < dhalf; ++c) os[warp][r][half * dhalf + c] = 0.f;
@@ -148,8 +159,8 @@ __device__ void tc_attend(const bf16* q, const bf16* k, const bf16* v, const bf1
     float m = -INFINITY, l = 0.f;
     for (int j0 = 0; j0 < keys; j0 += TC_TILE) {
         __syncthreads();  // the previous tile (or Q) is consumed
-        tc_load_tile(ks, kh, j0, TC_TILE, s, hd);
-        if constexpr (!STATS) tc_load_tile(vs, vh, j0, TC_TILE, s, hd);
+        tc_load_tile(ks, kh, j0, TC_TILE, s, hd, ld);
+        if constexpr (!STATS) tc_load_tile(vs, vh, j0, TC_TILE, s, hd, ld);
         __syncthreads();
         if (w0 >= t || j0 >= warp_keys) continue;  // warp-uniform
         tc_scores(sc[warp], qf, ks, nd);
@@ -189,7 +200,7 @@ __device__ void tc_attend(const bf16* q, const bf16* k, const bf16* v, const bf1
         }
     }
     if (i >= t) return;
-    const size_t row = (h * t + i) * hd;
+    const size_t row = qo + (size_t)i * ld;
     if constexpr (STATS) {
         float dd = 0.f;
         for (int c = 0; c < dhalf; ++c) dd += tc_ld(dy[row + half * dhalf + c]) * tc_ld(y_in[row + half * dhalf + c]);
@@ -205,19 +216,20 @@ __device__ void tc_attend(const bf16* q, const bf16* k, const bf16* v, const bf1
 }
 
 extern "C" __global__ void flash_tc_fwd(const bf16* q, const bf16* k, const bf16* v, bf16* y, int t, int s, int hd,
-                                        float scale) {
-    tc_attend<false>(q, k, v, nullptr, nullptr, y, nullptr, t, s, hd, scale);
+                                        int nh, float scale) {
+    tc_attend<false>(q, k, v, nullptr, nullptr, y, nullptr, t, s, hd, nh, scale);
 }
 
 extern "C" __global__ void flash_tc_stats(const bf16* q, const bf16* k, const bf16* y, const bf16* dy, float* stats,
-                                          int t, int s, int hd, float scale) {
-    tc_attend<true>(q, k, nullptr, y, dy, nullptr, stats, t, s, hd, scale);
+                                          int t, int s, int hd, int nh, float scale) {
+    tc_attend<true>(q, k, nullptr, y, dy, nullptr, stats, t, s, hd, nh, scale);
 }
 
 // dq_i = scale·Σ_j p_ij·(dy_i·v_j − D_i)·k_j into this head's rows of out's
 // dq part. grid (ceil(T / TC_ROWS), BH).
 extern "C" __global__ void flash_tc_bwd_dq(const bf16* q, const bf16* k, const bf16* v, const bf16* dy,
-                                           const float* stats, bf16* out, int t, int s, int hd, float scale) {
+                                           const float* stats, bf16* out, int t, int s, int hd, int nh,
+                                           float scale) {
     __shared__ __align__(32) bf16 kv[2 * TC_TILE][TC_LD];  // Q, then dY while staging; then K and V tiles
     __shared__ __align__(32) float sc[TC_WARPS][TC_M][TC_SLD];
     __shared__ __align__(32) float dp[TC_WARPS][TC_M][TC_SLD];
@@ -229,12 +241,14 @@ extern "C" __global__ void flash_tc_bwd_dq(const bf16* q, const bf16* k, const b
     const size_t h = blockIdx.y;
     const int i0 = blockIdx.x * TC_ROWS, w0 = i0 + warp * TC_M, i = w0 + r;
 
+    const int ld = nh * hd;
+    const size_t qo = tc_head(h, t, nh, hd), ko = tc_head(h, s, nh, hd);
     FragA qf[TC_ND], gf[TC_ND];
-    tc_load_tile(kv, q + h * t * hd, i0, TC_ROWS, t, hd);
+    tc_load_tile(kv, q + qo, i0, TC_ROWS, t, hd, ld);
     __syncthreads();
     tc_fragments(qf, kv, warp, nd);
     __syncthreads();
-    tc_load_tile(kv, dy + h * t * hd, i0, TC_ROWS, t, hd);
+    tc_load_tile(kv, dy + qo, i0, TC_ROWS, t, hd, ld);
     __syncthreads();
     tc_fragments(gf, kv, warp, nd);
     FragC acc[TC_ND];
@@ -248,8 +262,8 @@ extern "C" __global__ void flash_tc_bwd_dq(const bf16* q, const bf16* k, const b
     const float di = i < t ? stats[2 * (h * t + i) + 1] : 0.f;
     for (int j0 = 0; j0 < keys; j0 += TC_TILE) {
         __syncthreads();
-        tc_load_tile(ks, k + h * s * hd, j0, TC_TILE, s, hd);
-        tc_load_tile(vs, v + h * s * hd, j0, TC_TILE, s, hd);
+        tc_load_tile(ks, k + ko, j0, TC_TILE, s, hd, ld);
+        tc_load_tile(vs, v + ko, j0, TC_TILE, s, hd, ld);
         __syncthreads();
         if (w0 >= t || j0 >= warp_keys) continue;
         tc_scores(sc[warp], qf, ks, nd);
@@ -269,15 +283,15 @@ extern "C" __global__ void flash_tc_bwd_dq(const bf16* q, const bf16* k, const b
         __syncwarp();
     }
     if (w0 >= t) return;  // warp-uniform
-    bf16* dst = out + h * t * hd;
-    tc_store_rows(dst, w0, t, acc, sc[warp], nd, hd);
+    tc_store_rows(out + qo, w0, t, acc, sc[warp], nd, ld);
 }
 
 // dv_j = Σ_i p_ij·dy_i and dk_j = scale·Σ_i p_ij·(dy_i·v_j − D_i)·q_i over the
 // queries that see key j, into this head's rows of out's dk and dv parts. A warp owns 16 keys; tiles are of queries, and the
 // products are computed transposed (keys as rows). grid (ceil(S / TC_ROWS), BH).
 extern "C" __global__ void flash_tc_bwd_dkv(const bf16* q, const bf16* k, const bf16* v, const bf16* dy,
-                                            const float* stats, bf16* out, int t, int s, int hd, float scale) {
+                                            const float* stats, bf16* out, int t, int s, int hd, int nh,
+                                            float scale) {
     __shared__ __align__(32) bf16 qg[2 * TC_TILE][TC_LD];  // K, then V while staging; then Q and dY tiles
     __shared__ float lse_s[TC_TILE], d_s[TC_TILE];
     __shared__ __align__(32) float sc[TC_WARPS][TC_M][TC_SLD];
@@ -290,15 +304,17 @@ extern "C" __global__ void flash_tc_bwd_dkv(const bf16* q, const bf16* k, const 
     const int nd = hd / 16, cols = TC_TILE / 2;
     const size_t h = blockIdx.y;
     const int j_first = blockIdx.x * TC_ROWS, w0 = j_first + warp * TC_M, j = w0 + r;
-    const bf16 *qh = q + h * t * hd, *gh = dy + h * t * hd;
+    const int ld = nh * hd;
+    const size_t qo = tc_head(h, t, nh, hd), ko = tc_head(h, s, nh, hd);
+    const bf16 *qh = q + qo, *gh = dy + qo;
     const float* st = stats + 2 * h * t;
 
     FragA kf[TC_ND], vf[TC_ND];
-    tc_load_tile(qg, k + h * s * hd, j_first, TC_ROWS, s, hd);
+    tc_load_tile(qg, k + ko, j_first, TC_ROWS, s, hd, ld);
     __syncthreads();
     tc_fragments(kf, qg, warp, nd);
     __syncthreads();
-    tc_load_tile(qg, v + h * s * hd, j_first, TC_ROWS, s, hd);
+    tc_load_tile(qg, v + ko, j_first, TC_ROWS, s, hd, ld);
     __syncthreads();
     tc_fragments(vf, qg, warp, nd);
     FragC dk[TC_ND], dv[TC_ND];
@@ -313,8 +329,8 @@ extern "C" __global__ void flash_tc_bwd_dkv(const bf16* q, const bf16* k, const 
     const int warp_first = max(0, w0 - (s - t));
     for (int q0 = first; q0 < t; q0 += TC_TILE) {
         __syncthreads();
-        tc_load_tile(qs, qh, q0, TC_TILE, t, hd);
-        tc_load_tile(gs, gh, q0, TC_TILE, t, hd);
+        tc_load_tile(qs, qh, q0, TC_TILE, t, hd, ld);
+        tc_load_tile(gs, gh, q0, TC_TILE, t, hd, ld);
         if (threadIdx.x < TC_TILE) {
             const int qi = q0 + threadIdx.x;
             lse_s[threadIdx.x] = qi < t ? st[2 * qi] : 0.f;
@@ -342,8 +358,8 @@ extern "C" __global__ void flash_tc_bwd_dkv(const bf16* q, const bf16* k, const 
     }
     if (w0 >= s) return;  // warp-uniform
     const size_t bh = gridDim.y;
-    tc_store_rows(out + (bh * t + h * s) * hd, w0, s, dk, sc[warp], nd, hd);
-    tc_store_rows(out + (bh * (t + s) + h * s) * hd, w0, s, dv, sc[warp], nd, hd);
+    tc_store_rows(out + bh * t * hd + ko, w0, s, dk, sc[warp], nd, ld);
+    tc_store_rows(out + bh * (t + s) * hd + ko, w0, s, dv, sc[warp], nd, ld);
 }
 
 #endif  // sm_80

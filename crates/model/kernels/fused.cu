@@ -237,16 +237,17 @@ extern "C" __global__ void swiglu_bwd_bf16(const bf16* a, const bf16* b, const b
 
 // -------------------------------------------------------------------- RoPE
 
-// rotate_half RoPE on rows of hd = 2·half values; row r is position r mod t
-// of the f32 tables `cos`/`sin` [t, half] (already offset to the first position).
+// rotate_half RoPE on rows of hd = 2·half values; row r is position
+// (r / per_pos) mod t of the f32 tables `cos`/`sin` [t, half] (already offset
+// to the first position): per_pos = 1 for [B, H, T, hd], H for [B, T, H, hd].
 template <typename T>
 __device__ void rope_rows(const T* x, const float* cos_t, const float* sin_t, T* y, size_t rows, int t,
-                          int half, float sign) {
+                          int per_pos, int half, float sign) {
     const size_t n = rows * half;
     for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < n; k += (size_t)gridDim.x * blockDim.x) {
         const size_t r = k / half;
         const int i = (int)(k % half);
-        const int p = (int)(r % t);
+        const int p = (int)((r / per_pos) % t);
         const float c = cos_t[p * half + i], s = sign * sin_t[p * half + i];
         const size_t base = r * 2 * half;
         const float x1 = ld(x[base + i]), x2 = ld(x[base + half + i]);
@@ -255,12 +256,12 @@ __device__ void rope_rows(const T* x, const float* cos_t, const float* sin_t, T*
     }
 }
 extern "C" __global__ void rope(const float* x, const float* cos_t, const float* sin_t, float* y, size_t rows,
-                                int t, int half, float sign) {
-    rope_rows(x, cos_t, sin_t, y, rows, t, half, sign);
+                                int t, int per_pos, int half, float sign) {
+    rope_rows(x, cos_t, sin_t, y, rows, t, per_pos, half, sign);
 }
 extern "C" __global__ void rope_bf16(const bf16* x, const float* cos_t, const float* sin_t, bf16* y,
-                                     size_t rows, int t, int half, float sign) {
-    rope_rows(x, cos_t, sin_t, y, rows, t, half, sign);
+                                     size_t rows, int t, int per_pos, int half, float sign) {
+    rope_rows(x, cos_t, sin_t, y, rows, t, per_pos, half, sign);
 }
 
 // ----------------------------------------------------------- cross-entropy

@@ -581,13 +581,34 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 
 // -------------------------------------------------------------------- RoPE
 
-/// Rotary embedding (`rotate_half` layout) on `[B, H, T, hd]` at positions
-/// `pos..pos+T`; backward is the same rotation by the negated angle.
+/// Rotary embedding (`rotate_half` layout) on `[B, H, T, hd]` (or, when
+/// `seq_major`, `[B, T, H, hd]`) at positions `pos..pos+T`; backward is the
+/// same rotation by the negated angle.
 #[derive(Clone)]
 pub(crate) struct Rope {
     tables: RopeTables,
     pos: usize,
     sign: f32,
+    seq_major: bool,
+}
+
+impl Rope {
+    /// Positions, consecutive rows per position, and the head dim of `l`.
+    fn rows(&self, l: &Layout) -> Result<(usize, usize, usize)> {
+        let &[_, a1, a2, hd] = l.dims() else {
+            candle_core::bail!("rope: {:?} is not [B, H, T, hd] or [B, T, H, hd]", l.dims());
+        };
+        if hd != 2 * self.tables.half {
+            candle_core::bail!(
+                "rope: head dim {hd} against tables of {}",
+                2 * self.tables.half
+            );
+        }
+        Ok(match self.seq_major {
+            false => (a2, 1, hd),
+            true => (a1, a2, hd),
+        })
+    }
 }
 
 impl CustomOp1 for Rope {
@@ -599,12 +620,12 @@ impl CustomOp1 for Rope {
         let Some((cos, sin)) = &self.tables.device else {
             candle_core::bail!("rope: the tables were built on the CPU, the input is on a GPU");
         };
-        crate::fused_cuda::rope(s, l, cos, sin, self.tables.half, self.pos, self.sign)
+        let rows = self.rows(l)?;
+        crate::fused_cuda::rope(s, l, rows, cos, sin, self.tables.half, self.pos, self.sign)
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = act(s, l, "rope")?;
-        let dims = l.dims();
-        let (t, hd) = (dims[2], dims[3]);
+        let (t, per_pos, hd) = self.rows(l)?;
         let half = self.tables.half;
         let (cos, sin) = (&self.tables.cos, &self.tables.sin);
         if cos.is_empty() {
@@ -612,7 +633,7 @@ impl CustomOp1 for Rope {
         }
         let mut out = vec![0f32; x.len()];
         par_rows(&mut out, hd, |r, y| {
-            let p = self.pos + r % t;
+            let p = self.pos + (r / per_pos) % t;
             let (c, sn) = (
                 &cos[p * half..(p + 1) * half],
                 &sin[p * half..(p + 1) * half],
@@ -678,12 +699,21 @@ impl RopeTables {
         })
     }
 
+    /// `x [B, H, T, hd]` rotated for positions `pos..pos+T`.
     pub fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
-        x.contiguous()?.apply_op1(self.rotation(pos, x.dim(2)?)?)
+        x.contiguous()?
+            .apply_op1(self.rotation(pos, x.dim(2)?, false)?)
     }
 
-    /// The op rotating `t` positions from `pos` (an error past the table).
-    pub(crate) fn rotation(&self, pos: usize, t: usize) -> Result<Rope> {
+    /// [`RopeTables::apply`] on `x [B, T, H, hd]`.
+    pub fn apply_seq(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
+        x.contiguous()?
+            .apply_op1(self.rotation(pos, x.dim(1)?, true)?)
+    }
+
+    /// The op rotating `t` positions from `pos` (an error past the table)
+    /// of `[B, H, T, hd]` or (`seq_major`) `[B, T, H, hd]`.
+    pub(crate) fn rotation(&self, pos: usize, t: usize, seq_major: bool) -> Result<Rope> {
         if pos + t > self.positions {
             candle_core::bail!("rope: positions {pos}..{} exceed the table", pos + t);
         }
@@ -691,6 +721,7 @@ impl RopeTables {
             tables: self.clone(),
             pos,
             sign: 1.0,
+            seq_major,
         })
     }
 }

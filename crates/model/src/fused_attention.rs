@@ -11,6 +11,14 @@
 //! `0..=S−T+i`, as in [`crate::fused::causal_softmax`]. Grouped-query
 //! attention repeats the key/value heads before calling it.
 //!
+//! [`causal_attention_seq`] is the same op on the sequence-major order
+//! `[B, T, H, hd]` in which a projection writes its output, and in which the
+//! output projection reads its input: the training step calls it, so that
+//! nothing is copied into or out of the heads-first order around attention
+//! (forward or backward). The CUDA kernels read and write either order in
+//! place (a head's rows are `H·hd` apart); the CPU op permutes into the
+//! heads-first order and back, so both orders give the same numbers.
+//!
 //! Tensors are f32, or all bf16 under mixed precision: then the op widens
 //! its inputs, computes in f32 and rounds its outputs (y; dq, dk, dv) once.
 //!
@@ -47,32 +55,76 @@ pub(crate) struct Dims {
     pub t: usize,
     pub s: usize,
     pub hd: usize,
+    /// Heads per group whose rows interleave: 1 for `[B, H, T, hd]`, H for
+    /// `[B, T, H, hd]` (a head's rows are `nh·hd` apart).
+    pub nh: usize,
 }
 
 impl Dims {
-    pub(crate) fn of(q: &Layout, k: &Layout, v: &Layout) -> Result<Self> {
+    /// The dims of q, k and v in the heads-first order, or (`seq_major`)
+    /// in `[B, T, H, hd]`.
+    pub(crate) fn of(q: &Layout, k: &Layout, v: &Layout, seq_major: bool) -> Result<Self> {
         let (qd, kd) = (q.dims(), k.dims());
+        let (want_q, want_k) = match seq_major {
+            false => ("[B, H, T, hd]", "[B, H, S, hd]"),
+            true => ("[B, T, H, hd]", "[B, S, H, hd]"),
+        };
         if qd.len() != 4 || kd.len() != 4 || kd != v.dims() {
             candle_core::bail!(
-                "flash attention: q {qd:?}, k {kd:?}, v {:?} must be [B, H, T, hd] and [B, H, S, hd]",
+                "flash attention: q {qd:?}, k {kd:?}, v {:?} must be {want_q} and {want_k}",
                 v.dims()
             );
         }
-        if qd[0] != kd[0] || qd[1] != kd[1] || qd[3] != kd[3] || kd[2] < qd[2] {
+        // (heads, rows) axes.
+        let (ha, ra) = if seq_major { (2, 1) } else { (1, 2) };
+        if qd[0] != kd[0] || qd[ha] != kd[ha] || qd[3] != kd[3] || kd[ra] < qd[ra] {
             candle_core::bail!("flash attention: q {qd:?} does not fit k/v {kd:?}");
         }
         Ok(Self {
-            bh: qd[0] * qd[1],
-            t: qd[2],
-            s: kd[2],
+            bh: qd[0] * qd[ha],
+            t: qd[ra],
+            s: kd[ra],
             hd: qd[3],
+            nh: if seq_major { qd[ha] } else { 1 },
         })
+    }
+
+    /// `x` (`n` rows per head, in this call's order) in the heads-first
+    /// order: a copy when the order is sequence-major.
+    fn heads_first<'a>(&self, x: &'a [f32], n: usize) -> std::borrow::Cow<'a, [f32]> {
+        match self.nh {
+            1 => x.into(),
+            nh => swap_middle(x, self.bh / nh, n, nh, self.hd).into(),
+        }
+    }
+
+    /// The inverse of [`Dims::heads_first`] for an owned result.
+    fn heads_back(&self, x: Vec<f32>, n: usize) -> Vec<f32> {
+        match self.nh {
+            1 => x,
+            nh => swap_middle(&x, self.bh / nh, nh, n, self.hd),
+        }
     }
 
     /// Keys visible to query `i`.
     fn visible(&self, i: usize) -> usize {
         self.s - self.t + i + 1
     }
+}
+
+/// `x [b, a1, a2, hd]` as `[b, a2, a1, hd]`.
+fn swap_middle(x: &[f32], b: usize, a1: usize, a2: usize, hd: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(a1 * a2 * hd)
+        .zip(x.par_chunks(a1 * a2 * hd))
+        .take(b)
+        .for_each(|(o, x)| {
+            for (i, row) in x.chunks_exact(hd).enumerate() {
+                let (r1, r2) = (i / a2, i % a2);
+                o[(r2 * a1 + r1) * hd..][..hd].copy_from_slice(row);
+            }
+        });
+    out
 }
 
 /// Dot product with eight independent accumulators, so that it vectorises
@@ -158,6 +210,8 @@ fn head<'a>(d: &Dims, h: usize, q: &'a [f32], k: &'a [f32], v: &'a [f32]) -> [&'
 
 struct FlashAttention {
     scale: f32,
+    /// q, k, v and y are `[B, T, H, hd]` (else `[B, H, T, hd]`).
+    seq_major: bool,
 }
 
 impl CustomOp3 for FlashAttention {
@@ -174,7 +228,8 @@ impl CustomOp3 for FlashAttention {
         sv: &CudaStorage,
         lv: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        crate::fused_cuda::flash_attention(sq, lq, sk, lk, sv, lv, self.scale)
+        let d = Dims::of(lq, lk, lv, self.seq_major)?;
+        crate::fused_cuda::flash_attention(&d, sq, lq, sk, lk, sv, lv, self.scale)
     }
     fn cpu_fwd(
         &self,
@@ -185,12 +240,17 @@ impl CustomOp3 for FlashAttention {
         sv: &CpuStorage,
         lv: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let d = Dims::of(lq, lk, lv)?;
+        let d = Dims::of(lq, lk, lv, self.seq_major)?;
         let dtype = same_dtype(&[sq, sk, sv])?;
         let (q, k, v) = (
             act(sq, lq, "flash attention q")?,
             act(sk, lk, "flash attention k")?,
             act(sv, lv, "flash attention v")?,
+        );
+        let (q, k, v) = (
+            d.heads_first(&q, d.t),
+            d.heads_first(&k, d.s),
+            d.heads_first(&v, d.s),
         );
         let (q, k, v) = (&q[..], &k[..], &v[..]);
         let hd = d.hd;
@@ -205,7 +265,7 @@ impl CustomOp3 for FlashAttention {
                 small_gemm::gemm(y, pb, Mat::rows(v, b.nk, hd), 1.0, false);
             }
         });
-        Ok((store(out, dtype)?, lq.shape().clone()))
+        Ok((store(d.heads_back(out, d.t), dtype)?, lq.shape().clone()))
     }
     fn bwd(
         &self,
@@ -217,6 +277,7 @@ impl CustomOp3 for FlashAttention {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let bwd = FlashAttentionBwd {
             scale: self.scale,
+            seq_major: self.seq_major,
             y: y.contiguous()?,
             dy: dy.contiguous()?,
         };
@@ -232,14 +293,15 @@ impl CustomOp3 for FlashAttention {
 }
 
 /// The gradients of [`FlashAttention`] with respect to q, k and v, as one
-/// `[B·H·T + 2·B·H·S, hd]` tensor: dq `[B·H, T, hd]`, then dk and dv
-/// `[B·H, S, hd]` each (a custom op has one output; as three contiguous
-/// parts they split without a copy, and each head still writes its own rows
-/// of each, in parallel).
+/// `[B·H·T + 2·B·H·S, hd]` tensor: dq, then dk, then dv, each in its
+/// input's order (a custom op has one output; as three contiguous parts they
+/// split without a copy, and each head still writes its own rows of each, in
+/// parallel).
 /// The output `y` and its gradient `dy` ride along in the op, since a custom
 /// op takes at most three tensor arguments.
 struct FlashAttentionBwd {
     scale: f32,
+    seq_major: bool,
     y: Tensor,
     dy: Tensor,
 }
@@ -269,6 +331,7 @@ impl CustomOp3 for FlashAttentionBwd {
     ) -> Result<(CudaStorage, Shape)> {
         self.with_y_dy(|sy, ly, sg, lg| match (sy, sg) {
             (Storage::Cuda(sy), Storage::Cuda(sg)) => crate::fused_cuda::flash_attention_bwd(
+                &Dims::of(lq, lk, lv, self.seq_major)?,
                 [(sq, lq), (sk, lk), (sv, lv), (sy, ly), (sg, lg)],
                 self.scale,
             ),
@@ -284,7 +347,7 @@ impl CustomOp3 for FlashAttentionBwd {
         sv: &CpuStorage,
         lv: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let d = Dims::of(lq, lk, lv)?;
+        let d = Dims::of(lq, lk, lv, self.seq_major)?;
         let (q, k, v) = (
             act(sq, lq, "flash attention bwd q")?,
             act(sk, lk, "flash attention bwd k")?,
@@ -302,6 +365,8 @@ impl CustomOp3 for FlashAttentionBwd {
             if y.len() != q.len() || dy.len() != q.len() {
                 candle_core::bail!("flash attention bwd: y and dy must have q's shape");
             }
+            let [q, y, dy] = [&q, &y, &dy].map(|x| d.heads_first(x, d.t));
+            let [k, v] = [&k, &v].map(|x| d.heads_first(x, d.s));
             let (grads, shape) = self.cpu(&d, [&q, &k, &v, &y, &dy]);
             Ok((store(grads, dtype)?, shape))
         })
@@ -348,6 +413,15 @@ impl FlashAttentionBwd {
                     small_gemm::gemm(&mut dq[span], dsb, kb, 1.0, false);
                 }
             });
+        if d.nh > 1 {
+            // Each part back into its input's order.
+            let (nq, nk) = (d.bh * qn, d.bh * kn);
+            let parts = [(0, nq, d.t), (nq, nk, d.s), (nq + nk, nk, d.s)];
+            out = parts
+                .into_iter()
+                .flat_map(|(at, len, n)| d.heads_back(out[at..at + len].to_vec(), n))
+                .collect();
+        }
         (out, Shape::from((rows, hd)))
     }
 }
@@ -387,8 +461,19 @@ pub fn supports_on(device: &candle_core::Device, dtype: DType, hd: usize) -> boo
 /// `q [B, H, T, hd]` and `k, v [B, H, S, hd]` (all f32 or all bf16),
 /// differentiable in all three.
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    attend(q, k, v, scale, false)
+}
+
+/// [`causal_attention`] for `q [B, T, H, hd]` and `k, v [B, S, H, hd]`,
+/// the order of a projection's output, with `y` in that order too.
+pub fn causal_attention_seq(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    attend(q, k, v, scale, true)
+}
+
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, seq_major: bool) -> Result<Tensor> {
     let op = FlashAttention {
         scale: scale as f32,
+        seq_major,
     };
     crate::tape::op3(&q.contiguous()?, &k.contiguous()?, &v.contiguous()?, op)
 }
@@ -534,6 +619,47 @@ mod tests {
         assert!(err.to_string().contains("mixed dtypes"), "{err}");
         assert!(supports(&q) && supports(&widen(&q)));
         assert!(!supports(&q.to_dtype(DType::F16).unwrap()));
+    }
+
+    /// The sequence-major op is the heads-first op on permuted tensors,
+    /// bit for bit (the CPU op permutes, then runs the same code), with a
+    /// cached prefix (S > T) and several batches of several heads.
+    #[test]
+    fn sequence_major_order_is_the_same_op() {
+        let (b, h, t, s, hd) = (2, 3, 70, 75, 8);
+        let seq = |x: &Tensor| x.transpose(1, 2).unwrap().contiguous().unwrap();
+        for dtype in [DType::F32, DType::BF16] {
+            let input = |n, seed| randn(&[b, h, n, hd], seed).to_dtype(dtype).unwrap();
+            let (q, k, v) = (input(t, 21), input(s, 22), input(s, 23));
+            let heads = run(&q, &k, &v, |q, k, v| {
+                causal_attention(q, k, v, 0.3).unwrap()
+            });
+            let rows = run(&seq(&q), &seq(&k), &seq(&v), |q, k, v| {
+                // The upstream gradient `run` draws is for the heads-first
+                // shape: attend in the sequence order, return heads-first.
+                seq(&causal_attention_seq(q, k, v, 0.3).unwrap())
+            });
+            for (what, (a, r)) in ["y", "dq", "dk", "dv"].iter().zip(heads.iter().zip(&rows)) {
+                let r = if *what == "y" { r.clone() } else { seq(r) };
+                let (a, r) = (
+                    a.to_dtype(DType::F32).unwrap(),
+                    r.to_dtype(DType::F32).unwrap(),
+                );
+                let gap: f32 = (a - r)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
+                assert_eq!(gap, 0.0, "{what} {dtype:?}");
+            }
+        }
+        let q = randn(&[1, 5, 2, 4], 1);
+        let wrong_heads = randn(&[1, 5, 3, 4], 2);
+        let err = causal_attention_seq(&q, &wrong_heads, &wrong_heads, 1.0).unwrap_err();
+        assert!(err.to_string().contains("does not fit"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //!   forward is the projection, then the rotation of its output by the same
 //!   kernels the separate nodes ran, so the numbers are unchanged; the
 //!   backward rotates the gradient back, then runs the projection's.
+//!   [`rotated_seq_heads`] is the same in the projection's own order
+//!   `[B, T, heads, head_dim]` (no copy into the heads-first one).
 //! * [`gated_up`]: `silu(x·W_gᵀ)·(x·W_uᵀ)`. The two projections run outside
 //!   the graph and the op keeps them for its backward (the same two
 //!   `[N, ffn]` tensors the separate nodes kept); the backward is SwiGLU's,
@@ -89,14 +91,38 @@ pub fn rotated_heads(
     pos: usize,
     precision: Precision,
 ) -> Result<Tensor> {
+    rotated(x, w, Arrangement::Heads(heads), tables, pos, precision)
+}
+
+/// [`rotated_heads`] as `[B, T, heads, out/heads]`, the projection's own
+/// order (nothing is copied into the heads-first one).
+pub fn rotated_seq_heads(
+    x: &Tensor,
+    w: &Tensor,
+    heads: usize,
+    tables: &RopeTables,
+    pos: usize,
+    precision: Precision,
+) -> Result<Tensor> {
+    rotated(x, w, Arrangement::SeqHeads(heads), tables, pos, precision)
+}
+
+fn rotated(
+    x: &Tensor,
+    w: &Tensor,
+    output: Arrangement,
+    tables: &RopeTables,
+    pos: usize,
+    precision: Precision,
+) -> Result<Tensor> {
     let (_, t, _) = x.dims3()?;
     let op = RotatedProjection {
         projection: Projection {
             precision,
             input: Arrangement::Flat,
-            output: Arrangement::Heads(heads),
+            output,
         },
-        rope: tables.rotation(pos, t)?,
+        rope: tables.rotation(pos, t, matches!(output, Arrangement::SeqHeads(_)))?,
     };
     let w = fused_linear::weight_operand(w, precision)?;
     tape::op2(&x.contiguous()?, &w, op)

@@ -133,6 +133,29 @@ pub fn check_all(device: &Device) -> Result<Vec<Check>> {
         check.tolerance = ATTENTION_BF16_TOLERANCE;
         out.push(check);
     }
+    // The same kernels on [B, T, H, hd] (the training step's order), in
+    // place: a head's rows H·hd apart.
+    for (t, s, dtype) in [
+        (512, 512, DType::F32),
+        (512, 512, DType::BF16),
+        (17, 40, DType::BF16),
+    ] {
+        let inputs = [
+            randn(&[2, t, 3, 64], 1.0, 0.0)?.to_dtype(dtype)?,
+            randn(&[2, s, 3, 64], 1.0, 0.0)?.to_dtype(dtype)?,
+            randn(&[2, s, 3, 64], 1.0, 0.0)?.to_dtype(dtype)?,
+        ];
+        let mut check = compare(
+            &format!("flash_attention [B, T, H, hd] {t}x{s} hd=64 {dtype:?}"),
+            device,
+            &inputs,
+            |x| fused_attention::causal_attention_seq(&x[0], &x[1], &x[2], 0.125),
+        )?;
+        if dtype == DType::BF16 {
+            check.tolerance = ATTENTION_BF16_TOLERANCE;
+        }
+        out.push(check);
+    }
     let inputs = [
         randn(&[3, 70, 2048], 1.0, 0.0)?,
         randn(&[3, 70, 2048], 1.0, 0.0)?,
@@ -163,6 +186,17 @@ pub fn check_all(device: &Device) -> Result<Vec<Check>> {
             let dev = x[0].device();
             RopeTables::new(&cos.to_device(dev)?, &sin.to_device(dev)?)?.apply(&x[0], pos)
         })?);
+        // [B, T, H, hd]: H consecutive rows share a position.
+        let inputs = [inputs[0].transpose(1, 2)?.contiguous()?];
+        out.push(compare(
+            &format!("{name} [B, T, H, hd]"),
+            device,
+            &inputs,
+            |x| {
+                let dev = x[0].device();
+                RopeTables::new(&cos.to_device(dev)?, &sin.to_device(dev)?)?.apply_seq(&x[0], pos)
+            },
+        )?);
     }
     let (n, v) = (300, 50_304);
     let logits = randn(&[n, v], 3.0, 0.0)?;
@@ -231,6 +265,23 @@ pub fn check_all(device: &Device) -> Result<Vec<Check>> {
                 fused_block::rotated_heads(&t[0], &t[1], 12, &tables, 37, p)
             },
         )?);
+        let inputs = [act(&x)?, w_o.clone()];
+        out.push(compare(
+            &format!("rotated_seq_heads 12 pos=37 {p}"),
+            device,
+            &inputs,
+            |t| {
+                let dev = t[0].device();
+                let tables = RopeTables::new(&cos.to_device(dev)?, &sin.to_device(dev)?)?;
+                fused_block::rotated_seq_heads(&t[0], &t[1], 12, &tables, 37, p)
+            },
+        )?);
+        let seq_heads = heads.transpose(1, 2)?.contiguous()?;
+        let inputs = [res.clone(), act(&seq_heads)?, w_o.clone()];
+        let name = format!("residual_linear_seq from [B, T, H, hd] {p}");
+        out.push(compare(&name, device, &inputs, |t| {
+            fused_linear::residual_linear_seq(&t[0], &t[1], &t[2], p)
+        })?);
         let inputs = [act(&x)?, w_up.clone(), w_gate.clone()];
         out.push(compare(
             &format!("gated_up 768->2048 {p}"),
@@ -441,7 +492,7 @@ mod tests {
     #[test]
     fn cpu_against_itself_is_exact() {
         let checks = check_all(&Device::Cpu).unwrap();
-        assert_eq!(checks.len(), 37);
+        assert_eq!(checks.len(), 47);
         for c in &checks {
             assert_eq!(c.worst(), 0.0, "{}", c.name);
             assert!(c.passed());

@@ -359,10 +359,13 @@ pub fn swiglu_bwd(
 }
 
 /// `cos`/`sin` are the device tables `[positions, half]`, contiguous; the
-/// kernel reads the rows for positions `pos..pos+t` in place.
+/// kernel reads the rows for positions `pos..pos+t` in place. `x` holds rows
+/// of `hd`, `per_pos` consecutive rows sharing a position.
+#[allow(clippy::too_many_arguments)]
 pub fn rope(
     s: &CudaStorage,
     l: &Layout,
+    (t, per_pos, hd): (usize, usize, usize),
     cos: &Tensor,
     sin: &Tensor,
     half: usize,
@@ -371,8 +374,6 @@ pub fn rope(
 ) -> Result<(CudaStorage, Shape)> {
     let dev = s.device();
     let x = Act::of(s, l, "rope")?;
-    let dims = l.dims();
-    let (t, hd) = (dims[2], dims[3]);
     let (cs, cl) = cos.storage_and_layout();
     let (ss, sl) = sin.storage_and_layout();
     let (Storage::Cuda(cs), Storage::Cuda(ss)) = (&*cs, &*ss) else {
@@ -390,7 +391,7 @@ pub fn rope(
     b.arg(&c);
     b.arg(&sn);
     y.push(&mut b);
-    candle_core::builder_arg!(b, rows, t as i32, half as i32, sign);
+    candle_core::builder_arg!(b, rows, t as i32, per_pos as i32, half as i32, sign);
     // SAFETY: as above.
     unsafe { b.launch(elementwise(rows * half)) }.w()?;
     Ok((y.wrap(dev), l.shape().clone()))
@@ -636,7 +637,11 @@ fn attention_inputs<'a>(
     Ok((acts, dtype))
 }
 
+/// The output `y` of `fused_attention`'s op, in q's layout, for the dims
+/// `d` the op checked.
+#[allow(clippy::too_many_arguments)]
 pub fn flash_attention(
+    d: &crate::fused_attention::Dims,
     sq: &CudaStorage,
     lq: &Layout,
     sk: &CudaStorage,
@@ -646,9 +651,8 @@ pub fn flash_attention(
     scale: f32,
 ) -> Result<(CudaStorage, Shape)> {
     let dev = sq.device();
-    let d = crate::fused_attention::Dims::of(lq, lk, lv)?;
     let (acts, dtype) = attention_inputs(&[(sq, lq), (sk, lk), (sv, lv)], "flash attention")?;
-    let kernels = AttentionKernels::of(&d, dtype)?;
+    let kernels = AttentionKernels::of(d, dtype)?;
     let y = Buf::alloc(dev, dtype, d.bh * d.t * d.hd)?;
     let f = dev.get_or_load_custom_func(&kernels.name("fwd"), kernels.module, kernels.ptx)?;
     let mut b = f.builder();
@@ -656,7 +660,7 @@ pub fn flash_attention(
         a.push(&mut b);
     }
     y.push(&mut b);
-    candle_core::builder_arg!(b, d.t as i32, d.s as i32, d.hd as i32, scale);
+    candle_core::builder_arg!(b, d.t as i32, d.s as i32, d.hd as i32, d.nh as i32, scale);
     // SAFETY: argument types and order match the kernel's signature.
     unsafe { b.launch(kernels.per_rows(d.t, d.bh)) }.w()?;
     Ok((y.wrap(dev), lq.shape().clone()))
@@ -667,12 +671,12 @@ pub fn flash_attention(
 /// from (q, k, v, y, dy): per-row statistics, then dq by query rows and
 /// dk, dv by key rows (no atomics, so the result is deterministic).
 pub fn flash_attention_bwd(
+    d: &crate::fused_attention::Dims,
     inputs: [(&CudaStorage, &Layout); 5],
     scale: f32,
 ) -> Result<(CudaStorage, Shape)> {
-    let [(sq, lq), (_, lk), (_, lv), (_, ly), (_, lg)] = inputs;
+    let [(sq, lq), _, _, (_, ly), (_, lg)] = inputs;
     let dev = sq.device();
-    let d = crate::fused_attention::Dims::of(lq, lk, lv)?;
     if ly.dims() != lq.dims() || lg.dims() != lq.dims() {
         candle_core::bail!("flash attention bwd: y and dy must have q's shape");
     }
@@ -680,8 +684,8 @@ pub fn flash_attention_bwd(
     let [q, k, v, y, dy] = &acts[..] else {
         unreachable!("five inputs")
     };
-    let kernels = AttentionKernels::of(&d, dtype)?;
-    let (t, s, hd) = (d.t as i32, d.s as i32, d.hd as i32);
+    let kernels = AttentionKernels::of(d, dtype)?;
+    let (t, s, hd, nh) = (d.t as i32, d.s as i32, d.hd as i32, d.nh as i32);
 
     let stats = alloc(dev, 2 * d.bh * d.t)?;
     let f = dev.get_or_load_custom_func(&kernels.name("stats"), kernels.module, kernels.ptx)?;
@@ -690,7 +694,7 @@ pub fn flash_attention_bwd(
         a.push(&mut b);
     }
     b.arg(&stats);
-    candle_core::builder_arg!(b, t, s, hd, scale);
+    candle_core::builder_arg!(b, t, s, hd, nh, scale);
     // SAFETY: as above.
     unsafe { b.launch(kernels.per_rows(d.t, d.bh)) }.w()?;
 
@@ -704,7 +708,7 @@ pub fn flash_attention_bwd(
         }
         b.arg(&stats);
         out.push(&mut b);
-        candle_core::builder_arg!(b, t, s, hd, scale);
+        candle_core::builder_arg!(b, t, s, hd, nh, scale);
         // SAFETY: as above; dq writes every row of the dq part, dkv every
         // row of the dk and dv parts.
         unsafe { b.launch(kernels.per_rows(launch_rows, d.bh)) }.w()?;

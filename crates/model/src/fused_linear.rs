@@ -16,7 +16,11 @@
 //!   projections;
 //! * [`residual_linear`]: `res + a·Wᵀ` with `a` flat or in the heads layout,
 //!   the attention output and the MLP down projections added to the f32
-//!   residual stream.
+//!   residual stream;
+//! * [`linear_to_seq_heads`] and [`residual_linear_seq`]: the same with the
+//!   heads in the sequence-major order `[B, T, heads, head_dim]`, which is
+//!   the flat rows themselves, so neither copies (the training step's
+//!   order, see [`crate::fused_attention::causal_attention_seq`]).
 //!
 //! The arithmetic is [`Precision::matmul_act`]'s: in f32 one f32 GEMM; in
 //! bf16 on a GPU one cuBLAS bf16 GEMM (f32 accumulation, bf16 result) on the
@@ -40,6 +44,9 @@ pub(crate) enum Arrangement {
     Flat,
     /// `[B, heads, T, head_dim]`: rows are `B·T`, features `heads·head_dim`.
     Heads(usize),
+    /// `[B, T, heads, head_dim]`: the flat rows with the features split
+    /// into heads, the order attention reads in the training step.
+    SeqHeads(usize),
 }
 
 /// A storage that is either the op's input or a converted copy of it.
@@ -156,6 +163,13 @@ impl Projection {
                 let l = Layout::contiguous((b * t, h * hd));
                 Ok((Operand::Copy(rows), l, vec![b, t]))
             }
+            Arrangement::SeqHeads(_) => {
+                let &[b, t, h, hd] = dims else {
+                    candle_core::bail!("linear: heads input {dims:?} must be [B, T, H, hd]");
+                };
+                let l = Layout::contiguous_with_offset((b * t, h * hd), lx.start_offset());
+                Ok((Operand::Input(x), l, vec![b, t]))
+            }
         }
     }
 
@@ -191,18 +205,24 @@ impl Projection {
             true => y,
             false => y.to_dtype(&ly, act)?,
         };
+        let heads = |n: usize| match (lead.as_slice(), out_f % n == 0) {
+            (&[b, t], true) => Ok((b, t, out_f / n)),
+            _ => Err(candle_core::Error::Msg(format!(
+                "linear: {:?} -> {out_f} features cannot be split into {n} heads",
+                lx.dims()
+            ))),
+        };
         match self.output {
             Arrangement::Flat => Ok((y, Shape::from([lead, vec![out_f]].concat()))),
             Arrangement::Heads(n) => {
-                let (&[b, t], true) = (lead.as_slice(), out_f % n == 0) else {
-                    candle_core::bail!(
-                        "linear: {:?} -> {out_f} features cannot be split into {n} heads",
-                        lx.dims()
-                    );
-                };
-                let hd = out_f / n;
+                let (b, t, hd) = heads(n)?;
                 let split = Layout::contiguous((b, t, n, hd)).transpose(1, 2)?;
                 Ok((gather(&y, &split)?, Shape::from((b, n, t, hd))))
+            }
+            // The same bytes as the flat rows: no copy.
+            Arrangement::SeqHeads(n) => {
+                let (b, t, hd) = heads(n)?;
+                Ok((y, Shape::from((b, t, n, hd))))
             }
         }
     }
@@ -244,7 +264,7 @@ impl Projection {
             .matmul_act(&g, &w)
             .map_err(crate::ModelError::into_candle)?;
         let dx = match self.input {
-            Arrangement::Flat => dx.reshape(x.shape())?,
+            Arrangement::Flat | Arrangement::SeqHeads(_) => dx.reshape(x.shape())?,
             Arrangement::Heads(_) => {
                 let (b, h, t, hd) = x.dims4()?;
                 dx.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?
@@ -267,6 +287,10 @@ fn rows(t: &Tensor, arrangement: Arrangement) -> Result<Tensor> {
         Arrangement::Heads(_) => {
             let (b, h, n, hd) = t.dims4()?;
             t.transpose(1, 2)?.reshape((b * n, h * hd))
+        }
+        Arrangement::SeqHeads(_) => {
+            let (b, n, h, hd) = t.dims4()?;
+            t.reshape((b * n, h * hd))
         }
     }
 }
@@ -385,10 +409,24 @@ pub fn linear_to_heads(
     heads: usize,
     precision: Precision,
 ) -> Result<Tensor> {
+    to_heads(x, w, Arrangement::Heads(heads), precision)
+}
+
+/// [`linear`] for `x [B, T, in]` as `[B, T, heads, out/heads]` (no copy).
+pub fn linear_to_seq_heads(
+    x: &Tensor,
+    w: &Tensor,
+    heads: usize,
+    precision: Precision,
+) -> Result<Tensor> {
+    to_heads(x, w, Arrangement::SeqHeads(heads), precision)
+}
+
+fn to_heads(x: &Tensor, w: &Tensor, output: Arrangement, precision: Precision) -> Result<Tensor> {
     let op = Projection {
         precision,
         input: Arrangement::Flat,
-        output: Arrangement::Heads(heads),
+        output,
     };
     tape::op2(&x.contiguous()?, &weight_operand(w, precision)?, op)
 }
@@ -406,6 +444,27 @@ pub fn residual_linear(
         4 => Arrangement::Heads(a.dim(1)?),
         _ => Arrangement::Flat,
     };
+    residual_with(res, a, w, input, precision)
+}
+
+/// [`residual_linear`] for the attention output in its sequence-major order
+/// `a [B, T, heads, head_dim]`, read as the rows it already is.
+pub fn residual_linear_seq(
+    res: &Tensor,
+    a: &Tensor,
+    w: &Tensor,
+    precision: Precision,
+) -> Result<Tensor> {
+    residual_with(res, a, w, Arrangement::SeqHeads(a.dim(2)?), precision)
+}
+
+fn residual_with(
+    res: &Tensor,
+    a: &Tensor,
+    w: &Tensor,
+    input: Arrangement,
+    precision: Precision,
+) -> Result<Tensor> {
     let op = ResidualProjection(Projection {
         precision,
         input,

@@ -263,9 +263,13 @@ impl Llama {
         for (i, blk) in self.blocks.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
             let h = self.apply_norm(&x, &blk.attn_norm)?;
-            let a = self.attention(blk, &h, pos, mask.as_ref(), layer_cache)?;
             // The residual stream stays f32.
-            x = self.residual(&x, &a, &blk.o)?;
+            x = match self.attention(blk, &h, pos, mask.as_ref(), layer_cache)? {
+                Attended::HeadsFirst(a) => self.residual(&x, &a, &blk.o)?,
+                Attended::SeqMajor(a) => {
+                    fused_linear::residual_linear_seq(&x, &a, &blk.o, self.precision)?
+                }
+            };
             let h = self.apply_norm(&x, &blk.mlp_norm)?;
             let act = if self.fused_for(&h) {
                 fused_block::gated_up(&h, &blk.gate, &blk.up, self.precision)?
@@ -278,7 +282,8 @@ impl Llama {
     }
 
     /// Attention of the normed `x` before the output projection, in the
-    /// heads layout `[B, H, T, hd]`.
+    /// heads layout `[B, H, T, hd]`, or in the projections' own order where
+    /// it runs that way ([`Llama::attention_rows`]).
     fn attention(
         &self,
         blk: &Block,
@@ -286,10 +291,15 @@ impl Llama {
         pos: usize,
         mask: Option<&Tensor>,
         cache: Option<(&mut KvCache, usize)>,
-    ) -> Result<Tensor> {
+    ) -> Result<Attended> {
         let c = &self.config;
         let (b, t, _) = x.dims3()?;
         let hd = c.head_dim();
+        if cache.is_none() && mask.is_none() {
+            if let Some(rows) = self.attention_rows(blk, x, pos)? {
+                return Ok(Attended::SeqMajor(rows));
+            }
+        }
         let heads = |w: &Tensor, k: usize, n: usize| -> Result<Tensor> {
             if blk.qkv_bias.is_none() && self.fused_for(x) {
                 return Ok(fused_linear::linear_to_heads(x, w, n, self.precision)?);
@@ -329,7 +339,9 @@ impl Llama {
         // otherwise the matmuls around the fused softmax.
         if mask.is_none() && self.flash_attention && use_fused(&q) && fused_attention::supports(&q)
         {
-            return Ok(fused_attention::causal_attention(&q, &k, &v, scale)?);
+            return Ok(Attended::HeadsFirst(fused_attention::causal_attention(
+                &q, &k, &v, scale,
+            )?));
         }
         let scores = self.precision.matmul_act(&q, &k.t()?)?;
         let probs = match mask {
@@ -341,7 +353,35 @@ impl Llama {
             .to_dtype(self.act_dtype())?,
             None => fused::causal_softmax(&scores, scale)?,
         };
-        self.precision.matmul_act(&probs, &v)
+        Ok(Attended::HeadsFirst(self.precision.matmul_act(&probs, &v)?))
+    }
+
+    /// Attention as `[B, T, H, hd]` where every step of it is a fused
+    /// op without a cache or grouped-query repeats (the training step): q, k
+    /// and v stay in their projections' order `[B, T, H, hd]`, which the
+    /// attention op reads and writes in place, so no layout copy is made
+    /// around it in either pass. `None` where it does not apply.
+    fn attention_rows(&self, blk: &Block, x: &Tensor, pos: usize) -> Result<Option<Tensor>> {
+        let c = &self.config;
+        let Some(tables) = &self.rope_tables else {
+            return Ok(None);
+        };
+        let applies = self.fused_for(x)
+            && self.flash_attention
+            && blk.qkv_bias.is_none()
+            && c.n_kv_heads == c.n_heads
+            && fused_attention::supports_on(x.device(), self.act_dtype(), c.head_dim());
+        if !applies {
+            return Ok(None);
+        }
+        let (h, p) = (c.n_heads, self.precision);
+        let q = fused_block::rotated_seq_heads(x, &blk.q, h, tables, pos, p)?;
+        let k = fused_block::rotated_seq_heads(x, &blk.k, h, tables, pos, p)?;
+        let v = fused_linear::linear_to_seq_heads(x, &blk.v, h, p)?;
+        let scale = 1.0 / (c.head_dim() as f64).sqrt();
+        Ok(Some(fused_attention::causal_attention_seq(
+            &q, &k, &v, scale,
+        )?))
     }
 
     /// The output projection `[V, d]` (the embedding when tied).
@@ -522,6 +562,14 @@ fn causal_mask(t: usize, pos: usize, device: &Device) -> Result<Tensor> {
 }
 
 /// Repeats each key/value head `rep` times for grouped-query attention.
+/// The attention output before the output projection.
+enum Attended {
+    /// `[B, H, T, hd]`.
+    HeadsFirst(Tensor),
+    /// `[B, T, H, hd]`, the projections' own order.
+    SeqMajor(Tensor),
+}
+
 fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
     if rep == 1 {
         return Ok(x.clone());

@@ -8,7 +8,7 @@
 //! Needs a C++20 compiler (`CXX`, default `c++`); .ci/run installs g++.
 
 use candle_core::{DType, Device, Tensor, Var};
-use frugal_model::fused_attention::causal_attention;
+use frugal_model::fused_attention::{causal_attention, causal_attention_seq};
 use frugal_model::fused_check;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -87,9 +87,11 @@ fn scratch(what: &str) -> PathBuf {
 
 /// Runs attention_driver on `cases` of (t, s, hd) in `dtype` (f32: the SIMT
 /// kernels; bf16: the tensor-core ones) against `causal_attention` on the
-/// CPU, returning the largest gap of y, dq, dk and dv per case.
-fn attention_gaps(dtype: DType, cases: &[(usize, usize, usize)]) -> Vec<[f32; 4]> {
-    let dir = scratch(&format!("attention-{dtype:?}"));
+/// CPU, returning the largest gap of y, dq, dk and dv per case. With
+/// `seq_major` the tensors are `[B, T, H, hd]` (`causal_attention_seq`) and
+/// two batches of two heads interleave; else `[B, H, T, hd]`.
+fn attention_gaps(dtype: DType, seq_major: bool, cases: &[(usize, usize, usize)]) -> Vec<[f32; 4]> {
+    let dir = scratch(&format!("attention-{dtype:?}-{seq_major}"));
     let exe = build_driver(&dir, "attention_driver");
     let mode = |m: &str| match dtype {
         DType::BF16 => format!("{m}:bf16"),
@@ -97,18 +99,28 @@ fn attention_gaps(dtype: DType, cases: &[(usize, usize, usize)]) -> Vec<[f32; 4]
     };
     let mut gaps = Vec::new();
     for (case, &(t, s, hd)) in cases.iter().enumerate() {
-        let (b, h) = (1, 2);
+        let (b, h) = if seq_major { (2, 2) } else { (1, 2) };
+        // A tensor's dims for n rows per head, and the driver's head groups.
+        let dims = |n: usize| match seq_major {
+            true => [b, n, h, hd],
+            false => [b, h, n, hd],
+        };
+        let nh = if seq_major { h } else { 1 };
         let seed = 10 * case as u64;
         let input = |shape: &[usize], seed| randn(shape, seed).to_dtype(dtype).unwrap();
         let (q, k, v) = (
-            input(&[b, h, t, hd], seed + 1),
-            input(&[b, h, s, hd], seed + 2),
-            input(&[b, h, s, hd], seed + 3),
+            input(&dims(t), seed + 1),
+            input(&dims(s), seed + 2),
+            input(&dims(s), seed + 3),
         );
-        let dy = input(&[b, h, t, hd], seed + 4);
+        let dy = input(&dims(t), seed + 4);
         let scale = 1.0 / (hd as f64).sqrt();
         let vars = [&q, &k, &v].map(|x| Var::from_tensor(x).unwrap());
-        let y = causal_attention(
+        let attend = match seq_major {
+            true => causal_attention_seq,
+            false => causal_attention,
+        };
+        let y = attend(
             vars[0].as_tensor(),
             vars[1].as_tensor(),
             vars[2].as_tensor(),
@@ -125,6 +137,7 @@ fn attention_gaps(dtype: DType, cases: &[(usize, usize, usize)]) -> Vec<[f32; 4]
             [
                 mode(m),
                 (b * h).to_string(),
+                nh.to_string(),
                 t.to_string(),
                 s.to_string(),
                 hd.to_string(),
@@ -134,12 +147,12 @@ fn attention_gaps(dtype: DType, cases: &[(usize, usize, usize)]) -> Vec<[f32; 4]
             .collect()
         };
         run(&exe, &args("fwd"));
-        let y_emu = read_f32(&dir.join("y.f32"), &[b, h, t, hd]);
+        let y_emu = read_f32(&dir.join("y.f32"), &dims(t));
         let mut case_gaps = [rel_gap(&y, &y_emu), 0.0, 0.0, 0.0];
 
         // The backward reads the kernel's own forward output, as on a GPU.
         run(&exe, &args("bwd"));
-        // dq [BH, T, hd], then dk and dv [BH, S, hd].
+        // dq, then dk and dv, each in its input's order.
         let (bh, nq, nk) = (b * h, b * h * t, b * h * s);
         let packed = read_f32(&dir.join("grads.f32"), &[nq + 2 * nk, hd]);
         for (n, (var, start, rows)) in [(&vars[0], 0, t), (&vars[1], nq, s), (&vars[2], nq + nk, s)]
@@ -149,13 +162,15 @@ fn attention_gaps(dtype: DType, cases: &[(usize, usize, usize)]) -> Vec<[f32; 4]
             let emu = packed
                 .narrow(0, start, bh * rows)
                 .unwrap()
-                .reshape((bh, rows, hd))
+                .reshape(&dims(rows)[..])
                 .unwrap();
             let cpu = grads.get(var.as_tensor()).unwrap();
             assert_eq!(cpu.dtype(), dtype);
             case_gaps[n + 1] = rel_gap(cpu, &emu);
         }
-        println!("{dtype:?} t={t} s={s} hd={hd}: y, dq, dk, dv gaps {case_gaps:?}");
+        println!(
+            "{dtype:?} seq_major={seq_major} t={t} s={s} hd={hd}: y, dq, dk, dv gaps {case_gaps:?}"
+        );
         gaps.push(case_gaps);
     }
     std::fs::remove_dir_all(&dir).ok();
@@ -167,9 +182,28 @@ fn emulated_cuda_attention_matches_cpu_op() {
     // Several key tiles (70 > 2·32), a cached prefix (S > T), the largest
     // head dim (128: every lane owns four dims) and one no lane count divides.
     let cases = [(70, 70, 64), (17, 40, 128), (9, 9, 13)];
-    for (gaps, (t, s, hd)) in attention_gaps(DType::F32, &cases).iter().zip(cases) {
+    for (gaps, (t, s, hd)) in attention_gaps(DType::F32, false, &cases).iter().zip(cases) {
         for (name, gap) in ["y", "dq", "dk", "dv"].iter().zip(gaps) {
             assert!(*gap < 1e-5, "{name}, t={t} s={s} hd={hd}: {gap}");
+        }
+    }
+}
+
+/// The same kernels reading and writing `[B, T, H, hd]` in place (rows of a
+/// head `H·hd` apart, batches of interleaved heads), the training step's order.
+#[test]
+fn emulated_cuda_attention_reads_the_sequence_major_order() {
+    let cases = [(40, 40, 64), (17, 40, 13)];
+    for (gaps, (t, s, hd)) in attention_gaps(DType::F32, true, &cases).iter().zip(cases) {
+        for (name, gap) in ["y", "dq", "dk", "dv"].iter().zip(gaps) {
+            assert!(*gap < 1e-5, "{name}, t={t} s={s} hd={hd}: {gap}");
+        }
+    }
+    let cases = [(70, 70, 64), (17, 45, 32)];
+    for (gaps, (t, s, hd)) in attention_gaps(DType::BF16, true, &cases).iter().zip(cases) {
+        for (name, gap) in ["y", "dq", "dk", "dv"].iter().zip(gaps) {
+            let bound = fused_check::ATTENTION_BF16_TOLERANCE;
+            assert!(*gap < bound, "{name}, t={t} s={s} hd={hd}: {gap}");
         }
     }
 }
@@ -185,7 +219,7 @@ fn emulated_cuda_tensor_core_attention_matches_cpu_op() {
     // a partial last one, a cached prefix (S > T) that starts mid-tile, and
     // the three head dims the 16-wide fragments allow below the largest.
     let cases = [(150, 150, 64), (17, 45, 32), (9, 9, 16), (40, 40, 48)];
-    for (gaps, (t, s, hd)) in attention_gaps(DType::BF16, &cases).iter().zip(cases) {
+    for (gaps, (t, s, hd)) in attention_gaps(DType::BF16, false, &cases).iter().zip(cases) {
         for (name, gap) in ["y", "dq", "dk", "dv"].iter().zip(gaps) {
             let bound = fused_check::ATTENTION_BF16_TOLERANCE;
             assert!(*gap < bound, "{name}, t={t} s={s} hd={hd}: {gap}");
@@ -345,8 +379,14 @@ fn fused_kernels_against_cpu_ops(dtype: DType) {
     put("x", &x);
     put("cos", &cos.narrow(0, pos, t).unwrap());
     put("sin", &sin.narrow(0, pos, t).unwrap());
-    call("rope", &s(&[&(6 * t), &t, &half, &1.0]));
+    call("rope", &s(&[&(6 * t), &t, &1, &half, &1.0]));
     assert_close("rope y", &y, &get("y", &[6 * t * 2 * half]));
+    // The same on [B, T, H, hd]: three consecutive rows share a position.
+    let x = act(randn(&[2, t, 3, 2 * half], 11));
+    let (y, _) = cpu_op(&[&x], &x, |t| tables.apply_seq(&t[0], pos));
+    put("x", &x);
+    call("rope", &s(&[&(6 * t), &t, &3, &half, &1.0]));
+    assert_close("rope y [B, T, H, hd]", &y, &get("y", &[6 * t * 2 * half]));
 
     // Cross-entropy over a vocabulary wider than the block, mean over rows:
     // each row's upstream gradient is 1/n.

@@ -6,7 +6,7 @@
 //   fused_driver rms DIR ROWS D EPS            x w g acc    -> y dx dw dxacc
 //   fused_driver softmax DIR ROWS T N SCALE    x g          -> p dx
 //   fused_driver swiglu DIR N                  a b g        -> y dadb
-//   fused_driver rope DIR ROWS T HALF SIGN     x cos sin    -> y
+//   fused_driver rope DIR ROWS T PER HALF SIGN x cos sin    -> y (PER rows per position)
 //   fused_driver ce DIR N V                    x y(u32) g   -> loss dx
 //   fused_driver adamw DIR B1 B2 BC2 STEP EPS (N DECAY)... p g mv -> p mv
 //     (one adamw_multi launch over the parameters, whose p, g and mv are
@@ -112,13 +112,13 @@ static void run_swiglu(size_t n) {
 }
 
 template <class T>
-static void run_rope(size_t rows, size_t t, size_t half, float sign) {
+static void run_rope(size_t rows, size_t t, size_t per_pos, size_t half, float sign) {
     auto x = as<T>(read("x", rows * 2 * half));
     auto c = read("cos", t * half), s = read("sin", t * half);
     auto y = out<T>(rows * 2 * half);
     emu::launch(elementwise(rows * half), block, [&] {
-        PICK(T, rope(x.data(), c.data(), s.data(), y.data(), rows, (int)t, (int)half, sign),
-             rope_bf16(x.data(), c.data(), s.data(), y.data(), rows, (int)t, (int)half, sign));
+        PICK(T, rope(x.data(), c.data(), s.data(), y.data(), rows, (int)t, (int)per_pos, (int)half, sign),
+             rope_bf16(x.data(), c.data(), s.data(), y.data(), rows, (int)t, (int)per_pos, (int)half, sign));
     });
     write("y", widen(y));
 }
@@ -195,7 +195,7 @@ int main(int argc, char** argv) {
     } else if (mode == "swiglu") {
         BOTH(run_swiglu, num(3));
     } else if (mode == "rope") {
-        BOTH(run_rope, num(3), num(4), num(5), flt(6));
+        BOTH(run_rope, num(3), num(4), num(5), num(6), flt(7));
     } else if (mode == "ce") {
         BOTH(run_ce, num(3), num(4));
     } else if (mode == "adamw" && !bf) {

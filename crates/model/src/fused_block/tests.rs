@@ -52,6 +52,40 @@ fn rotated_heads_is_projection_then_rope_exactly() {
     }
 }
 
+/// q, k and v in the projection's own order `[B, T, H, hd]` are the
+/// heads-first ones transposed, bit for bit, with the same gradients.
+#[test]
+fn sequence_major_heads_are_the_heads_transposed() {
+    let (b, t, d, heads) = (2, 5, 16, 4);
+    let rope = tables(d / heads, 12);
+    let x = rnd(&[b, t, d], 11);
+    let w = (rnd(&[d, d], 12) * 0.3).unwrap();
+    let heads_first = |y: Tensor| y.transpose(1, 2).unwrap();
+    for precision in [Precision::F32, Precision::Bf16] {
+        let xw = [
+            (x.clone(), precision.activation_dtype()),
+            (w.clone(), DType::F32),
+        ];
+        let pos = 3;
+        let seq = run(&xw, |t| {
+            heads_first(rotated_seq_heads(&t[0], &t[1], heads, &rope, pos, precision).unwrap())
+        });
+        let first = run(&xw, |t| {
+            rotated_heads(&t[0], &t[1], heads, &rope, pos, precision).unwrap()
+        });
+        assert_same(&format!("rotated {precision}"), &seq, &first, 0.0);
+        let seq = run(&xw, |t| {
+            heads_first(
+                crate::fused_linear::linear_to_seq_heads(&t[0], &t[1], heads, precision).unwrap(),
+            )
+        });
+        let first = run(&xw, |t| {
+            linear_to_heads(&t[0], &t[1], heads, precision).unwrap()
+        });
+        assert_same(&format!("v {precision}"), &seq, &first, 0.0);
+    }
+}
+
 /// The one-node MLP against SwiGLU of two one-node projections: the
 /// output is the same; the gradients sum the two projections' `dx` in one
 /// add instead of candle's accumulator, so they agree within rounding.
