@@ -417,9 +417,10 @@ impl FlashAttentionBwd {
             // Each part back into its input's order.
             let (nq, nk) = (d.bh * qn, d.bh * kn);
             let parts = [(0, nq, d.t), (nq, nk, d.s), (nq + nk, nk, d.s)];
+            let b = d.bh / d.nh;
             out = parts
                 .into_iter()
-                .flat_map(|(at, len, n)| d.heads_back(out[at..at + len].to_vec(), n))
+                .flat_map(|(at, len, n)| swap_middle(&out[at..at + len], b, d.nh, n, hd))
                 .collect();
         }
         (out, Shape::from((rows, hd)))

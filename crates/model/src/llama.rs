@@ -363,17 +363,9 @@ impl Llama {
     /// around it in either pass. `None` where it does not apply.
     fn attention_rows(&self, blk: &Block, x: &Tensor, pos: usize) -> Result<Option<Tensor>> {
         let c = &self.config;
-        let Some(tables) = &self.rope_tables else {
+        let (Some(tables), true) = (&self.rope_tables, self.attention_in_place(x)) else {
             return Ok(None);
         };
-        let applies = self.fused_for(x)
-            && self.flash_attention
-            && blk.qkv_bias.is_none()
-            && c.n_kv_heads == c.n_heads
-            && fused_attention::supports_on(x.device(), self.act_dtype(), c.head_dim());
-        if !applies {
-            return Ok(None);
-        }
         let (h, p) = (c.n_heads, self.precision);
         let q = fused_block::rotated_seq_heads(x, &blk.q, h, tables, pos, p)?;
         let k = fused_block::rotated_seq_heads(x, &blk.k, h, tables, pos, p)?;
@@ -382,6 +374,21 @@ impl Llama {
         Ok(Some(fused_attention::causal_attention_seq(
             &q, &k, &v, scale,
         )?))
+    }
+
+    /// Whether attention on `x` (an activation, or a weight on its device)
+    /// is all fused ops in the projections' own order
+    /// ([`Llama::attention_rows`]): the fused kernels on its device, one-op
+    /// attention for the activation dtype and head dim, RoPE tables, no q/k/v
+    /// biases and no grouped-query repeats.
+    fn attention_in_place(&self, x: &Tensor) -> bool {
+        let c = &self.config;
+        self.fused_for(x)
+            && self.flash_attention
+            && fused_attention::supports_on(x.device(), self.act_dtype(), c.head_dim())
+            && self.rope_tables.is_some()
+            && !c.qkv_bias
+            && c.n_kv_heads == c.n_heads
     }
 
     /// The output projection `[V, d]` (the embedding when tied).
@@ -452,18 +459,12 @@ impl Llama {
         Ok((loss, grads))
     }
 
-    /// Whether every op of [`Llama::loss`] is one the tape records.
+    /// Whether every op of [`Llama::loss`] is one the tape records: those
+    /// of a model whose attention runs in place.
     pub(crate) fn tape_covers(&self) -> bool {
         static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         let off = *OFF.get_or_init(|| std::env::var("FRUGAL_TAPE").is_ok_and(|v| v == "0"));
-        let c = &self.config;
-        !off && self.embed.is_variable()
-            && self.fused_for(&self.embed)
-            && self.flash_attention
-            && fused_attention::supports_on(self.embed.device(), self.act_dtype(), c.head_dim())
-            && self.rope_tables.is_some()
-            && !c.qkv_bias
-            && c.n_kv_heads == c.n_heads
+        !off && self.embed.is_variable() && self.attention_in_place(&self.embed)
     }
 
     /// `log p(target | prefix)` for every position, `[B, T]`; the full
@@ -561,7 +562,6 @@ fn causal_mask(t: usize, pos: usize, device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(data, (t, total), device)?)
 }
 
-/// Repeats each key/value head `rep` times for grouped-query attention.
 /// The attention output before the output projection.
 enum Attended {
     /// `[B, H, T, hd]`.
@@ -570,6 +570,7 @@ enum Attended {
     SeqMajor(Tensor),
 }
 
+/// Repeats each key/value head `rep` times for grouped-query attention.
 fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
     if rep == 1 {
         return Ok(x.clone());
