@@ -5,6 +5,10 @@
 #
 #   scripts/build-cuda.sh [EXTRA CARGO ARGS, e.g. --features sd15]
 #
+# With CUDA_CHECK_ONLY=1 it runs `cargo check --all-targets` with the same
+# toolkit instead (minutes, not most of an hour): the way to confirm on a CPU
+# machine that the `cuda` feature still compiles after a change to it.
+#
 # Environment: CUDA_ROOT (where the toolkit is unpacked; default .cuda),
 # CUDA_TARGET_DIR (cargo's target dir; default target/cuda, so the CPU build in
 # target/ is left alone), CUDA_COMPUTE_CAP (default 90: H100/H200).
@@ -77,6 +81,9 @@ export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
 export LIBRARY_PATH=$root/stub:$root/lib${LIBRARY_PATH:+:$LIBRARY_PATH}
 export RUSTFLAGS="${RUSTFLAGS:-} -L native=$root/stub -L native=$root/lib"
 nvcc --version | tail -2 >&2
+if [ "${CUDA_CHECK_ONLY:-0}" = 1 ]; then
+    exec cargo check --locked -p frugal -p frugal-model -p frugal-train -p frugal-pcm --all-targets --features cuda --target-dir "$target" "$@"
+fi
 cargo build --release --locked -p frugal --features cuda --target-dir "$target" "$@"
 strip "$target/release/frugal"
 # A device call carries at most 64 MiB and the stripped binary is ~73 MB;
