@@ -26,3 +26,10 @@ runnable_bin() {
         echo "$1"
     fi
 }
+
+# Runs a command for at most RUN_TIMEOUT seconds (default 240). The CUDA kernels
+# have not yet run on a card, and a hung kernel must not use up a whole device call.
+# Exit status 124 means time ran out.
+limited() {
+    timeout --kill-after=10 "${RUN_TIMEOUT:-240}" "$@"
+}

@@ -9,8 +9,15 @@
 #
 # Needs target/cuda/frugal.gz and target/cuda/libkernel_trace.so from
 # scripts/build-cuda.sh (carry both: ~19 MB). PYTHON as in gpu.sh. The traces
-# are kept in $OUT/profile when OUT is set (a device call's output folder).
+# are kept in $OUT/profile when OUT is set (a device call's output folder), and
+# everything the call prints in $OUT/gpu-check.log (a device call returns only
+# the tail of its output). Each GPU process is stopped after RUN_TIMEOUT
+# seconds (default 240; bench/cuda-env.sh): a hung kernel costs that, not the call.
 set -uo pipefail
+if [ -n "${OUT:-}" ]; then
+    mkdir -p "$OUT"
+    exec > >(tee "$OUT/gpu-check.log") 2>&1
+fi
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 py=${1:-/opt/torch/.venv/bin/python}
@@ -19,7 +26,7 @@ py=${1:-/opt/torch/.venv/bin/python}
 cuda_libs_of "$py"
 bin=$(runnable_bin "$root/target/cuda/frugal.gz") || exit 1
 echo "== fused kernels vs CPU" >&2
-if "$bin" bench kernels --device cuda; then fused=1; else fused=0; fi
+if limited "$bin" bench kernels --device cuda; then fused=1; else fused=0; fi
 echo "== profile (fused rows: $fused)" >&2
 OUT=${OUT:+$OUT/profile} FUSED=$fused bash "$here/gpu-profile.sh" "$bin" "$py"
 echo "== bench (fused rows: $fused)" >&2

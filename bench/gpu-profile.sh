@@ -32,7 +32,7 @@ profile() {  # label, dtype, env assignments...
     echo "== profile: $label" >&2
     for steps in 2 6; do
         # shellcheck disable=SC2086  # $shape is a list of options
-        if ! env "$@" CUDA_INJECTION64_PATH="$trace" KERNEL_TRACE_OUT="$out/trace-$label-$steps.csv" \
+        if ! limited env "$@" CUDA_INJECTION64_PATH="$trace" KERNEL_TRACE_OUT="$out/trace-$label-$steps.csv" \
             "$bin" bench train $shape --warmup 2 --steps "$steps" --device cuda --dtype "$dtype" \
             >"$out/bench-$label-$steps.json"; then
             echo "profile $label: the bench failed" >&2

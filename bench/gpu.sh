@@ -17,6 +17,10 @@
 # FUSED=1 adds frugal bf16 with the CUDA fused kernels (and, at the untied
 # shape, bf16 fused with matmul attention instead of the one-op attention,
 # f32 fused, and bf16 fused with candle's backward instead of the tape).
+# DEVICE (cuda) and SHAPE (bench/cuda-env.sh's anchor shape) exist for a dry
+# run of the plumbing on a CPU machine before device time is spent on it, e.g.
+#   DEVICE=cpu SHAPE="--vocab 512 --d-model 64 --layers 2 --heads 4 --ffn 128 --batch 2 --seq 32" \
+#       STEPS=2 WARMUP=1 bench/gpu.sh target/release/frugal .venv/bin/python
 set -euo pipefail
 bin=${1:?usage: bench/gpu.sh FRUGAL_CUDA_BIN [PYTHON]}
 py=${2:-/opt/torch/.venv/bin/python}
@@ -28,15 +32,16 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/cuda-env.sh"
 bin=$(runnable_bin "$bin")
 cuda_libs_of "$py"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >&2 || true
+device=${DEVICE:-cuda}
+[ "$device" = cpu ] || nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >&2 || true
 out=$(mktemp)
 
-shape=$anchor_shape  # bench/cuda-env.sh
+shape=${SHAPE:-$anchor_shape}  # bench/cuda-env.sh
 run() {  # label, command...
     local label=$1
     shift
     echo "== $label" >&2
-    if line=$("$@" | tail -1); then
+    if line=$(limited "$@" | tail -1); then
         echo "{\"label\": \"$label\", \"run\": $line}" | tee -a "$out"
     else
         echo "{\"label\": \"$label\", \"run\": null}" | tee -a "$out"
@@ -50,35 +55,41 @@ for head in tied untied; do
     [ "$head" = untied ] && extra="--untied"
     # shellcheck disable=SC2086  # $shape and $extra are lists of options
     if [ "$only" != torch ]; then
-        run "$head: frugal f32" "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype f32
-        run "$head: frugal bf16" "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16
+        run "$head: frugal f32" "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device "$device" --dtype f32
+        run "$head: frugal bf16" "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device "$device" --dtype bf16
         if [ "${FUSED:-0}" = 1 ]; then
-            run "$head: frugal bf16 fused" env FRUGAL_CUDA_FUSED=1 "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16
+            run "$head: frugal bf16 fused" env FRUGAL_CUDA_FUSED=1 "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device "$device" --dtype bf16
             # The one-op attention (tensor cores in bf16) against matmul +
             # fused softmax + matmul, and the f32 one-op attention (SIMT).
             if [ "$head" = untied ]; then
-                run "$head: frugal bf16 fused, matmul attention" env FRUGAL_CUDA_FUSED=1 FRUGAL_FLASH_ATTENTION=0 "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16
-                run "$head: frugal f32 fused" env FRUGAL_CUDA_FUSED=1 "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype f32
+                run "$head: frugal bf16 fused, matmul attention" env FRUGAL_CUDA_FUSED=1 FRUGAL_FLASH_ATTENTION=0 "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device "$device" --dtype bf16
+                run "$head: frugal f32 fused" env FRUGAL_CUDA_FUSED=1 "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device "$device" --dtype f32
                 # The backward through candle's GradStore instead of the tape.
-                run "$head: frugal bf16 fused, candle backward" env FRUGAL_CUDA_FUSED=1 FRUGAL_TAPE=0 "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16
+                run "$head: frugal bf16 fused, candle backward" env FRUGAL_CUDA_FUSED=1 FRUGAL_TAPE=0 "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device "$device" --dtype bf16
             fi
         fi
     fi
     # shellcheck disable=SC2086
     if [ "$only" != frugal ]; then
-        run "$head: torch eager bf16" "$py" "$here/torch_llama.py" $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16
-        run "$head: torch.compile bf16" "$py" "$here/torch_llama.py" $shape $extra --steps "$steps" --warmup "$warmup" --device cuda --dtype bf16 --compile
+        run "$head: torch eager bf16" "$py" "$here/torch_llama.py" $shape $extra --steps "$steps" --warmup "$warmup" --device "$device" --dtype bf16
+        run "$head: torch.compile bf16" "$py" "$here/torch_llama.py" $shape $extra --steps "$steps" --warmup "$warmup" --device "$device" --dtype bf16 --compile
     fi
 done
 
-python3 - "$out" "${PEAK_TFLOPS:-795.6}" <<'EOF'
-import json, sys
+# shellcheck disable=SC2086  # $shape is a list of options
+python3 - "$out" "${PEAK_TFLOPS:-795.6}" $shape <<'EOF'
+import argparse, json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 peak = float(sys.argv[2]) * 1e12
+shape = argparse.ArgumentParser()
+for name in ("vocab", "d-model", "layers", "ffn", "seq"):
+    shape.add_argument("--" + name, type=int, required=True)
+s, _ = shape.parse_known_args(sys.argv[3:])
 # Matmul FLOPs per trained token (PaLM's MFU convention): 6 x matmul
-# parameters (12 layers of q, k, v, o and the 3 FFN matrices, plus the
+# parameters (the layers' q, k, v, o and the 3 FFN matrices, plus the
 # output head) + 12 x layers x seq x d for the attention products.
-d, L, f, V, T = 768, 12, 2048, 50304, 512
+# (Multi-head attention: --kv-heads is not part of these shapes.)
+d, L, f, V, T = s.d_model, s.layers, s.ffn, s.vocab, s.seq
 flops = 6 * (L * (4 * d * d + 3 * d * f) + V * d) + 12 * L * T * d
 ref = {r["label"]: r["run"]["tokens_per_s"] for r in rows if r["run"]}
 # The untied head adds parameters, not matmul FLOPs: the same count holds.

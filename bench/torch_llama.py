@@ -369,6 +369,10 @@ def main(args):
     model.train()
     opt = make_optimizer(model, args.lr, args.weight_decay)
     params = [p for p in model.parameters()]
+    # Fill the RoPE cache before the first call: otherwise the compiled graph's
+    # guard on the (then empty) cache fails on the second step and torch.compile
+    # recompiles inside the timed steps when --warmup is 1.
+    model.rope(args.seq, device)
     fwd = torch.compile(model) if args.compile else model
 
     B, T = args.batch, args.seq
