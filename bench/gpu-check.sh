@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole GPU session in one device call: first the fused CUDA kernels
 # against the CPU ones (`frugal bench kernels`, the check of
-# crates/model/tests/cuda_fused.rs), then the per-kernel profile of a training
-# step (bench/gpu-profile.sh), then bench/gpu.sh; the profile and the bench add
-# rows with the fused kernels when that check passed.
+# crates/model/tests/cuda_fused.rs), then bench/gpu.sh (frugal against PyTorch:
+# the goal, so it comes before anything a cut-off call could lose),
+# then the per-kernel profile of a training step (bench/gpu-profile.sh); the
+# bench and the profile add rows with the fused kernels when that check passed.
 #
 #   bench/gpu-check.sh [PYTHON]
 #
@@ -27,7 +28,7 @@ cuda_libs_of "$py"
 bin=$(runnable_bin "$root/target/cuda/frugal.gz") || exit 1
 echo "== fused kernels vs CPU" >&2
 if limited "$bin" bench kernels --device cuda; then fused=1; else fused=0; fi
-echo "== profile (fused rows: $fused)" >&2
-OUT=${OUT:+$OUT/profile} FUSED=$fused bash "$here/gpu-profile.sh" "$bin" "$py"
 echo "== bench (fused rows: $fused)" >&2
 FUSED=$fused bash "$here/gpu.sh" "$bin" "$py"
+echo "== profile (fused rows: $fused)" >&2
+OUT=${OUT:+$OUT/profile} FUSED=$fused bash "$here/gpu-profile.sh" "$bin" "$py"
