@@ -9,11 +9,16 @@
 anchor_shape="--vocab 50304 --d-model 768 --layers 12 --heads 12 --ffn 2048 --batch 16 --seq 512"
 
 # Puts the CUDA 13 libraries of PYTHON's pip `nvidia` packages (the torch venv's)
-# on LD_LIBRARY_PATH, for frugal as for torch; nothing when PYTHON has none.
+# on LD_LIBRARY_PATH, for frugal as for torch; a warning when PYTHON has none.
+# `nvidia` is a namespace package (its __file__ is None): its folders are __path__.
 cuda_libs_of() {
     local lib
-    lib=$("$1" -c 'import os, nvidia; print(os.path.join(os.path.dirname(nvidia.__file__), "cu13", "lib"))' 2>/dev/null || true)
-    export LD_LIBRARY_PATH=${lib:+$lib:}${LD_LIBRARY_PATH:-}
+    lib=$("$1" -c 'import os, nvidia; print(next(l for l in (os.path.join(p, "cu13", "lib") for p in nvidia.__path__) if os.path.isdir(l)))' 2>/dev/null) || lib=""
+    if [ -n "$lib" ]; then
+        export LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    else
+        echo "warning: no nvidia/cu13/lib among $1's packages: libcublas.so.13 and the other CUDA libraries must already be on LD_LIBRARY_PATH" >&2
+    fi
 }
 
 # Prints a runnable path for BIN: BIN itself, or for the carried
