@@ -51,28 +51,30 @@ run() {  # label, command...
 # (the same shape, untied head). FUSED=1 adds frugal rows with the CUDA fused
 # kernels (FRUGAL_CUDA_FUSED=1; run tests/cuda_fused.rs on the card first).
 for head in tied untied; do
-    extra=""
-    [ "$head" = untied ] && extra="--untied"
-    # shellcheck disable=SC2086  # $shape and $extra are lists of options
+    # The options every row of this head shares; only the dtype and the
+    # environment differ between rows.
+    # shellcheck disable=SC2206  # $shape is a list of options
+    opts=($shape --steps "$steps" --warmup "$warmup" --device "$device")
+    [ "$head" = untied ] && opts+=(--untied)
+    frugal=("$bin" bench train "${opts[@]}")
     if [ "$only" != torch ]; then
-        run "$head: frugal f32" "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device "$device" --dtype f32
-        run "$head: frugal bf16" "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device "$device" --dtype bf16
+        run "$head: frugal f32" "${frugal[@]}" --dtype f32
+        run "$head: frugal bf16" "${frugal[@]}" --dtype bf16
         if [ "${FUSED:-0}" = 1 ]; then
-            run "$head: frugal bf16 fused" env FRUGAL_CUDA_FUSED=1 "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device "$device" --dtype bf16
+            run "$head: frugal bf16 fused" env FRUGAL_CUDA_FUSED=1 "${frugal[@]}" --dtype bf16
             # The one-op attention (tensor cores in bf16) against matmul +
             # fused softmax + matmul, and the f32 one-op attention (SIMT).
             if [ "$head" = untied ]; then
-                run "$head: frugal bf16 fused, matmul attention" env FRUGAL_CUDA_FUSED=1 FRUGAL_FLASH_ATTENTION=0 "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device "$device" --dtype bf16
-                run "$head: frugal f32 fused" env FRUGAL_CUDA_FUSED=1 "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device "$device" --dtype f32
+                run "$head: frugal bf16 fused, matmul attention" env FRUGAL_CUDA_FUSED=1 FRUGAL_FLASH_ATTENTION=0 "${frugal[@]}" --dtype bf16
+                run "$head: frugal f32 fused" env FRUGAL_CUDA_FUSED=1 "${frugal[@]}" --dtype f32
                 # The backward through candle's GradStore instead of the tape.
-                run "$head: frugal bf16 fused, candle backward" env FRUGAL_CUDA_FUSED=1 FRUGAL_TAPE=0 "$bin" bench train $shape $extra --steps "$steps" --warmup "$warmup" --device "$device" --dtype bf16
+                run "$head: frugal bf16 fused, candle backward" env FRUGAL_CUDA_FUSED=1 FRUGAL_TAPE=0 "${frugal[@]}" --dtype bf16
             fi
         fi
     fi
-    # shellcheck disable=SC2086
     if [ "$only" != frugal ]; then
-        run "$head: torch eager bf16" "$py" "$here/torch_llama.py" $shape $extra --steps "$steps" --warmup "$warmup" --device "$device" --dtype bf16
-        run "$head: torch.compile bf16" "$py" "$here/torch_llama.py" $shape $extra --steps "$steps" --warmup "$warmup" --device "$device" --dtype bf16 --compile
+        run "$head: torch eager bf16" "$py" "$here/torch_llama.py" "${opts[@]}" --dtype bf16
+        run "$head: torch.compile bf16" "$py" "$here/torch_llama.py" "${opts[@]}" --dtype bf16 --compile
     fi
 done
 
