@@ -20,8 +20,10 @@ const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
 const MODULE: &str = "frugal_fused";
 /// Threads per block of the row kernels (the `BLOCK` of fused.cu).
 const BLOCK: u32 = 256;
-/// Rows per partial sum of the RMSNorm weight gradient.
+/// Rows per partial sum of the RMSNorm weight gradient (at least).
 const DW_CHUNK: usize = 64;
+/// CUDA's largest grid y dimension.
+const MAX_GRID_Y: usize = 65_535;
 
 fn view<'a, T: candle_core::cuda_backend::CudaDType + DeviceRepr>(
     s: &'a CudaStorage,
@@ -51,6 +53,18 @@ fn elementwise(n: usize) -> LaunchConfig {
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     }
+}
+
+/// CUDA caps a grid's y dimension at 65 535 blocks, and a launch past it
+/// fails with an opaque "invalid argument"; name the dimension instead.
+fn grid_y(n: usize, what: &str) -> Result<u32> {
+    if n > MAX_GRID_Y {
+        candle_core::bail!(
+            "{what}: {n} blocks along grid y exceed CUDA's limit of {MAX_GRID_Y}; \
+             use a smaller batch"
+        );
+    }
+    Ok(n.max(1) as u32)
 }
 
 fn alloc(dev: &CudaDevice, n: usize) -> Result<CudaSlice<f32>> {
@@ -230,7 +244,9 @@ pub fn rms_norm_bwd_w(
     // SAFETY: as above.
     unsafe { b.launch(per_row(rows)) }.w()?;
 
-    let chunks = rows.div_ceil(DW_CHUNK).max(1);
+    // Longer chunks past 65 535 · 64 rows keep the chunk count within grid y.
+    let chunk = DW_CHUNK.max(rows.div_ceil(MAX_GRID_Y));
+    let chunks = rows.div_ceil(chunk).max(1);
     let partial = alloc(dev, chunks * d)?;
     let cols = d.div_ceil(BLOCK as usize) as u32;
     let f =
@@ -240,9 +256,9 @@ pub fn rms_norm_bwd_w(
     g.push(&mut b);
     b.arg(&inv);
     b.arg(&partial);
-    candle_core::builder_arg!(b, rows as i32, d as i32, DW_CHUNK as i32);
+    candle_core::builder_arg!(b, rows as i32, d as i32, chunk as i32);
     let cfg = LaunchConfig {
-        grid_dim: (cols, chunks as u32, 1),
+        grid_dim: (cols, grid_y(chunks, "rms norm weight gradient")?, 1),
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     };
@@ -615,12 +631,16 @@ impl AttentionKernels {
     }
 
     /// One block per `self.rows` rows of each head.
-    fn per_rows(&self, rows: usize, bh: usize) -> LaunchConfig {
-        LaunchConfig {
-            grid_dim: (rows.div_ceil(self.rows) as u32, bh as u32, 1),
+    fn per_rows(&self, rows: usize, bh: usize) -> Result<LaunchConfig> {
+        Ok(LaunchConfig {
+            grid_dim: (
+                rows.div_ceil(self.rows) as u32,
+                grid_y(bh, "flash attention (batch × heads)")?,
+                1,
+            ),
             block_dim: (self.threads, 1, 1),
             shared_mem_bytes: 0,
-        }
+        })
     }
 }
 
@@ -662,7 +682,7 @@ pub fn flash_attention(
     y.push(&mut b);
     candle_core::builder_arg!(b, d.t as i32, d.s as i32, d.hd as i32, d.nh as i32, scale);
     // SAFETY: argument types and order match the kernel's signature.
-    unsafe { b.launch(kernels.per_rows(d.t, d.bh)) }.w()?;
+    unsafe { b.launch(kernels.per_rows(d.t, d.bh)?) }.w()?;
     Ok((y.wrap(dev), lq.shape().clone()))
 }
 
@@ -696,7 +716,7 @@ pub fn flash_attention_bwd(
     b.arg(&stats);
     candle_core::builder_arg!(b, t, s, hd, nh, scale);
     // SAFETY: as above.
-    unsafe { b.launch(kernels.per_rows(d.t, d.bh)) }.w()?;
+    unsafe { b.launch(kernels.per_rows(d.t, d.bh)?) }.w()?;
 
     let rows = d.bh * (d.t + 2 * d.s);
     let out = Buf::alloc(dev, dtype, rows * d.hd)?;
@@ -711,7 +731,7 @@ pub fn flash_attention_bwd(
         candle_core::builder_arg!(b, t, s, hd, nh, scale);
         // SAFETY: as above; dq writes every row of the dq part, dkv every
         // row of the dk and dv parts.
-        unsafe { b.launch(kernels.per_rows(launch_rows, d.bh)) }.w()?;
+        unsafe { b.launch(kernels.per_rows(launch_rows, d.bh)?) }.w()?;
     }
     Ok((out.wrap(dev), Shape::from((rows, d.hd))))
 }

@@ -332,12 +332,16 @@ fn fused_kernels_against_cpu_ops(dtype: DType) {
     // backward folds into the norm's (the `_add` kernels).
     let acc = randn(&[rows, d], 33);
     put("acc", &acc);
-    call("rms", &s(&[&rows, &d, &1e-5]));
+    call("rms", &s(&[&rows, &d, &1e-5, &64]));
     assert_close("rms_norm y", &y, &get("y", &[rows, d]));
     assert_close("rms_norm dx", &grads[0], &get("dx", &[rows, d]));
     assert_close("rms_norm dw", &grads[1], &get("dw", &[d]));
     let summed = (&acc + &grads[0]).unwrap();
     assert_close("rms_norm acc + dx", &summed, &get("dxacc", &[rows, d]));
+    // The longer chunks the launcher takes past 65 535 · 64 rows: any chunk
+    // length, one that does not divide the rows included, gives the same dw.
+    call("rms", &s(&[&rows, &d, &1e-5, &27]));
+    assert_close("rms_norm dw (chunks of 27)", &grads[1], &get("dw", &[d]));
 
     // Causal softmax with a cached prefix (S > T); more columns than threads.
     let (t, n) = (5, 300);

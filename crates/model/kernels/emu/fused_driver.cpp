@@ -3,7 +3,9 @@
 // tests/cuda_emulated.rs. Each mode runs an op's forward and backward
 // kernels the way its launcher does:
 //
-//   fused_driver rms DIR ROWS D EPS            x w g acc    -> y dx dw dxacc
+//   fused_driver rms DIR ROWS D EPS CHUNK      x w g acc    -> y dx dw dxacc
+//     (CHUNK: rows per partial dw sum; the launcher's is 64, longer past
+//     65 535 · 64 rows)
 //   fused_driver softmax DIR ROWS T N SCALE    x g          -> p dx
 //   fused_driver swiglu DIR N                  a b g        -> y dadb
 //   fused_driver rope DIR ROWS T PER HALF SIGN x cos sin    -> y (PER rows per position)
@@ -50,7 +52,7 @@ static const dim3 block{BLOCK, 1, 1};
 #define PICK(T, F, B) if constexpr (std::is_same_v<T, float>) F; else B
 
 template <class T>
-static void run_rms(size_t rows, size_t d, float eps) {
+static void run_rms(size_t rows, size_t d, float eps, size_t chunk) {
     auto x = read("x", rows * d), w = read("w", d);
     auto g = as<T>(read("g", rows * d));
     auto y = out<T>(rows * d);
@@ -70,7 +72,7 @@ static void run_rms(size_t rows, size_t d, float eps) {
              rms_norm_bwd_x_add_rows_bf16(x.data(), w.data(), g.data(), acc.data(), dxacc.data(), (int)d, eps));
     });
     emu::launch(per_row(rows), block, [&] { rms_inv_rows(x.data(), inv.data(), (int)d, eps); });
-    const size_t chunk = 64, chunks = (rows + chunk - 1) / chunk, cols = (d + BLOCK - 1) / BLOCK;
+    const size_t chunks = (rows + chunk - 1) / chunk, cols = (d + BLOCK - 1) / BLOCK;
     auto partial = out(chunks * d);
     emu::launch({(unsigned)cols, (unsigned)chunks, 1}, block, [&] {
         PICK(T,
@@ -189,7 +191,7 @@ int main(int argc, char** argv) {
     // Runs the f32 or the bf16 instance of a mode.
 #define BOTH(RUN, ...) (bf ? RUN<bf16>(__VA_ARGS__) : RUN<float>(__VA_ARGS__))
     if (mode == "rms") {
-        BOTH(run_rms, num(3), num(4), flt(5));
+        BOTH(run_rms, num(3), num(4), flt(5), num(6));
     } else if (mode == "softmax") {
         BOTH(run_softmax, num(3), num(4), num(5), flt(6));
     } else if (mode == "swiglu") {
