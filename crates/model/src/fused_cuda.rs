@@ -64,7 +64,7 @@ fn grid_y(n: usize, what: &str) -> Result<u32> {
              use a smaller batch"
         );
     }
-    Ok(n.max(1) as u32)
+    Ok(n as u32)
 }
 
 fn alloc(dev: &CudaDevice, n: usize) -> Result<CudaSlice<f32>> {
