@@ -16,7 +16,9 @@
 # anchor in ../shared/docs/data-and-gpu.md); ONLY=frugal|torch runs one side;
 # FUSED=1 adds frugal bf16 with the CUDA fused kernels (and, at the untied
 # shape, bf16 fused with matmul attention instead of the one-op attention,
-# f32 fused, and bf16 fused with candle's backward instead of the tape).
+# f32 fused, and bf16 fused with candle's backward instead of the tape). At
+# the untied shape one more row runs the best bf16 configuration with
+# FRUGAL_CUDA_DRIVER_DEFAULTS=1 (the memory pool and event settings undone).
 # DEVICE (cuda) and SHAPE (bench/cuda-env.sh's anchor shape) exist for a dry
 # run of the plumbing on a CPU machine before device time is spent on it, e.g.
 #   DEVICE=cpu SHAPE="--vocab 512 --d-model 64 --layers 2 --heads 4 --ffn 128 --batch 2 --seq 32" \
@@ -70,6 +72,14 @@ for head in tied untied; do
                 # The backward through candle's GradStore instead of the tape.
                 run "$head: frugal bf16 fused, candle backward" env FRUGAL_CUDA_FUSED=1 FRUGAL_TAPE=0 "${frugal[@]}" --dtype bf16
             fi
+        fi
+        if [ "$head" = untied ]; then
+            # The best bf16 row again with the driver's memory-pool release
+            # threshold and cudarc's per-allocation events left at their
+            # defaults (crates/model/src/cuda_device.rs).
+            tag=""
+            [ "${FUSED:-0}" = 1 ] && tag=" fused"
+            run "$head: frugal bf16$tag, driver defaults" env FRUGAL_CUDA_FUSED="${FUSED:-0}" FRUGAL_CUDA_DRIVER_DEFAULTS=1 "${frugal[@]}" --dtype bf16
         fi
     fi
     if [ "$only" != frugal ]; then

@@ -1,6 +1,8 @@
 //! A Llama-style decoder on candle, written to be trained as well as run.
 //!
 //! * [`config`]: the architecture as data, presets, parameter counts.
+//! * [`cuda_device`]: a CUDA device opened with the memory pool and event
+//!   settings a training step wants.
 //! * [`flops`]: exact FLOPs per token as pure functions.
 //! * [`params`]: named parameters (candle `Var`s), seeded init, safetensors I/O.
 //! * [`precision`]: f32 or autocast-style bf16 matmuls.
@@ -18,6 +20,7 @@
 //! * [`gguf`]: llama.cpp GGUF files, dequantised to f32 under HF names.
 
 pub mod config;
+pub mod cuda_device;
 pub mod error;
 pub mod fastexp;
 pub mod flops;

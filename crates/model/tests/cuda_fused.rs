@@ -7,12 +7,11 @@
 //!
 //!     cargo test -p frugal-model --features cuda --test cuda_fused -- --nocapture
 
-use candle_core::Device;
 use frugal_model::fused_check::check_all;
 
 #[test]
 fn cuda_kernels_match_the_cpu_kernels() {
-    let gpu = match Device::new_cuda(0) {
+    let gpu = match frugal_model::cuda_device::open_cuda(0) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("skipped: no CUDA device ({e})");
