@@ -19,9 +19,8 @@ pub fn parse(spec: &str) -> Result<Device> {
                     "device '{s}' requested but this frugal was built without the `cuda` feature"
                 );
             }
-            frugal_model::cuda_device::open_cuda(ordinal).map_err(|e| {
-                anyhow::anyhow!("cannot open CUDA device {ordinal}: {}", e.into_candle())
-            })
+            frugal_model::cuda_device::open_cuda(ordinal)
+                .map_err(|e| anyhow::anyhow!("cannot open CUDA device {ordinal}: {e}"))
         }
         other => bail!("unknown device '{other}' (expected cpu, cuda or cuda:N)"),
     }

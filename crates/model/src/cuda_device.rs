@@ -21,12 +21,12 @@
 //! `FRUGAL_CUDA_DRIVER_DEFAULTS=1` keeps both defaults, for an A/B run
 //! (`bench/gpu.sh` has one row with it).
 
-use crate::Result;
-use candle_core::Device;
+use candle_core::{Device, Result};
 
 /// `Device::new_cuda(ordinal)`, then the two settings above unless
-/// `FRUGAL_CUDA_DRIVER_DEFAULTS=1`. Without the `cuda` feature this is
-/// candle's "not compiled with cuda" error.
+/// `FRUGAL_CUDA_DRIVER_DEFAULTS=1`. Every failure is candle's or the driver's
+/// (without the `cuda` feature, candle's "not compiled with cuda"), so the
+/// error is candle's own.
 pub fn open_cuda(ordinal: usize) -> Result<Device> {
     let device = Device::new_cuda(ordinal)?;
     #[cfg(feature = "cuda")]
@@ -43,7 +43,7 @@ pub fn keep_driver_defaults(value: Option<&str>) -> bool {
 }
 
 #[cfg(feature = "cuda")]
-fn tune(dev: &candle_core::CudaDevice) -> candle_core::Result<()> {
+fn tune(dev: &candle_core::CudaDevice) -> Result<()> {
     use candle_core::cuda_backend::cudarc::driver::{result, sys};
     use candle_core::cuda_backend::WrapErr;
 
