@@ -4,7 +4,9 @@
 # crates/model/tests/cuda_fused.rs), then bench/gpu.sh (frugal against PyTorch:
 # the goal, so it comes before anything a cut-off call could lose),
 # then the per-kernel profile of a training step (bench/gpu-profile.sh); the
-# bench and the profile add rows with the fused kernels when that check passed.
+# bench and the profile add rows with the fused kernels when that check passed,
+# or when it passed without the one-op attention (then every fused row runs
+# with FRUGAL_FLASH_ATTENTION=0, matmul attention, and says so).
 #
 #   bench/gpu-check.sh [PYTHON]
 #
@@ -27,8 +29,21 @@ py=${1:-/opt/torch/.venv/bin/python}
 cuda_libs_of "$py"
 bin=$(runnable_bin "$root/target/cuda/frugal.gz") || exit 1
 echo "== fused kernels vs CPU" >&2
-if limited "$bin" bench kernels --device cuda; then fused=1; else fused=0; fi
-echo "== bench (fused rows: $fused)" >&2
+if limited "$bin" bench kernels --device cuda; then
+    fused=1
+else
+    # The one-op attention is the most intricate kernel: when it fails, the
+    # others still give fused rows with matmul attention, if they pass without
+    # it (a new process: a failed kernel can leave the CUDA context unusable).
+    echo "== fused kernels vs CPU, matmul attention" >&2
+    if limited "$bin" bench kernels --device cuda --attention matmul; then
+        fused=1
+        export FRUGAL_FLASH_ATTENTION=0
+    else
+        fused=0
+    fi
+fi
+echo "== bench (fused rows: $fused, one-op attention: ${FRUGAL_FLASH_ATTENTION:-1})" >&2
 FUSED=$fused bash "$here/gpu.sh" "$bin" "$py"
 echo "== profile (fused rows: $fused)" >&2
 OUT=${OUT:+$OUT/profile} FUSED=$fused bash "$here/gpu-profile.sh" "$bin" "$py"

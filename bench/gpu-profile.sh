@@ -48,6 +48,10 @@ for dtype in ${DTYPES:-bf16 f32}; do
     profile "$dtype" "$dtype" || status=1
 done
 if [ "${FUSED:-0}" = 1 ]; then
-    profile bf16-fused bf16 FRUGAL_CUDA_FUSED=1 || status=1
+    # bench/gpu-check.sh exports FRUGAL_FLASH_ATTENTION=0 when only the
+    # one-op attention failed its check; the label says so.
+    label=bf16-fused
+    [ "${FRUGAL_FLASH_ATTENTION:-1}" = 0 ] && label=bf16-fused-matmul-attention
+    profile "$label" bf16 FRUGAL_CUDA_FUSED=1 || status=1
 fi
 exit $status

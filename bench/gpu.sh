@@ -16,7 +16,11 @@
 # anchor in ../shared/docs/data-and-gpu.md); ONLY=frugal|torch runs one side;
 # FUSED=1 adds frugal bf16 with the CUDA fused kernels (and, at the untied
 # shape, bf16 fused with matmul attention instead of the one-op attention,
-# f32 fused, and bf16 fused with candle's backward instead of the tape). At
+# f32 fused, and bf16 fused with candle's backward instead of the tape); with
+# FRUGAL_FLASH_ATTENTION=0 in the environment (bench/gpu-check.sh sets it when
+# only the one-op attention failed its check) every fused row uses matmul
+# attention and candle's backward, says so, and the two rows that would
+# repeat another are left out. At
 # the untied shape one more row runs the best bf16 configuration with
 # FRUGAL_CUDA_DRIVER_DEFAULTS=1 (the memory pool and event settings undone).
 # DEVICE (cuda) and SHAPE (bench/cuda-env.sh's anchor shape) exist for a dry
@@ -39,6 +43,9 @@ device=${DEVICE:-cuda}
 out=$(mktemp)
 
 shape=${SHAPE:-$anchor_shape}  # bench/cuda-env.sh
+one_op=${FRUGAL_FLASH_ATTENTION:-1}
+fused_tag=" fused"
+[ "$one_op" = 0 ] && fused_tag=" fused, matmul attention"
 run() {  # label, command...
     local label=$1
     shift
@@ -63,14 +70,18 @@ for head in tied untied; do
         run "$head: frugal f32" "${frugal[@]}" --dtype f32
         run "$head: frugal bf16" "${frugal[@]}" --dtype bf16
         if [ "${FUSED:-0}" = 1 ]; then
-            run "$head: frugal bf16 fused" env FRUGAL_CUDA_FUSED=1 "${frugal[@]}" --dtype bf16
-            # The one-op attention (tensor cores in bf16) against matmul +
-            # fused softmax + matmul, and the f32 one-op attention (SIMT).
+            run "$head: frugal bf16$fused_tag" env FRUGAL_CUDA_FUSED=1 "${frugal[@]}" --dtype bf16
             if [ "$head" = untied ]; then
-                run "$head: frugal bf16 fused, matmul attention" env FRUGAL_CUDA_FUSED=1 FRUGAL_FLASH_ATTENTION=0 "${frugal[@]}" --dtype bf16
-                run "$head: frugal f32 fused" env FRUGAL_CUDA_FUSED=1 "${frugal[@]}" --dtype f32
-                # The backward through candle's GradStore instead of the tape.
-                run "$head: frugal bf16 fused, candle backward" env FRUGAL_CUDA_FUSED=1 FRUGAL_TAPE=0 "${frugal[@]}" --dtype bf16
+                # The one-op attention (tensor cores in bf16) against matmul +
+                # fused softmax + matmul, and the backward through candle's
+                # GradStore instead of the tape (which needs the one-op
+                # attention): both are the row above when it is off.
+                if [ "$one_op" != 0 ]; then
+                    run "$head: frugal bf16 fused, matmul attention" env FRUGAL_CUDA_FUSED=1 FRUGAL_FLASH_ATTENTION=0 "${frugal[@]}" --dtype bf16
+                    run "$head: frugal bf16 fused, candle backward" env FRUGAL_CUDA_FUSED=1 FRUGAL_TAPE=0 "${frugal[@]}" --dtype bf16
+                fi
+                # The f32 one-op attention is the SIMT kernel.
+                run "$head: frugal f32$fused_tag" env FRUGAL_CUDA_FUSED=1 "${frugal[@]}" --dtype f32
             fi
         fi
         if [ "$head" = untied ]; then
@@ -78,7 +89,7 @@ for head in tied untied; do
             # threshold and cudarc's per-allocation events left at their
             # defaults (crates/model/src/cuda_device.rs).
             tag=""
-            [ "${FUSED:-0}" = 1 ] && tag=" fused"
+            [ "${FUSED:-0}" = 1 ] && tag=$fused_tag
             run "$head: frugal bf16$tag, driver defaults" env FRUGAL_CUDA_FUSED="${FUSED:-0}" FRUGAL_CUDA_DRIVER_DEFAULTS=1 "${frugal[@]}" --dtype bf16
         fi
     fi

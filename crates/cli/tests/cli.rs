@@ -93,6 +93,10 @@ fn check_errors(tmp: &Path, cfg: &Path) {
     fails_with(&mut train(&["--set", "train.lrr=1"]), "unknown field");
     fails_with(&mut train(&["--dtype", "fp16"]), "unknown dtype 'fp16'");
     fails_with(&mut train(&["--set", "train.precision=f16"]), "f16");
+    fails_with(
+        frugal().args(["bench", "kernels", "--attention", "sdpa"]),
+        "invalid value 'sdpa' for '--attention",
+    );
     if !cfg!(feature = "cuda") {
         fails_with(
             &mut train(&["--device", "cuda"]),

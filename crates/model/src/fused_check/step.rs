@@ -4,7 +4,7 @@
 //! of the parent module see each op alone; this one sees the tape replay
 //! them, with the sums and moves between them, on the card.
 
-use super::{rel_gap_above, Check, TOLERANCE};
+use super::{nan_max, rel_gap_above, Attention, Check, TOLERANCE};
 use crate::{fused, Llama, LlamaConfig, ParamStore, Precision};
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Result, Tensor};
@@ -30,8 +30,37 @@ impl Drop for Restore {
 /// attention takes in bf16), an untied head, tokens that repeat (so the
 /// embedding's gradient sums rows). The loss is the forward gap; the
 /// gradients' gaps are the worst parameter's, relative to its own largest
-/// value: first against the CPU, then the tape against candle's backward.
-pub(super) fn training_step(device: &Device, precision: Precision) -> Result<Check> {
+/// value: first against the CPU, then (with the one-op attention, which the
+/// tape needs) the tape against candle's backward. An error is a failed check.
+pub(super) fn training_step(device: &Device, precision: Precision, attention: Attention) -> Check {
+    let name = match attention {
+        Attention::OneOp => format!("training step 2x128 untied {precision} (tape)"),
+        Attention::Matmul => {
+            format!("training step 2x128 untied {precision} (matmul attention, candle backward)")
+        }
+    };
+    match compare_step(device, precision, attention) {
+        Ok((forward_gap, grad_gaps)) => Check {
+            name,
+            forward_gap,
+            grad_gaps,
+            tolerance: match precision {
+                Precision::F32 => TOLERANCE,
+                Precision::Bf16 => STEP_BF16_TOLERANCE,
+            },
+            error: None,
+        },
+        Err(e) => Check::errored(&name, e),
+    }
+}
+
+/// The loss gap and the gradient gaps of [`training_step`].
+fn compare_step(
+    device: &Device,
+    precision: Precision,
+    attention: Attention,
+) -> Result<(f32, Vec<f32>)> {
+    let one_op = attention == Attention::OneOp;
     let mut c = LlamaConfig::new(512, 128, 2, 2);
     c.ffn_hidden = 384;
     c.max_seq_len = 64;
@@ -45,10 +74,11 @@ pub(super) fn training_step(device: &Device, precision: Precision) -> Result<Che
     let _restore = Restore(fused::set_cuda_fused(true));
     let step = |device: &Device| -> Result<(ParamStore, Llama, Tensor, GradStore)> {
         let params = ParamStore::init(&c, device, 5).map_err(crate::ModelError::into_candle)?;
-        let model = Llama::new(&c, &params)
+        let mut model = Llama::new(&c, &params)
             .map_err(crate::ModelError::into_candle)?
             .with_precision(precision);
-        if !model.tape_covers() {
+        model.set_flash_attention(one_op);
+        if one_op && !model.tape_covers() {
             candle_core::bail!("the fused training step does not run on the tape on {device:?}");
         }
         let (x, y) = (ids.to_device(device)?, targets.to_device(device)?);
@@ -59,10 +89,14 @@ pub(super) fn training_step(device: &Device, precision: Precision) -> Result<Che
     };
     let (cpu_params, _, cpu_loss, cpu_grads) = step(&Device::Cpu)?;
     let (params, model, loss, grads) = step(device)?;
-    let autograd = model
-        .loss(&ids.to_device(device)?, &targets.to_device(device)?)
-        .map_err(crate::ModelError::into_candle)?
-        .backward()?;
+    // Without the tape, loss_and_grads already is candle's backward.
+    let autograd = if one_op {
+        let (x, y) = (ids.to_device(device)?, targets.to_device(device)?);
+        let loss = model.loss(&x, &y).map_err(crate::ModelError::into_candle)?;
+        Some(loss.backward()?)
+    } else {
+        None
+    };
 
     let (mut vs_cpu, mut vs_autograd) = (0f32, 0f32);
     for ((name, cpu_var), (_, var)) in cpu_params.iter().zip(params.iter()) {
@@ -72,29 +106,19 @@ pub(super) fn training_step(device: &Device, precision: Precision) -> Result<Che
                 None => candle_core::bail!("{side}: {name} got no gradient"),
             }
         };
-        let cpu = get(&cpu_grads, cpu_var, "CPU")?;
-        let taped = get(&grads, var, "tape")?;
-        let candle = get(&autograd, var, "candle backward")?;
         let gap = |a: &Tensor, b: &Tensor| rel_gap_above(a, b, f32::MIN_POSITIVE);
-        vs_cpu = nan_max(vs_cpu, gap(&cpu, &taped)?);
-        vs_autograd = nan_max(vs_autograd, gap(&candle, &taped)?);
+        let cpu = get(&cpu_grads, cpu_var, "CPU")?;
+        let on_device = get(&grads, var, "device")?;
+        vs_cpu = nan_max(vs_cpu, gap(&cpu, &on_device)?);
+        if let Some(autograd) = &autograd {
+            let candle = get(autograd, var, "candle backward")?;
+            vs_autograd = nan_max(vs_autograd, gap(&candle, &on_device)?);
+        }
     }
     let loss_gap = rel_gap_above(&cpu_loss, &loss.to_device(&Device::Cpu)?, f32::MIN_POSITIVE)?;
-    Ok(Check {
-        name: format!("training step 2x128 untied {precision} (tape)"),
-        forward_gap: loss_gap,
-        grad_gaps: vec![vs_cpu, vs_autograd],
-        tolerance: match precision {
-            Precision::F32 => TOLERANCE,
-            Precision::Bf16 => STEP_BF16_TOLERANCE,
-        },
-    })
-}
-
-fn nan_max(a: f32, b: f32) -> f32 {
-    if a.is_nan() || b.is_nan() {
-        f32::NAN
-    } else {
-        a.max(b)
+    let mut grad_gaps = vec![vs_cpu];
+    if one_op {
+        grad_gaps.push(vs_autograd);
     }
+    Ok((loss_gap, grad_gaps))
 }
