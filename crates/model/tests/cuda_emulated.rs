@@ -6,6 +6,13 @@
 //! (CI); tests/cuda_fused.rs checks the real thing on a card.
 //!
 //! Needs a C++20 compiler (`CXX`, default `c++`); .ci/run installs g++.
+//!
+//! With `FRUGAL_EMU_TSAN=1` the drivers are built with ThreadSanitizer, and
+//! a shared-memory access that no `__syncthreads`/`__syncwarp` orders
+//! against another thread's (a race on a GPU too) fails the test with both
+//! accesses' lines. About ten times slower, so not part of CI's run:
+//!
+//!     FRUGAL_EMU_TSAN=1 cargo test -p frugal-model --test cuda_emulated
 
 use candle_core::{DType, Device, Tensor, Var};
 use frugal_model::fused_attention::{causal_attention, causal_attention_seq};
@@ -49,14 +56,15 @@ fn build_driver(dir: &Path, name: &str) -> PathBuf {
     let kernels = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels/emu");
     let exe = dir.join(name);
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let tsan = std::env::var("FRUGAL_EMU_TSAN").is_ok_and(|v| v == "1");
     let out = Command::new(&cxx)
-        .args([
-            "-O2",
-            "-std=c++20",
-            "-pthread",
-            "-Wno-unknown-pragmas",
-            "-o",
-        ])
+        .args(["-O2", "-std=c++20", "-pthread", "-Wno-unknown-pragmas"])
+        .args(if tsan {
+            &["-fsanitize=thread", "-g"][..]
+        } else {
+            &[]
+        })
+        .arg("-o")
         .arg(&exe)
         .arg(kernels.join(format!("{name}.cpp")))
         .output()

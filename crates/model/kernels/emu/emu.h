@@ -11,6 +11,8 @@
 #include <barrier>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <math.h>
 #include <memory>
@@ -109,8 +111,11 @@ inline int max(int a, int b) { return a > b ? a : b; }
 // registers in a layout the API leaves unspecified; here every lane holds
 // the whole tile (row-major) and computes each collective load and mma by
 // itself, so kernels that only load, store and mma fragments (never index
-// them) behave the same. A store is done by lane 0 alone: the warp sees it
-// after its next __syncwarp, which is what CUDA guarantees too.
+// them) behave the same. A store is done by lane 0 alone, once every lane
+// has arrived (the API's "sync"): the warp sees it after its next
+// __syncwarp, which is what CUDA guarantees too. Built with
+// -fsanitize=thread, the drivers show which shared-memory accesses lack a
+// barrier (tests/cuda_emulated.rs: FRUGAL_EMU_TSAN=1).
 namespace nvcuda::wmma {
 struct matrix_a {};
 struct matrix_b {};
@@ -133,8 +138,22 @@ inline float widen(T v) {
     else return __bfloat162float(v);
 }
 
+// What the API requires of every load and store, and a GPU enforces (a
+// misaligned address ends the kernel): the tile's first element 256-bit
+// aligned, and the leading dimension a multiple of 16 bytes. The emulation
+// would run either way, so it stops the process, as the GPU would.
+template <class T>
+inline void check_tile(const T* p, unsigned ldm, const char* what) {
+    if (reinterpret_cast<uintptr_t>(p) % 32 != 0 || (ldm * sizeof(T)) % 16 != 0) {
+        fprintf(stderr, "wmma::%s: tile at %p with ldm %u (%zu-byte elements): needs a 32-byte aligned pointer and ldm a multiple of 16 bytes\n",
+                what, static_cast<const void*>(p), ldm, sizeof(T));
+        abort();
+    }
+}
+
 template <class F, class T>
 inline void load(F& f, const T* p, unsigned ldm, bool col_major) {
+    check_tile(p, ldm, "load_matrix_sync");
     for (int r = 0; r < F::rows; ++r)
         for (int c = 0; c < F::cols; ++c) f.x[r * F::cols + c] = col_major ? p[c * ldm + r] : p[r * ldm + c];
 }
@@ -151,6 +170,12 @@ inline void load_matrix_sync(fragment<accumulator, M, N, K, float>& f, const flo
 
 template <int M, int N, int K>
 inline void store_matrix_sync(float* p, const fragment<accumulator, M, N, K, float>& f, unsigned ldm, layout_t l) {
+    check_tile(p, ldm, "store_matrix_sync");
+    // "Waits until all warp lanes have arrived" (the CUDA guide): on a GPU a
+    // lane stores only the elements it loaded, but here lane 0 stores them
+    // all, so it must wait for every lane's loads of this tile (a tile is
+    // often loaded as the accumulator, updated and stored back in place).
+    __syncwarp();
     if (threadIdx.x % 32 != 0) return;
     for (int r = 0; r < M; ++r)
         for (int c = 0; c < N; ++c) (l == mem_col_major ? p[c * ldm + r] : p[r * ldm + c]) = f.x[r * N + c];
