@@ -13,6 +13,10 @@
 //! accesses' lines. About ten times slower, so not part of CI's run:
 //!
 //!     FRUGAL_EMU_TSAN=1 cargo test -p frugal-model --test cuda_emulated
+//!
+//! Blocks run one after another, first to last; a GPU keeps no order, and
+//! with `FRUGAL_EMU_REVERSE_BLOCKS=1` they run last to first, so a kernel
+//! that reads another block's output of the same launch fails.
 
 use candle_core::{DType, Device, Tensor, Var};
 use frugal_model::fused_attention::{causal_attention, causal_attention_seq};

@@ -43,26 +43,31 @@ void launch(dim3 grid, dim3 block, Kernel kernel) {
     gridDim = grid;
     blockDim = block;
     const unsigned n = block.x, warps = (n + 31) / 32;
-    for (unsigned bz = 0; bz < grid.z; ++bz)
-        for (unsigned by = 0; by < grid.y; ++by)
-            for (unsigned bx = 0; bx < grid.x; ++bx) {
-                std::barrier<> barrier(n);
-                block_barrier = &barrier;
-                warp_barriers.clear();
-                for (unsigned w = 0; w < warps; ++w)
-                    warp_barriers.push_back(std::make_unique<std::barrier<>>(w + 1 < warps ? 32 : n - 32 * w));
-                std::vector<std::thread> threads;
-                for (unsigned t = 0; t < n; ++t)
-                    threads.emplace_back([&, t] {
-                        threadIdx = {t, 0, 0};
-                        blockIdx = {bx, by, bz};
-                        kernel();
-                        // An exited thread no longer holds up the others.
-                        barrier.arrive_and_drop();
-                        warp_barriers[t / 32]->arrive_and_drop();
-                    });
-                for (auto& t : threads) t.join();
-            }
+    // A GPU runs blocks in no set order; FRUGAL_EMU_REVERSE_BLOCKS=1 runs
+    // them last to first, so a kernel that relies on the order fails.
+    const char* order = getenv("FRUGAL_EMU_REVERSE_BLOCKS");
+    const bool reverse = order && order[0] == '1';
+    const unsigned blocks = grid.x * grid.y * grid.z;
+    for (unsigned i = 0; i < blocks; ++i) {
+        const unsigned b = reverse ? blocks - 1 - i : i;
+        const unsigned bx = b % grid.x, by = b / grid.x % grid.y, bz = b / (grid.x * grid.y);
+        std::barrier<> barrier(n);
+        block_barrier = &barrier;
+        warp_barriers.clear();
+        for (unsigned w = 0; w < warps; ++w)
+            warp_barriers.push_back(std::make_unique<std::barrier<>>(w + 1 < warps ? 32 : n - 32 * w));
+        std::vector<std::thread> threads;
+        for (unsigned t = 0; t < n; ++t)
+            threads.emplace_back([&, t] {
+                threadIdx = {t, 0, 0};
+                blockIdx = {bx, by, bz};
+                kernel();
+                // An exited thread no longer holds up the others.
+                barrier.arrive_and_drop();
+                warp_barriers[t / 32]->arrive_and_drop();
+            });
+        for (auto& t : threads) t.join();
+    }
 }
 }  // namespace emu
 
