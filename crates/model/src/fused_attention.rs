@@ -642,18 +642,7 @@ mod tests {
             });
             for (what, (a, r)) in ["y", "dq", "dk", "dv"].iter().zip(heads.iter().zip(&rows)) {
                 let r = if *what == "y" { r.clone() } else { seq(r) };
-                let (a, r) = (
-                    a.to_dtype(DType::F32).unwrap(),
-                    r.to_dtype(DType::F32).unwrap(),
-                );
-                let gap: f32 = (a - r)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap();
+                let gap = crate::fused_check::max_abs_gap(a, &r).unwrap();
                 assert_eq!(gap, 0.0, "{what} {dtype:?}");
             }
         }

@@ -463,6 +463,19 @@ pub(crate) fn nan_max(a: f32, b: f32) -> f32 {
 /// is larger (f32 or bf16 tensors). A NaN in either tensor makes the gap NaN,
 /// which fails every bound (a kernel that leaves garbage must not pass).
 pub fn rel_gap_above(a: &Tensor, b: &Tensor, min_scale: f32) -> Result<f32> {
+    let (gap, scale) = gap_and_scale(a, b)?;
+    Ok(gap / scale.max(min_scale))
+}
+
+/// Largest |a − b| over as many f32 or bf16 values, NaN when either tensor
+/// holds a NaN: for parity tests, where candle's `max` and `f32::max` both
+/// pass over a NaN and would let garbage through.
+pub fn max_abs_gap(a: &Tensor, b: &Tensor) -> Result<f32> {
+    Ok(gap_and_scale(a, b)?.0)
+}
+
+/// (largest |a − b|, largest |a|), each NaN when a NaN is among its values.
+fn gap_and_scale(a: &Tensor, b: &Tensor) -> Result<(f32, f32)> {
     let values = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>();
     let (a, b) = (values(a)?, values(b)?);
     if a.len() != b.len() {
@@ -473,7 +486,7 @@ pub fn rel_gap_above(a: &Tensor, b: &Tensor, min_scale: f32) -> Result<f32> {
         .iter()
         .zip(&b)
         .fold(0f32, |m, (x, y)| nan_max(m, (x - y).abs()));
-    Ok(gap / scale.max(min_scale))
+    Ok((gap, scale))
 }
 
 /// Standard-normal f32 values of `shape`, from `seed` (for tests of the kernels).

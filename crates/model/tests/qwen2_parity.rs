@@ -18,17 +18,9 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// max |a − b|, NaN when any element is.
 fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    frugal_model::fused_check::max_abs_gap(a, b).unwrap()
 }
 
 #[test]

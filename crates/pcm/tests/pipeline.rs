@@ -61,20 +61,25 @@ fn teacher_cfg(steps: u64) -> TeacherConfig {
     }
 }
 
-/// The largest |a − b| over tensors matched by name.
+/// The largest |a − b| over tensors matched by name; NaN when any element
+/// is (candle's `max_all` and `f32::max` both pass over a NaN).
 fn max_gap(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) -> f32 {
+    let nan_max = |m: f32, x: f32| {
+        if m.is_nan() || x.is_nan() {
+            f32::NAN
+        } else {
+            m.max(x)
+        }
+    };
     a.iter()
-        .map(|(k, t)| {
-            (t - &b[k])
+        .flat_map(|(k, t)| {
+            let gap = (t - &b[k]).unwrap().abs().unwrap().flatten_all().unwrap();
+            gap.to_dtype(candle_core::DType::F32)
                 .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
+                .to_vec1::<f32>()
                 .unwrap()
         })
-        .fold(0.0, f32::max)
+        .fold(0.0, nan_max)
 }
 
 fn losses(run: &Path) -> Vec<f64> {

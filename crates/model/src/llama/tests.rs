@@ -18,17 +18,9 @@ fn ids(b: usize, t: usize, v: u32, seed: u32) -> Tensor {
     Tensor::from_vec(data, (b, t), &Device::Cpu).unwrap()
 }
 
+/// max |a − b|, NaN when any element is (candle's `max` passes over a NaN).
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    crate::fused_check::max_abs_gap(a, b).unwrap()
 }
 
 /// The trap of data-and-gpu.md: a fused op without backward would leave some
