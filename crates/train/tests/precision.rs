@@ -59,6 +59,8 @@ fn bf16_loss_curve_tracks_f32() {
     let data = batches();
     let f32_curve = loss_curve(Precision::F32, &data);
     let bf16_curve = loss_curve(Precision::Bf16, &data);
+    // A NaN loss must not vanish from the gap (`f32::max` drops it).
+    assert!(bf16_curve.iter().all(|l| l.is_finite()), "{bf16_curve:?}");
     let max_gap = f32_curve
         .iter()
         .zip(&bf16_curve)
