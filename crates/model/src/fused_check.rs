@@ -68,6 +68,13 @@ impl Check {
     pub fn passed(&self) -> bool {
         self.error.is_none() && self.worst() < self.tolerance
     }
+    /// Whether the check runs the one-op attention: its own checks, and the
+    /// training steps of [`Attention::OneOp`] (the names are made here, so
+    /// callers need not parse them).
+    pub fn uses_one_op_attention(&self) -> bool {
+        self.name.starts_with("flash_attention")
+            || (self.name.starts_with("training step") && self.name.ends_with("(tape)"))
+    }
 }
 
 /// Which attention the checked training step uses: the one-op kernel (and
@@ -451,7 +458,7 @@ pub(crate) fn adamw_in_place(rows: &[(AdamWStep, Tensor, Tensor, Tensor)]) -> Re
 
 /// The larger of two gaps, or NaN when either is: a NaN gap (garbage from a
 /// kernel) must fail its bound, and `f32::max` returns the other operand.
-pub(crate) fn nan_max(a: f32, b: f32) -> f32 {
+pub fn nan_max(a: f32, b: f32) -> f32 {
     if a.is_nan() || b.is_nan() {
         f32::NAN
     } else {
@@ -625,6 +632,9 @@ mod tests {
                 .filter(|c| c.name.starts_with("flash"))
                 .count();
             assert_eq!(flash, if attention == Attention::OneOp { 9 } else { 0 });
+            // The nine attention checks and, with the one-op attention, both steps.
+            let uses = checks.iter().filter(|c| c.uses_one_op_attention()).count();
+            assert_eq!(uses, if attention == Attention::OneOp { 11 } else { 0 });
             let step = checks.last().unwrap();
             let expect = match attention {
                 Attention::OneOp => "(tape)",

@@ -1,28 +1,20 @@
 //! Helpers shared by the unit tests' parity checks.
 
 use candle_core::Tensor;
+use frugal_model::fused_check::nan_max;
 
 /// max |t| over all elements (the scale a tolerance is relative to); NaN
 /// when any element is, so that a gap of garbage fails every bound (candle's
 /// `max_all`, like `f32::max`, can pass over a NaN).
 pub fn max_abs(t: &Tensor) -> f32 {
-    let v = t
-        .flatten_all()
-        .unwrap()
-        .to_dtype(candle_core::DType::F32)
-        .unwrap();
-    v.to_vec1::<f32>().unwrap().iter().fold(0f32, |m, x| {
-        if m.is_nan() || x.is_nan() {
-            f32::NAN
-        } else {
-            m.max(x.abs())
-        }
-    })
+    let v = t.flatten_all().unwrap().to_dtype(candle_core::DType::F32);
+    let v = v.unwrap().to_vec1::<f32>().unwrap();
+    v.iter().map(|x| x.abs()).fold(0f32, nan_max)
 }
 
-/// max |a − b| over all elements.
+/// max |a − b| over all elements, NaN when any is.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    max_abs(&(a - b).unwrap())
+    frugal_model::fused_check::max_abs_gap(a, b).unwrap()
 }
 
 /// (max |a − b|, max |a|): a gap and the scale a relative tolerance uses.

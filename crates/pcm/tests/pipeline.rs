@@ -2,6 +2,7 @@
 //! images, plus bit-identical resume of the teacher. Runs in seconds.
 
 use candle_core::{Device, Tensor};
+use frugal_model::fused_check::{max_abs_gap, nan_max};
 use frugal_pcm::classifier::ClassifierConfig;
 use frugal_pcm::data::ImageSet;
 use frugal_pcm::distill::{self, DistillConfig, Target};
@@ -64,21 +65,8 @@ fn teacher_cfg(steps: u64) -> TeacherConfig {
 /// The largest |a − b| over tensors matched by name; NaN when any element
 /// is (candle's `max_all` and `f32::max` both pass over a NaN).
 fn max_gap(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) -> f32 {
-    let nan_max = |m: f32, x: f32| {
-        if m.is_nan() || x.is_nan() {
-            f32::NAN
-        } else {
-            m.max(x)
-        }
-    };
     a.iter()
-        .flat_map(|(k, t)| {
-            let gap = (t - &b[k]).unwrap().abs().unwrap().flatten_all().unwrap();
-            gap.to_dtype(candle_core::DType::F32)
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-        })
+        .map(|(k, t)| max_abs_gap(t, &b[k]).unwrap())
         .fold(0.0, nan_max)
 }
 

@@ -104,11 +104,7 @@ fn kernels(a: &KernelsArgs) -> Result<()> {
             c.tolerance
         );
     }
-    let failed: Vec<&str> = checks
-        .iter()
-        .filter(|c| !c.passed())
-        .map(|c| c.name.as_str())
-        .collect();
+    let failed: Vec<_> = checks.iter().filter(|c| !c.passed()).collect();
     if !failed.is_empty() {
         let errored = checks.iter().filter(|c| c.error.is_some()).count();
         if errored > 0 {
@@ -117,10 +113,7 @@ fn kernels(a: &KernelsArgs) -> Result<()> {
                  unusable, so errors after the first may only be its consequence"
             );
         }
-        let only_attention = failed
-            .iter()
-            .all(|n| n.starts_with("flash_attention") || n.starts_with("training step"));
-        if matches!(a.attention, AttentionArg::OneOp) && only_attention {
+        if attention == Attention::OneOp && failed.iter().all(|c| c.uses_one_op_attention()) {
             eprintln!(
                 "only the one-op attention and the steps that use it failed: \
                  `frugal bench kernels --attention matmul` checks the fallback \
@@ -132,7 +125,11 @@ fn kernels(a: &KernelsArgs) -> Result<()> {
             failed.len(),
             checks.len(),
             a.device,
-            failed.join(", ")
+            failed
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     println!(
