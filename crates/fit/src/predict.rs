@@ -76,7 +76,9 @@ pub fn evaluate(law: &ScalingLaw, test: &[Observation]) -> Result<HeldOutReport>
     let abs = points.iter().map(|p| p.rel_error.abs());
     Ok(HeldOutReport {
         mean_abs_rel_error: abs.clone().sum::<f64>() / points.len() as f64,
-        max_abs_rel_error: abs.fold(0.0, f64::max),
+        // A NaN (a law that cannot predict there) must show in the max as
+        // it does in the mean: `f64::max` would pass over it.
+        max_abs_rel_error: abs.fold(0.0, |m, e| if e.is_nan() || e > m { e } else { m }),
         points,
     })
 }
@@ -121,5 +123,23 @@ mod tests {
         assert_eq!((lo, hi), (0.0, 0.0));
         assert!(prediction_band(&[], 1.0, 1.0, 0.9).is_none());
         assert!(prediction_band(&laws, 1.0, 1.0, 1.0).is_none());
+    }
+
+    #[test]
+    fn held_out_errors_keep_a_nan() {
+        let obs = |loss| Observation {
+            n: 1e6,
+            d: 1e9,
+            loss,
+        };
+        let r = evaluate(&law(2.5), &[obs(2.0), obs(5.0)]).unwrap();
+        assert_eq!(r.max_abs_rel_error, 0.5);
+        assert!((r.mean_abs_rel_error - 0.375).abs() < 1e-12);
+        // One point without a relative error (0 / 0: loss 0, predicted 0):
+        // the max says so wherever that point falls, as the mean does.
+        for test in [[obs(0.0), obs(2.0)], [obs(2.0), obs(0.0)]] {
+            let r = evaluate(&law(0.0), &test).unwrap();
+            assert!(r.max_abs_rel_error.is_nan() && r.mean_abs_rel_error.is_nan());
+        }
     }
 }
