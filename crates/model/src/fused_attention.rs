@@ -15,9 +15,11 @@
 //! `[B, T, H, hd]` in which a projection writes its output, and in which the
 //! output projection reads its input: the training step calls it, so that
 //! nothing is copied into or out of the heads-first order around attention
-//! (forward or backward). The CUDA kernels read and write either order in
-//! place (a head's rows are `H·hd` apart); the CPU op permutes into the
-//! heads-first order and back, so both orders give the same numbers.
+//! (forward or backward). The kernels read and write either order in place
+//! (a head's rows are `H·hd` apart; on the CPU through strided GEMM views),
+//! and both orders give the same numbers, bit for bit. The CPU op permutes
+//! only when a batch has fewer sequences than there are threads (see
+//! `Dims::in_place`).
 //!
 //! Tensors are f32, or all bf16 under mixed precision: then the op widens
 //! its inputs, computes in f32 and rounds its outputs (y; dq, dk, dv) once.
@@ -89,21 +91,33 @@ impl Dims {
         })
     }
 
-    /// `x` (`n` rows per head, in this call's order) in the heads-first
-    /// order: a copy when the order is sequence-major.
-    fn heads_first<'a>(&self, x: &'a [f32], n: usize) -> std::borrow::Cow<'a, [f32]> {
-        match self.nh {
-            1 => x.into(),
-            nh => swap_middle(x, self.bh / nh, n, nh, self.hd).into(),
-        }
+    /// Elements between a head's consecutive rows.
+    fn row_stride(&self) -> usize {
+        self.nh * self.hd
     }
 
-    /// The inverse of [`Dims::heads_first`] for an owned result.
-    fn heads_back(&self, x: Vec<f32>, n: usize) -> Vec<f32> {
-        match self.nh {
-            1 => x,
-            nh => swap_middle(&x, self.bh / nh, nh, n, self.hd),
-        }
+    /// Whether the CPU op reads and writes this call's order in place. Its
+    /// tasks are groups of interleaved heads (one batch when sequence-major),
+    /// as a task cannot own every `nh`-th row of a slice; with fewer groups
+    /// than threads it permutes into the heads-first order instead, where
+    /// each head is a task, so that a batch of one still uses every thread.
+    fn in_place(&self) -> bool {
+        self.nh == 1 || self.bh / self.nh >= rayon::current_num_threads()
+    }
+
+    /// These dims in the heads-first order.
+    fn heads_first_dims(&self) -> Self {
+        Self { nh: 1, ..*self }
+    }
+
+    /// `x` (`n` rows per head, sequence-major) in the heads-first order.
+    fn heads_first(&self, x: &[f32], n: usize) -> Vec<f32> {
+        swap_middle(x, self.bh / self.nh, n, self.nh, self.hd)
+    }
+
+    /// The inverse of [`Dims::heads_first`].
+    fn heads_back(&self, x: &[f32], n: usize) -> Vec<f32> {
+        swap_middle(x, self.bh / self.nh, self.nh, n, self.hd)
     }
 
     /// Keys visible to query `i`.
@@ -179,11 +193,8 @@ impl QueryBlock {
 /// The probabilities of a block of queries over the keys they see, into
 /// `p [m, nk]` (row-major): `scale·q·kᵀ` as one GEMM, then each row's
 /// softmax over its visible keys; the keys a row may not see get 0.
-fn block_probs(d: &Dims, b: &QueryBlock, q: &[f32], k: &[f32], scale: f32, p: &mut [f32]) {
-    let hd = d.hd;
-    let qb = Mat::rows(&q[b.i0 * hd..], b.m, hd);
-    let kt = Mat::rows(k, b.nk, hd).t();
-    small_gemm::gemm(p, qb, kt, scale, false);
+fn block_probs(d: &Dims, b: &QueryBlock, q: HeadRows, k: HeadRows, scale: f32, p: &mut [f32]) {
+    small_gemm::gemm(p, q.mat(b.i0, b.m), k.mat(0, b.nk).t(), scale, false);
     for (r, row) in p[..b.m * b.nk].chunks_exact_mut(b.nk).enumerate() {
         let (seen, masked) = row.split_at_mut(d.visible(b.i0 + r));
         let max = seen.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
@@ -198,14 +209,56 @@ fn block_probs(d: &Dims, b: &QueryBlock, q: &[f32], k: &[f32], scale: f32, p: &m
     }
 }
 
-/// One head's `(q, k, v)` slices.
-fn head<'a>(d: &Dims, h: usize, q: &'a [f32], k: &'a [f32], v: &'a [f32]) -> [&'a [f32]; 3] {
-    let (qn, kn) = (d.t * d.hd, d.s * d.hd);
-    [
-        &q[h * qn..(h + 1) * qn],
-        &k[h * kn..(h + 1) * kn],
-        &v[h * kn..(h + 1) * kn],
-    ]
+/// One head's rows inside a call's buffer: row `r` at `data[r·stride..]`
+/// (`stride = nh·hd`, so heads of one group interleave).
+#[derive(Clone, Copy)]
+struct HeadRows<'a> {
+    data: &'a [f32],
+    stride: usize,
+    hd: usize,
+}
+
+impl<'a> HeadRows<'a> {
+    /// Head `h` of group `g` of `x`, which holds `n` rows per head.
+    fn of(d: &Dims, x: &'a [f32], n: usize, g: usize, h: usize) -> Self {
+        let stride = d.row_stride();
+        Self {
+            data: &x[g * n * stride + h * d.hd..],
+            stride,
+            hd: d.hd,
+        }
+    }
+
+    /// Rows `r0..r0+m` as a matrix.
+    fn mat(self, r0: usize, m: usize) -> Mat<'a> {
+        Mat::strided(&self.data[r0 * self.stride..], m, self.hd, self.stride)
+    }
+
+    fn row(self, r: usize) -> &'a [f32] {
+        &self.data[r * self.stride..][..self.hd]
+    }
+}
+
+/// The forward for dims `d` on q, k, v in `d`'s order: `y` in that order.
+/// One task per group of `nh` interleaved heads, which writes its heads'
+/// rows of `y` in place.
+fn forward(d: &Dims, q: &[f32], k: &[f32], v: &[f32], scale: f32) -> Vec<f32> {
+    let (hd, ld) = (d.hd, d.row_stride());
+    let mut out = vec![0f32; q.len()];
+    out.par_chunks_mut(d.t * ld).enumerate().for_each(|(g, y)| {
+        let mut p = QueryBlock::scores(d);
+        for h in 0..d.nh {
+            let q = HeadRows::of(d, q, d.t, g, h);
+            let (k, v) = (HeadRows::of(d, k, d.s, g, h), HeadRows::of(d, v, d.s, g, h));
+            for b in QueryBlock::all(d) {
+                block_probs(d, &b, q, k, scale, &mut p);
+                let pb = Mat::rows(&p, b.m, b.nk);
+                let y = &mut y[b.i0 * ld + h * hd..];
+                small_gemm::gemm_strided(y, ld, pb, v.mat(0, b.nk), 1.0, false);
+            }
+        }
+    });
+    out
 }
 
 struct FlashAttention {
@@ -247,25 +300,18 @@ impl CustomOp3 for FlashAttention {
             act(sk, lk, "flash attention k")?,
             act(sv, lv, "flash attention v")?,
         );
-        let (q, k, v) = (
-            d.heads_first(&q, d.t),
-            d.heads_first(&k, d.s),
-            d.heads_first(&v, d.s),
-        );
-        let (q, k, v) = (&q[..], &k[..], &v[..]);
-        let hd = d.hd;
-        let mut out = vec![0f32; q.len()];
-        out.par_chunks_mut(d.t * hd).enumerate().for_each(|(h, y)| {
-            let [q, k, v] = head(&d, h, q, k, v);
-            let mut p = QueryBlock::scores(&d);
-            for b in QueryBlock::all(&d) {
-                block_probs(&d, &b, q, k, self.scale, &mut p);
-                let pb = Mat::rows(&p, b.m, b.nk);
-                let y = &mut y[b.i0 * hd..];
-                small_gemm::gemm(y, pb, Mat::rows(v, b.nk, hd), 1.0, false);
-            }
-        });
-        Ok((store(d.heads_back(out, d.t), dtype)?, lq.shape().clone()))
+        let y = if d.in_place() {
+            forward(&d, &q, &k, &v, self.scale)
+        } else {
+            let (q, k, v) = (
+                d.heads_first(&q, d.t),
+                d.heads_first(&k, d.s),
+                d.heads_first(&v, d.s),
+            );
+            let y = forward(&d.heads_first_dims(), &q, &k, &v, self.scale);
+            d.heads_back(&y, d.t)
+        };
+        Ok((store(y, dtype)?, lq.shape().clone()))
     }
     fn bwd(
         &self,
@@ -365,65 +411,69 @@ impl CustomOp3 for FlashAttentionBwd {
             if y.len() != q.len() || dy.len() != q.len() {
                 candle_core::bail!("flash attention bwd: y and dy must have q's shape");
             }
+            let shape = Shape::from((d.bh * (d.t + 2 * d.s), d.hd));
+            if d.in_place() {
+                let grads = self.cpu(&d, [&q, &k, &v, &y, &dy]);
+                return Ok((store(grads, dtype)?, shape));
+            }
             let [q, y, dy] = [&q, &y, &dy].map(|x| d.heads_first(x, d.t));
             let [k, v] = [&k, &v].map(|x| d.heads_first(x, d.s));
-            let (grads, shape) = self.cpu(&d, [&q, &k, &v, &y, &dy]);
+            let grads = self.cpu(&d.heads_first_dims(), [&q, &k, &v, &y, &dy]);
+            // Each part back into its input's order.
+            let (nq, nk) = (d.bh * d.t * d.hd, d.bh * d.s * d.hd);
+            let parts = [(0, nq, d.t), (nq, nk, d.s), (nq + nk, nk, d.s)];
+            let grads: Vec<f32> = parts
+                .into_iter()
+                .flat_map(|(at, len, n)| d.heads_back(&grads[at..at + len], n))
+                .collect();
             Ok((store(grads, dtype)?, shape))
         })
     }
 }
 
 impl FlashAttentionBwd {
-    fn cpu(&self, d: &Dims, [q, k, v, y, dy]: [&[f32]; 5]) -> (Vec<f32>, Shape) {
-        let (hd, rows) = (d.hd, d.bh * (d.t + 2 * d.s));
-        let (qn, kn) = (d.t * hd, d.s * hd);
-        let mut out = vec![0f32; rows * hd];
-        let (dq_all, dkv_all) = out.split_at_mut(d.bh * qn);
-        let (dk_all, dv_all) = dkv_all.split_at_mut(d.bh * kn);
+    /// dq, dk and dv for dims `d`, on inputs in `d`'s order and each
+    /// written in it: one task per group of `nh` interleaved heads.
+    fn cpu(&self, d: &Dims, [q, k, v, y, dy]: [&[f32]; 5]) -> Vec<f32> {
+        let (hd, ld) = (d.hd, d.row_stride());
+        let (qn, kn) = (d.t * ld, d.s * ld);
+        let mut out = vec![0f32; d.bh * (d.t + 2 * d.s) * hd];
+        let (dq_all, dkv_all) = out.split_at_mut(d.bh * d.t * hd);
+        let (dk_all, dv_all) = dkv_all.split_at_mut(d.bh * d.s * hd);
         dq_all
             .par_chunks_mut(qn)
             .zip(dk_all.par_chunks_mut(kn))
             .zip(dv_all.par_chunks_mut(kn))
             .enumerate()
-            .for_each(|(h, ((dq, dk), dv))| {
-                let [q, k, v] = head(d, h, q, k, v);
-                let (y, dy) = (&y[h * qn..(h + 1) * qn], &dy[h * qn..(h + 1) * qn]);
+            .for_each(|(g, ((dq, dk), dv))| {
                 let (mut p, mut ds) = (QueryBlock::scores(d), QueryBlock::scores(d));
-                for b in QueryBlock::all(d) {
-                    let span = b.i0 * hd..(b.i0 + b.m) * hd;
-                    let (qb, dyb) = (&q[span.clone()], &dy[span.clone()]);
-                    block_probs(d, &b, q, k, self.scale, &mut p);
-                    // dP = dy·vᵀ, then dS = scale·P·(dP − D) with
-                    // D_i = dy_i·y_i standing in for Σ_j P_ij·dP_ij.
-                    let vt = Mat::rows(v, b.nk, hd).t();
-                    small_gemm::gemm(&mut ds, Mat::rows(dyb, b.m, hd), vt, 1.0, false);
-                    let (p_rows, ds_rows) = (p.chunks_exact(b.nk), ds.chunks_exact_mut(b.nk));
-                    for (r, (pr, dsr)) in p_rows.zip(ds_rows).take(b.m).enumerate() {
-                        let i = (b.i0 + r) * hd;
-                        let di = dot(&dy[i..i + hd], &y[i..i + hd]);
-                        for (x, &pj) in dsr.iter_mut().zip(pr) {
-                            *x = self.scale * pj * (*x - di);
+                for h in 0..d.nh {
+                    let [q, y, dy] = [q, y, dy].map(|x| HeadRows::of(d, x, d.t, g, h));
+                    let [k, v] = [k, v].map(|x| HeadRows::of(d, x, d.s, g, h));
+                    for b in QueryBlock::all(d) {
+                        block_probs(d, &b, q, k, self.scale, &mut p);
+                        // dP = dy·vᵀ, then dS = scale·P·(dP − D) with
+                        // D_i = dy_i·y_i standing in for Σ_j P_ij·dP_ij.
+                        let dyb = dy.mat(b.i0, b.m);
+                        small_gemm::gemm(&mut ds, dyb, v.mat(0, b.nk).t(), 1.0, false);
+                        let (p_rows, ds_rows) = (p.chunks_exact(b.nk), ds.chunks_exact_mut(b.nk));
+                        for (r, (pr, dsr)) in p_rows.zip(ds_rows).take(b.m).enumerate() {
+                            let di = dot(dy.row(b.i0 + r), y.row(b.i0 + r));
+                            for (x, &pj) in dsr.iter_mut().zip(pr) {
+                                *x = self.scale * pj * (*x - di);
+                            }
                         }
+                        let (pb, dsb) = (Mat::rows(&p, b.m, b.nk), Mat::rows(&ds, b.m, b.nk));
+                        // dv += Pᵀ·dy, dk += dSᵀ·q, dq = dS·k.
+                        let qb = q.mat(b.i0, b.m);
+                        small_gemm::gemm_strided(&mut dv[h * hd..], ld, pb.t(), dyb, 1.0, true);
+                        small_gemm::gemm_strided(&mut dk[h * hd..], ld, dsb.t(), qb, 1.0, true);
+                        let dq = &mut dq[b.i0 * ld + h * hd..];
+                        small_gemm::gemm_strided(dq, ld, dsb, k.mat(0, b.nk), 1.0, false);
                     }
-                    let (pb, dsb) = (Mat::rows(&p, b.m, b.nk), Mat::rows(&ds, b.m, b.nk));
-                    // dv += Pᵀ·dy, dk += dSᵀ·q, dq = dS·k.
-                    small_gemm::gemm(dv, pb.t(), Mat::rows(dyb, b.m, hd), 1.0, true);
-                    small_gemm::gemm(dk, dsb.t(), Mat::rows(qb, b.m, hd), 1.0, true);
-                    let kb = Mat::rows(k, b.nk, hd);
-                    small_gemm::gemm(&mut dq[span], dsb, kb, 1.0, false);
                 }
             });
-        if d.nh > 1 {
-            // Each part back into its input's order.
-            let (nq, nk) = (d.bh * qn, d.bh * kn);
-            let parts = [(0, nq, d.t), (nq, nk, d.s), (nq + nk, nk, d.s)];
-            let b = d.bh / d.nh;
-            out = parts
-                .into_iter()
-                .flat_map(|(at, len, n)| swap_middle(&out[at..at + len], b, d.nh, n, hd))
-                .collect();
-        }
-        (out, Shape::from((rows, hd)))
+        out
     }
 }
 
@@ -623,27 +673,42 @@ mod tests {
     }
 
     /// The sequence-major op is the heads-first op on permuted tensors,
-    /// bit for bit (the CPU op permutes, then runs the same code), with a
-    /// cached prefix (S > T) and several batches of several heads.
+    /// bit for bit, with a cached prefix (S > T) and several batches of
+    /// several heads: read and written in place (one thread, so two batches
+    /// are enough tasks) and permuted (more threads than batches).
     #[test]
     fn sequence_major_order_is_the_same_op() {
         let (b, h, t, s, hd) = (2, 3, 70, 75, 8);
         let seq = |x: &Tensor| x.transpose(1, 2).unwrap().contiguous().unwrap();
-        for dtype in [DType::F32, DType::BF16] {
+        for (dtype, threads) in [(DType::F32, 1), (DType::BF16, 1), (DType::F32, 3)] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let dims = Dims::of(
+                randn(&[b, t, h, hd], 0).layout(),
+                randn(&[b, s, h, hd], 0).layout(),
+                randn(&[b, s, h, hd], 0).layout(),
+                true,
+            )
+            .unwrap();
+            assert_eq!(pool.install(|| dims.in_place()), threads <= b);
             let input = |n, seed| randn(&[b, h, n, hd], seed).to_dtype(dtype).unwrap();
             let (q, k, v) = (input(t, 21), input(s, 22), input(s, 23));
             let heads = run(&q, &k, &v, |q, k, v| {
                 causal_attention(q, k, v, 0.3).unwrap()
             });
-            let rows = run(&seq(&q), &seq(&k), &seq(&v), |q, k, v| {
-                // The upstream gradient `run` draws is for the heads-first
-                // shape: attend in the sequence order, return heads-first.
-                seq(&causal_attention_seq(q, k, v, 0.3).unwrap())
+            let rows = pool.install(|| {
+                run(&seq(&q), &seq(&k), &seq(&v), |q, k, v| {
+                    // The upstream gradient `run` draws is for the heads-first
+                    // shape: attend in the sequence order, return heads-first.
+                    seq(&causal_attention_seq(q, k, v, 0.3).unwrap())
+                })
             });
             for (what, (a, r)) in ["y", "dq", "dk", "dv"].iter().zip(heads.iter().zip(&rows)) {
                 let r = if *what == "y" { r.clone() } else { seq(r) };
                 let gap = crate::fused_check::max_abs_gap(a, &r).unwrap();
-                assert_eq!(gap, 0.0, "{what} {dtype:?}");
+                assert_eq!(gap, 0.0, "{what} {dtype:?} {threads} threads");
             }
         }
         let q = randn(&[1, 5, 2, 4], 1);

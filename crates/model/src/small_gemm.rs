@@ -26,6 +26,15 @@ impl<'a> Mat<'a> {
         }
     }
 
+    /// `rows × cols` elements of `data`, row `r` starting at `r·row_stride`
+    /// (rows of several heads interleaved in one buffer).
+    pub(crate) fn strided(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
+        Self {
+            row_stride,
+            ..Self::rows(data, rows, cols)
+        }
+    }
+
     /// The transpose (a view, nothing moves).
     pub(crate) fn t(self) -> Self {
         Self {
@@ -54,9 +63,24 @@ impl<'a> Mat<'a> {
 /// derive every shape from one checked set of dimensions, so a mismatch is
 /// a bug in the kernel, not bad input.
 pub(crate) fn gemm(c: &mut [f32], a: Mat, b: Mat, beta: f32, accumulate: bool) {
+    gemm_strided(c, b.cols, a, b, beta, accumulate)
+}
+
+/// [`gemm`] into a `c` whose row `r` starts at `r·ldc` (`ldc ≥ b.cols`).
+///
+/// # Panics
+/// As [`gemm`], and if `ldc < b.cols`.
+pub(crate) fn gemm_strided(c: &mut [f32], ldc: usize, a: Mat, b: Mat, beta: f32, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "small_gemm: inner dimensions {k} and {}", b.rows);
-    assert!(c.len() >= m * n, "small_gemm: output too short");
+    assert!(
+        ldc >= n,
+        "small_gemm: output row stride {ldc} under {n} columns"
+    );
+    assert!(
+        m == 0 || n == 0 || c.len() >= (m - 1) * ldc + n,
+        "small_gemm: output too short"
+    );
     assert!(
         a.in_bounds() && b.in_bounds(),
         "small_gemm: view out of bounds"
@@ -66,13 +90,15 @@ pub(crate) fn gemm(c: &mut [f32], a: Mat, b: Mat, beta: f32, accumulate: bool) {
     }
     if k == 0 {
         if !accumulate {
-            c[..m * n].fill(0.0);
+            for row in c.chunks_mut(ldc).take(m) {
+                row[..n].fill(0.0);
+            }
         }
         return;
     }
     // SAFETY: the asserts above keep every address the kernel reads inside
-    // `a.data` and `b.data` and every one it writes inside `c[..m·n]`; the
-    // output does not alias the inputs (`&mut` against `&`).
+    // `a.data` and `b.data` and every one it writes inside `c[..(m−1)·ldc +
+    // n]`; the output does not alias the inputs (`&mut` against `&`).
     unsafe {
         gemm::gemm(
             m,
@@ -80,7 +106,7 @@ pub(crate) fn gemm(c: &mut [f32], a: Mat, b: Mat, beta: f32, accumulate: bool) {
             k,
             c.as_mut_ptr(),
             1,
-            n as isize,
+            ldc as isize,
             accumulate,
             a.data.as_ptr(),
             a.col_stride as isize,
@@ -146,6 +172,52 @@ mod tests {
                 assert!((got - 2.0 * w).abs() < 1e-5, "{got} vs {}", 2.0 * w);
             }
         }
+    }
+
+    /// Operands and output interleaved with another matrix's rows (as heads
+    /// share rows in `[B, T, H, hd]`): the product is the contiguous one, and
+    /// the other matrix's elements in the output buffer stay as they were.
+    #[test]
+    fn strided_views_read_and_write_only_their_rows() {
+        let (m, k, n) = (5, 4, 3);
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 - 3.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.5).collect();
+        // Row r of a at 2r·k + k (the second of two interleaved matrices).
+        let mut a2 = vec![f32::NAN; 2 * m * k];
+        for (r, row) in a.chunks_exact(k).enumerate() {
+            a2[(2 * r + 1) * k..][..k].copy_from_slice(row);
+        }
+        let want = naive(Mat::rows(&a, m, k), Mat::rows(&b, k, n));
+        for (beta, accumulate, k_used) in [(1.0, false, k), (1.0, true, k), (1.0, false, 0)] {
+            let mut c = vec![-7f32; 2 * m * n];
+            let av = Mat::strided(&a2[k..], m, k_used, 2 * k);
+            let bv = Mat::rows(&b, k_used, n);
+            gemm_strided(&mut c[n..], 2 * n, av, bv, beta, accumulate);
+            for (r, pair) in c.chunks_exact(2 * n).enumerate() {
+                assert_eq!(
+                    pair[..n],
+                    [-7.0; 3],
+                    "row {r}: the other matrix's row changed"
+                );
+                for (j, &got) in pair[n..].iter().enumerate() {
+                    let w = match (k_used, accumulate) {
+                        (0, _) => 0.0,
+                        (_, false) => want[r * n + j],
+                        (_, true) => want[r * n + j] - 7.0,
+                    };
+                    assert!((got - w).abs() < 1e-5, "({r}, {j}): {got} vs {w}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "output too short")]
+    fn a_strided_output_past_its_slice_is_refused() {
+        let x = vec![0f32; 9];
+        let mut c = vec![0f32; 8];
+        let v = Mat::rows(&x, 3, 3);
+        gemm_strided(&mut c, 3, v, v, 1.0, false);
     }
 
     #[test]
