@@ -685,13 +685,11 @@ mod tests {
                 .num_threads(threads)
                 .build()
                 .unwrap();
-            let dims = Dims::of(
-                randn(&[b, t, h, hd], 0).layout(),
-                randn(&[b, s, h, hd], 0).layout(),
-                randn(&[b, s, h, hd], 0).layout(),
-                true,
-            )
-            .unwrap();
+            let (lq, lkv) = (
+                Layout::contiguous((b, t, h, hd)),
+                Layout::contiguous((b, s, h, hd)),
+            );
+            let dims = Dims::of(&lq, &lkv, &lkv, true).unwrap();
             assert_eq!(pool.install(|| dims.in_place()), threads <= b);
             let input = |n, seed| randn(&[b, h, n, hd], seed).to_dtype(dtype).unwrap();
             let (q, k, v) = (input(t, 21), input(s, 22), input(s, 23));
