@@ -32,6 +32,7 @@ fn main() {
         width: w,
         lora: Some(PathBuf::from(lora)),
         lora_scale: 1.0,
+        dtype: candle_core::DType::F32,
     };
     let cpu = Device::Cpu;
     let res = sd15::generate(&dir, &req, &cpu).unwrap();

@@ -1,7 +1,7 @@
 //! Times one SD 1.5 UNet call (real architecture, random weights) at a
 //! given image size, to say what `frugal pcm sd15` costs per step on a CPU.
 //!
-//!   cargo run --release -p frugal-pcm --features sd15 --example sd15_unet_time [-- SIZE]
+//!   cargo run --release -p frugal-pcm --features sd15 --example sd15_unet_time [-- SIZE [f32|f16]]
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -12,12 +12,17 @@ fn main() {
     let size: usize = std::env::args()
         .nth(1)
         .map_or(512, |s| s.parse().expect("SIZE"));
+    let dtype = match std::env::args().nth(2).as_deref() {
+        None | Some("f32") => DType::F32,
+        Some("f16") => DType::F16,
+        Some(other) => panic!("dtype {other}: f32 or f16"),
+    };
     let cfg = SdConfig::sd15();
     let dev = Device::Cpu;
     let vm = VarMap::new();
     let t = Instant::now();
     let unet = cfg
-        .build_unet(VarBuilder::from_varmap(&vm, DType::F32, &dev))
+        .build_unet(VarBuilder::from_varmap(&vm, dtype, &dev))
         .unwrap();
     let n: usize = vm.all_vars().iter().map(|v| v.elem_count()).sum();
     println!(
@@ -26,12 +31,17 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
     let l = size / cfg.vae_factor();
-    let x = Tensor::randn(0f32, 1.0, (1, 4, l, l), &dev).unwrap();
-    let text = Tensor::randn(0f32, 1.0, (1, 77, 768), &dev).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (1, 4, l, l), &dev)
+        .and_then(|x| x.to_dtype(dtype))
+        .unwrap();
+    let text = Tensor::randn(0f32, 1.0, (1, 77, 768), &dev)
+        .and_then(|x| x.to_dtype(dtype))
+        .unwrap();
     let t = Instant::now();
     let y = unet.forward(&x, 999.0, &text).unwrap();
     println!(
-        "one UNet call at {size}×{size} ({l}×{l} latents): {:.1} s, output {:?}",
+        "one {} UNet call at {size}×{size} ({l}×{l} latents): {:.1} s, output {:?}",
+        dtype.as_str(),
         t.elapsed().as_secs_f64(),
         y.dims()
     );

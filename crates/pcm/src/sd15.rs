@@ -56,6 +56,11 @@ pub struct Request {
     pub width: usize,
     pub lora: Option<PathBuf>,
     pub lora_scale: f64,
+    /// Weights and activations of the text encoder and the UNet: f32 or
+    /// f16 (bf16 is refused, see [`generate`]). The latents, the guidance
+    /// and the sampler's update stay f32, and the VAE decodes in f32
+    /// (diffusers' `force_upcast`: SD's VAE overflows in f16).
+    pub dtype: DType,
 }
 
 /// An RGB image and what produced it.
@@ -409,6 +414,21 @@ pub fn generate(dir: &Path, req: &Request, device: &Device) -> Result<Output> {
     if !req.lora_scale.is_finite() || !req.guidance.is_finite() {
         return Err(PcmError::arg("--lora-scale and --guidance must be finite"));
     }
+    match req.dtype {
+        DType::F32 | DType::F16 => {}
+        DType::BF16 => {
+            return Err(PcmError::arg(
+                "bf16 is not offered for Stable Diffusion: candle's UNet forms its timestep \
+                 embedding in the activation dtype, and in bf16 that embedding is 27-46 % off \
+                 (t = 999 rounds to 1000); use --dtype f16 (see docs/pcm.md)",
+            ))
+        }
+        other => {
+            return Err(PcmError::arg(format!(
+                "dtype {other:?}: Stable Diffusion runs in f32 or f16"
+            )))
+        }
+    }
     let plan = sd_schedule::plan(&cfg.schedule, req.sampler, req.steps)?;
 
     // Text embeddings (unconditional first when guiding).
@@ -438,7 +458,7 @@ pub fn generate(dir: &Path, req: &Request, device: &Device) -> Result<Output> {
         ids.extend(t);
     }
     let ids = Tensor::from_vec(ids, (prompts.len(), len), device)?;
-    let clip_vb = weights(&files.text_encoder, device)?;
+    let clip_vb = weights(&files.text_encoder, device, req.dtype)?;
     let text = cfg
         .build_clip(clip_vb)?
         .forward_with_mask(&ids, usize::MAX)?;
@@ -452,11 +472,8 @@ pub fn generate(dir: &Path, req: &Request, device: &Device) -> Result<Output> {
         }
         None => None,
     };
-    let unet_w = unet_w
-        .into_iter()
-        .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?.to_device(device)?)))
-        .collect::<Result<_>>()?;
-    let unet = cfg.build_unet(VarBuilder::from_tensors(unet_w, DType::F32, device))?;
+    // Merged in f32 (lora::merge), rounded to the run's dtype once here.
+    let unet = cfg.build_unet(on_device(unet_w, device, req.dtype)?)?;
 
     let (lh, lw) = (req.height / factor, req.width / factor);
     let shape = [1, cfg.unet_in_channels, lh, lw];
@@ -467,7 +484,11 @@ pub fn generate(dir: &Path, req: &Request, device: &Device) -> Result<Output> {
         } else {
             x.clone()
         };
-        let eps = unet.forward(&input, st.t as f64, &text)?;
+        // In f16 candle's UNet also forms its timestep embedding in f16
+        // (diffusers forms it in f32): 1.5-7 % off, docs/pcm.md.
+        let eps = unet
+            .forward(&input.to_dtype(req.dtype)?, st.t as f64, &text)?
+            .to_dtype(DType::F32)?;
         let eps = if guide {
             let (u, c) = (eps.narrow(0, 0, 1)?, eps.narrow(0, 1, 1)?);
             (&u + ((&c - &u)? * req.guidance)?)?
@@ -487,7 +508,7 @@ pub fn generate(dir: &Path, req: &Request, device: &Device) -> Result<Output> {
     }
     drop(unet);
     let latents = x.flatten_all()?.to_vec1::<f32>()?;
-    let vae = cfg.build_vae(weights(&files.vae, device)?)?;
+    let vae = cfg.build_vae(weights(&files.vae, device, DType::F32)?)?;
     let img = vae.decode(&(x / cfg.vae_scaling_factor)?)?;
     let img = ((img / 2.0)? + 0.5)?.clamp(0f32, 1f32)?;
     let img = (img * 255.0)?
@@ -511,13 +532,23 @@ pub fn generate(dir: &Path, req: &Request, device: &Device) -> Result<Output> {
     })
 }
 
-/// A safetensors file as f32 weights on `device` (fp16 files are widened).
-fn weights(path: &Path, device: &Device) -> Result<VarBuilder<'static>> {
-    let t = lora::load_safetensors(path)?
+/// A safetensors file as `dtype` weights on `device`.
+fn weights(path: &Path, device: &Device, dtype: DType) -> Result<VarBuilder<'static>> {
+    on_device(lora::load_safetensors(path)?, device, dtype)
+}
+
+/// Weights in whatever dtype their file has (fp16 files too) as `dtype`
+/// weights on `device`.
+fn on_device(
+    w: std::collections::HashMap<String, Tensor>,
+    device: &Device,
+    dtype: DType,
+) -> Result<VarBuilder<'static>> {
+    let t = w
         .into_iter()
-        .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?.to_device(device)?)))
+        .map(|(k, v)| Ok((k, v.to_dtype(dtype)?.to_device(device)?)))
         .collect::<Result<_>>()?;
-    Ok(VarBuilder::from_tensors(t, DType::F32, device))
+    Ok(VarBuilder::from_tensors(t, dtype, device))
 }
 
 /// Writes an [`Output`] as an RGB PNG, atomically.

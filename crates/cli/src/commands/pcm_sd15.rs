@@ -15,6 +15,14 @@ pub enum SchedulerArg {
     Tcd,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum SdDtype {
+    F32,
+    /// What SD 1.5 is usually run in on a GPU; also works on the CPU.
+    /// (No bf16: candle's UNet would form its timestep embedding in it.)
+    F16,
+}
+
 #[derive(Args)]
 pub struct Sd15Args {
     /// Diffusers-layout SD 1.5 directory (unet/, vae/, text_encoder/, tokenizer/tokenizer.json).
@@ -47,6 +55,9 @@ pub struct Sd15Args {
     pub out: PathBuf,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Text encoder and UNet dtype; the latents, the sampler and the VAE stay f32.
+    #[arg(long, value_enum, default_value_t = SdDtype::F32)]
+    pub dtype: SdDtype,
 }
 
 #[cfg(feature = "sd15")]
@@ -70,6 +81,10 @@ pub fn run(a: &Sd15Args) -> Result<()> {
         width: a.width,
         lora: a.lora.clone(),
         lora_scale: a.lora_scale,
+        dtype: match a.dtype {
+            SdDtype::F32 => candle_core::DType::F32,
+            SdDtype::F16 => candle_core::DType::F16,
+        },
     };
     let t0 = std::time::Instant::now();
     let out = sd15::generate(&a.model, &req, &device)?;
@@ -81,9 +96,10 @@ pub fn run(a: &Sd15Args) -> Result<()> {
         );
     }
     println!(
-        "{}×{} image, timesteps {:?}, {:.1} s → {}",
+        "{}×{} image, {}, timesteps {:?}, {:.1} s → {}",
         out.width,
         out.height,
+        req.dtype.as_str(),
         out.timesteps,
         t0.elapsed().as_secs_f64(),
         a.out.display()
