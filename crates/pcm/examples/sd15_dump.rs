@@ -2,7 +2,7 @@
 //! a safetensors file, for comparing with diffusers
 //! (crates/pcm/scripts/sd15_diffusers_check.py).
 //!
-//!   cargo run -p frugal-pcm --features sd15 --example sd15_dump -- SD_DIR LORA OUT.safetensors tcd|ddim STEPS
+//!   cargo run -p frugal-pcm --features sd15 --example sd15_dump -- SD_DIR LORA OUT.safetensors tcd|ddim STEPS [f32|f16]
 
 use candle_core::{Device, Tensor};
 use frugal_pcm::sd15::{self, Request, SdConfig};
@@ -12,8 +12,17 @@ use std::path::PathBuf;
 
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
-    let [dir, lora, out, sampler, steps] = a.as_slice() else {
-        panic!("usage: sd15_dump SD_DIR LORA OUT.safetensors tcd|ddim STEPS");
+    let (a, dtype) = match a.as_slice() {
+        [rest @ .., d] if a.len() == 6 => (rest, d.as_str()),
+        rest => (rest, "f32"),
+    };
+    let [dir, lora, out, sampler, steps] = a else {
+        panic!("usage: sd15_dump SD_DIR LORA OUT.safetensors tcd|ddim STEPS [f32|f16]");
+    };
+    let dtype = match dtype {
+        "f32" => candle_core::DType::F32,
+        "f16" => candle_core::DType::F16,
+        d => panic!("unknown dtype {d}"),
     };
     let dir = PathBuf::from(dir);
     let sampler = match sampler.as_str() {
@@ -32,7 +41,7 @@ fn main() {
         width: w,
         lora: Some(PathBuf::from(lora)),
         lora_scale: 1.0,
-        dtype: candle_core::DType::F32,
+        dtype,
     };
     let cpu = Device::Cpu;
     let res = sd15::generate(&dir, &req, &cpu).unwrap();
