@@ -4,7 +4,7 @@
 //!
 //!   cargo run -p frugal-pcm --features sd15 --example sd15_dump -- SD_DIR LORA OUT.safetensors tcd|ddim STEPS [f32|f16]
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use frugal_pcm::sd15::{self, Request, SdConfig};
 use frugal_pcm::sd_schedule::SdSampler;
 use std::collections::HashMap;
@@ -12,17 +12,14 @@ use std::path::PathBuf;
 
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
-    let (a, dtype) = match a.as_slice() {
-        [rest @ .., d] if a.len() == 6 => (rest, d.as_str()),
-        rest => (rest, "f32"),
+    let usage = "usage: sd15_dump SD_DIR LORA OUT.safetensors tcd|ddim STEPS [f32|f16]";
+    let [dir, lora, out, sampler, steps, rest @ ..] = a.as_slice() else {
+        panic!("{usage}");
     };
-    let [dir, lora, out, sampler, steps] = a else {
-        panic!("usage: sd15_dump SD_DIR LORA OUT.safetensors tcd|ddim STEPS [f32|f16]");
-    };
-    let dtype = match dtype {
-        "f32" => candle_core::DType::F32,
-        "f16" => candle_core::DType::F16,
-        d => panic!("unknown dtype {d}"),
+    let dtype: DType = match rest {
+        [] => DType::F32,
+        [d] => d.parse().expect("dtype"),
+        _ => panic!("{usage}"),
     };
     let dir = PathBuf::from(dir);
     let sampler = match sampler.as_str() {

@@ -12,11 +12,9 @@ fn main() {
     let size: usize = std::env::args()
         .nth(1)
         .map_or(512, |s| s.parse().expect("SIZE"));
-    let dtype = match std::env::args().nth(2).as_deref() {
-        None | Some("f32") => DType::F32,
-        Some("f16") => DType::F16,
-        Some(other) => panic!("dtype {other}: f32 or f16"),
-    };
+    let dtype: DType = std::env::args()
+        .nth(2)
+        .map_or(DType::F32, |s| s.parse().expect("DTYPE"));
     let cfg = SdConfig::sd15();
     let dev = Device::Cpu;
     let vm = VarMap::new();

@@ -252,11 +252,21 @@ fn tiny_sd15_with_pcm_lora_end_to_end() {
     }
 }
 
-/// Relative L2 distance of `a` from `b`.
-fn rel_l2(a: &[f32], b: &[f32]) -> f32 {
-    let num: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
-    let den: f32 = b.iter().map(|y| y * y).sum();
-    (num / den).sqrt()
+/// Relative L2 distance of `a` from `b`, in f64.
+fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
+    let (a, b) = (
+        a.to_dtype(DType::F64).unwrap(),
+        b.to_dtype(DType::F64).unwrap(),
+    );
+    let sq = |t: Tensor| {
+        t.sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    (sq((&a - &b).unwrap()) / sq(b)).sqrt()
 }
 
 #[test]
@@ -271,7 +281,8 @@ fn f16_tracks_f32() {
     assert!(f16_run.latents.iter().all(|v| v.is_finite()));
     // Not equal (the UNet did run in f16), and close: 2.7e-3 to 4.2e-3 over
     // five random fixtures.
-    let err = rel_l2(&f16_run.latents, &f32_run.latents);
+    let latents = |l: &[f32]| Tensor::new(l, &cpu).unwrap();
+    let err = rel_l2(&latents(&f16_run.latents), &latents(&f32_run.latents));
     println!("f16: relative L2 distance of the latents from f32 {err:.3e}");
     assert!(err > 0.0 && err < 2e-2, "{err}");
     let pixels = f16_run
@@ -300,21 +311,11 @@ fn timestep_embedding_in_half_precision() {
     use candle_core::Module;
     use candle_transformers::models::stable_diffusion::embeddings::Timesteps;
     let proj = Timesteps::new(320, true, 0.0);
-    let err = |dtype: DType, t: f64| -> f64 {
-        let e = |dtype| {
-            let x = (Tensor::ones(1, dtype, &Device::Cpu).unwrap() * t).unwrap();
-            let y = proj.forward(&x).unwrap();
-            y.to_dtype(DType::F64)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f64>()
-                .unwrap()
-        };
-        let (y, exact) = (e(dtype), e(DType::F64));
-        let num: f64 = y.iter().zip(&exact).map(|(a, b)| (a - b) * (a - b)).sum();
-        (num / exact.iter().map(|b| b * b).sum::<f64>()).sqrt()
+    let embedding = |dtype, t: f64| {
+        let x = (Tensor::ones(1, dtype, &Device::Cpu).unwrap() * t).unwrap();
+        proj.forward(&x).unwrap()
     };
+    let err = |dtype, t| rel_l2(&embedding(dtype, t), &embedding(DType::F64, t));
     for t in [999.0, 259.0] {
         let (f16, bf16) = (err(DType::F16, t), err(DType::BF16, t));
         println!("t = {t}: f16 {f16:.3}, bf16 {bf16:.3}");
