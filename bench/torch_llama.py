@@ -47,27 +47,8 @@ import statistics
 import sys
 import time
 
-
-def _ensure_cuda_stub_path():
-    """Re-exec with the venv's CUDA stub libraries on LD_LIBRARY_PATH.
-
-    The torch wheel used on the CPU machine is a CUDA build whose big CUDA
-    libraries are replaced by stubs (scripts/setup-python-ref.sh); they must
-    be on LD_LIBRARY_PATH before the process starts.  Doing it here means the
-    scripts also work without sourcing VENV/bin/frugal-env first.
-    """
-    stubs = os.path.join(sys.prefix, "cuda-stubs")
-    if not os.path.isdir(stubs) or os.environ.get("_FRUGAL_REEXEC"):
-        return
-    paths = os.environ.get("LD_LIBRARY_PATH", "").split(":")
-    if stubs in paths:
-        return
-    import sysconfig
-
-    cu13 = os.path.join(sysconfig.get_paths()["purelib"], "nvidia", "cu13", "lib")
-    os.environ["LD_LIBRARY_PATH"] = ":".join([stubs, cu13] + [p for p in paths if p])
-    os.environ["_FRUGAL_REEXEC"] = "1"
-    os.execv(sys.executable, [sys.executable] + sys.argv)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+import cuda_stubs  # noqa: E402  (scripts/cuda_stubs.py)
 
 
 def swiglu_hidden(d_model):
@@ -120,7 +101,7 @@ def parse_args(argv=None):
 
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None:
-    _ensure_cuda_stub_path()
+    cuda_stubs.ensure_path()
     # OpenMP reads these once, at start-up: set them before importing torch.
     # PASSIVE stops idle OpenMP threads from spinning on the only other vCPU.
     os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)

@@ -36,22 +36,7 @@ import os
 import shlex
 import sys
 
-
-def _ensure_cuda_stub_path():
-    """Re-exec with the venv's CUDA stub libraries on LD_LIBRARY_PATH
-    (see scripts/setup-python-ref.sh); a no-op elsewhere."""
-    stubs = os.path.join(sys.prefix, "cuda-stubs")
-    if not os.path.isdir(stubs) or os.environ.get("_FRUGAL_REEXEC"):
-        return
-    paths = os.environ.get("LD_LIBRARY_PATH", "").split(":")
-    if stubs in paths:
-        return
-    import sysconfig
-
-    cu13 = os.path.join(sysconfig.get_paths()["purelib"], "nvidia", "cu13", "lib")
-    os.environ["LD_LIBRARY_PATH"] = ":".join([stubs, cu13] + [p for p in paths if p])
-    os.environ["_FRUGAL_REEXEC"] = "1"
-    os.execv(sys.executable, [sys.executable] + sys.argv)
+import cuda_stubs  # scripts/cuda_stubs.py
 
 
 def parse_args(argv=None):
@@ -174,5 +159,5 @@ def main(args):
 
 if __name__ == "__main__":
     ARGS = parse_args()
-    _ensure_cuda_stub_path()
+    cuda_stubs.ensure_path()
     sys.exit(main(ARGS))

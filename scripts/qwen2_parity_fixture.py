@@ -21,33 +21,19 @@ import json
 import os
 import sys
 
-
-def _ensure_cuda_stub_path():
-    """Re-exec with the venv's CUDA stub libraries on LD_LIBRARY_PATH (see
-    scripts/setup-python-ref.sh); a no-op elsewhere."""
-    stubs = os.path.join(sys.prefix, "cuda-stubs")
-    if not os.path.isdir(stubs) or os.environ.get("_FRUGAL_REEXEC"):
-        return
-    paths = os.environ.get("LD_LIBRARY_PATH", "").split(":")
-    if stubs in paths:
-        return
-    import sysconfig
-
-    cu13 = os.path.join(sysconfig.get_paths()["purelib"], "nvidia", "cu13", "lib")
-    os.environ["LD_LIBRARY_PATH"] = ":".join([stubs, cu13] + [p for p in paths if p])
-    os.environ["_FRUGAL_REEXEC"] = "1"
-    os.execv(sys.executable, [sys.executable] + sys.argv)
+import cuda_stubs  # scripts/cuda_stubs.py
 
 
-def main(out):
+def tiny_qwen2(vocab_size):
+    """The fixture's model (seeded): random q/k/v biases, RMSNorm weights away
+    from 1 so that they are tested too. scripts/qwen2_gguf_fixture.py uses it
+    at another vocabulary."""
     import torch
-    import transformers
-    from safetensors.torch import save_file
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
     cfg = Qwen2Config(
-        vocab_size=128,
+        vocab_size=vocab_size,
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
@@ -69,9 +55,18 @@ def main(out):
                 assert proj.bias is not None
                 proj.bias.normal_(0.0, 0.5)
             assert layer.self_attn.o_proj.bias is None
-            # RMSNorm weights away from 1 so they are tested too.
             layer.input_layernorm.weight.uniform_(0.5, 1.5)
             layer.post_attention_layernorm.weight.uniform_(0.5, 1.5)
+    return model
+
+
+def main(out):
+    import torch
+    import transformers
+    from safetensors.torch import save_file
+
+    model = tiny_qwen2(128)
+    cfg = model.config
     os.makedirs(out, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     ids = torch.randint(0, cfg.vocab_size, (2, 24), generator=torch.Generator().manual_seed(1))
@@ -93,7 +88,7 @@ def main(out):
 
 
 if __name__ == "__main__":
-    _ensure_cuda_stub_path()
+    cuda_stubs.ensure_path()
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     main(sys.argv[1])

@@ -1,5 +1,14 @@
 //! Llama-family GGUF files (llama.cpp's format) dequantised to f32 and mapped
 //! onto Hugging Face parameter names, so a GGUF model runs in [`crate::Llama`].
+//!
+//! Two architectures, as llama.cpp's converter (`convert_hf_to_gguf.py`)
+//! writes them:
+//!
+//! * `llama`: q and k rows permuted for llama.cpp's interleaved RoPE, which
+//!   [`unpermute`] undoes;
+//! * `qwen2`: q/k/v biases (`blk.N.attn_{q,k,v}.bias`) and the rows as
+//!   Hugging Face has them, since llama.cpp runs Qwen2 with the half-split
+//!   ("NeoX") RoPE that frugal computes too.
 
 use crate::config::LlamaConfig;
 use crate::{ModelError, Result};
@@ -18,6 +27,9 @@ pub struct GgufTokenizer {
     pub merges: Vec<String>,
     /// llama.cpp token types (3 = control/special).
     pub token_types: Vec<i32>,
+    /// `tokenizer.ggml.pre`, the pre-tokenizer llama.cpp applies before BPE
+    /// (`qwen2`, `smollm`, `llama-bpe`, ...); empty when absent.
+    pub pre: String,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub unk: Option<u32>,
@@ -36,22 +48,47 @@ fn bad(path: &Path, m: impl std::fmt::Display) -> ModelError {
     ModelError::InvalidConfig(format!("{}: {m}", path.display()))
 }
 
-/// Reads a Llama-architecture GGUF file onto `device` in f32.
+/// The GGUF architectures frugal's model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arch {
+    Llama,
+    Qwen2,
+}
+
+impl Arch {
+    fn of(name: &str) -> Option<Self> {
+        match name {
+            "llama" => Some(Self::Llama),
+            "qwen2" => Some(Self::Qwen2),
+            _ => None,
+        }
+    }
+    /// Whether llama.cpp's converter permuted the q and k rows.
+    fn permuted_qk(self) -> bool {
+        self == Self::Llama
+    }
+    fn qkv_bias(self) -> bool {
+        self == Self::Qwen2
+    }
+}
+
+/// Reads a Llama- or Qwen2-architecture GGUF file onto `device` in f32.
 pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
     let mut file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
-    let content = Content::read(&mut file).map_err(|e| bad(path, e))?;
+    let content =
+        Content::read(&mut file).map_err(|e| bad(path, format!("not a GGUF file: {e}")))?;
     let md = &content.metadata;
     let arch = md
         .get("general.architecture")
         .and_then(|v| v.to_string().ok())
         .cloned()
         .unwrap_or_default();
-    if arch != "llama" {
+    let Some(kind) = Arch::of(&arch) else {
         return Err(bad(
             path,
-            format!("architecture '{arch}' is not supported (only 'llama')"),
+            format!("architecture '{arch}' is not supported (only 'llama' and 'qwen2')"),
         ));
-    }
+    };
     let int = |k: &str| -> Result<usize> {
         md.get(&format!("{arch}.{k}"))
             .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
@@ -83,7 +120,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
         rope_theta: float("rope.freq_base", 10_000.0),
         rms_eps: float("attention.layer_norm_rms_epsilon", 1e-5),
         tie_embeddings: tied,
-        qkv_bias: false,
+        qkv_bias: kind.qkv_bias(),
     };
     config.validate()?;
 
@@ -108,13 +145,28 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
     if !tied {
         load("output.weight", "lm_head.weight".into(), None)?;
     }
+    let permuted = |heads: usize| kind.permuted_qk().then_some(heads);
     for i in 0..config.n_layers {
         let g = |s: &str| format!("blk.{i}.{s}.weight");
         let h = |s: &str| format!("model.layers.{i}.{s}.weight");
         load(&g("attn_norm"), h("input_layernorm"), None)?;
-        load(&g("attn_q"), h("self_attn.q_proj"), Some(config.n_heads))?;
-        load(&g("attn_k"), h("self_attn.k_proj"), Some(config.n_kv_heads))?;
+        load(
+            &g("attn_q"),
+            h("self_attn.q_proj"),
+            permuted(config.n_heads),
+        )?;
+        load(
+            &g("attn_k"),
+            h("self_attn.k_proj"),
+            permuted(config.n_kv_heads),
+        )?;
         load(&g("attn_v"), h("self_attn.v_proj"), None)?;
+        if kind.qkv_bias() {
+            for p in ["q", "k", "v"] {
+                let name = format!("model.layers.{i}.self_attn.{p}_proj.bias");
+                load(&format!("blk.{i}.attn_{p}.bias"), name, None)?;
+            }
+        }
         load(&g("attn_output"), h("self_attn.o_proj"), None)?;
         load(&g("ffn_norm"), h("post_attention_layernorm"), None)?;
         load(&g("ffn_gate"), h("mlp.gate_proj"), None)?;
@@ -155,13 +207,15 @@ fn read_tokenizer(md: &HashMap<String, Value>) -> GgufTokenizer {
             })
             .unwrap_or_default()
     };
-    let id = |k: &str| md.get(k).and_then(|v| v.to_u32().ok());
-    GgufTokenizer {
-        model: md
-            .get("tokenizer.ggml.model")
+    let string = |k: &str| -> String {
+        md.get(k)
             .and_then(|v| v.to_string().ok())
             .cloned()
-            .unwrap_or_default(),
+            .unwrap_or_default()
+    };
+    let id = |k: &str| md.get(k).and_then(|v| v.to_u32().ok());
+    GgufTokenizer {
+        model: string("tokenizer.ggml.model"),
         tokens: strings("tokenizer.ggml.tokens"),
         merges: strings("tokenizer.ggml.merges"),
         token_types: md
@@ -169,6 +223,7 @@ fn read_tokenizer(md: &HashMap<String, Value>) -> GgufTokenizer {
             .and_then(|v| v.to_vec().ok())
             .map(|v| v.iter().filter_map(|x| x.to_i32().ok()).collect())
             .unwrap_or_default(),
+        pre: string("tokenizer.ggml.pre"),
         bos: id("tokenizer.ggml.bos_token_id"),
         eos: id("tokenizer.ggml.eos_token_id"),
         unk: id("tokenizer.ggml.unknown_token_id"),

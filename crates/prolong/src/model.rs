@@ -8,7 +8,11 @@ use frugal_model::{Llama, ParamStore};
 use std::collections::HashMap;
 use std::path::Path;
 use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::unicode::NFC;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::SplitDelimiterBehavior;
 use tokenizers::{AddedToken, Tokenizer};
 
 /// A model ready to score, and the tokenizer that came with it.
@@ -114,10 +118,22 @@ fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     frugal_data::tokenizer::load(path).map_err(|e| err(path, e))
 }
 
+/// Qwen2's split pattern (transformers' `Qwen2Converter`; llama.cpp's
+/// `LLAMA_VOCAB_PRE_TYPE_QWEN2` spells the case-insensitive group out):
+/// unlike GPT-2's, digits are split one by one and a letter run takes one
+/// leading non-letter with it.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The `tokenizer.ggml.pre` names llama.cpp maps to Qwen2's pre-tokenizer.
+fn qwen2_pre(pre: &str) -> bool {
+    matches!(pre, "qwen2" | "deepseek-r1-qwen")
+}
+
 /// The byte-level BPE tokenizer described by GGUF metadata, built the way
-/// transformers' GGUF converter builds it (byte-level pre-tokenizer with the
-/// GPT-2 pattern, no normalizer, control tokens as special tokens), so both
-/// produce the same ids.
+/// transformers' GGUF converter builds it, so both produce the same ids:
+/// control tokens are special tokens, and the pre-tokenizer is GPT-2's
+/// pattern with no normalizer, or for a Qwen2 vocabulary (`tokenizer.ggml.pre`
+/// `qwen2`) NFC and Qwen2's own pattern ([`QWEN2_SPLIT`]).
 pub fn gguf_tokenizer(g: &GgufTokenizer) -> std::result::Result<Tokenizer, String> {
     if g.model != "gpt2" {
         return Err(format!(
@@ -146,7 +162,21 @@ pub fn gguf_tokenizer(g: &GgufTokenizer) -> std::result::Result<Tokenizer, Strin
         .build()
         .map_err(|e| e.to_string())?;
     let mut tok = Tokenizer::new(bpe);
-    tok.with_pre_tokenizer(Some(ByteLevel::new(false, false, true)));
+    if qwen2_pre(&g.pre) {
+        let split = Split::new(
+            SplitPattern::Regex(QWEN2_SPLIT.into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| e.to_string())?;
+        tok.with_normalizer(Some(NFC));
+        tok.with_pre_tokenizer(Some(Sequence::new(vec![
+            split.into(),
+            ByteLevel::new(false, false, false).into(),
+        ])));
+    } else {
+        tok.with_pre_tokenizer(Some(ByteLevel::new(false, false, true)));
+    }
     tok.with_decoder(Some(ByteLevel::new(false, false, true)));
     let special: Vec<AddedToken> = g
         .tokens

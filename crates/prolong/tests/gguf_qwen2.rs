@@ -1,0 +1,118 @@
+//! A Qwen2 GGUF as a scorer, against transformers reading the same file.
+//!
+//! The fixture (scripts/qwen2_gguf_fixture.py) is a tiny random Qwen2 with a
+//! byte-level BPE tokenizer built on Qwen2's pipeline, converted to q8_0 by
+//! llama.cpp's own `convert_hf_to_gguf.py`. transformers loaded that GGUF
+//! (model and tokenizer) and recorded its logits for one text and its ids
+//! for strings where Qwen2's pre-tokenizer and GPT-2's disagree.
+
+use candle_core::{DType, Device};
+use frugal_model::fused_check::max_abs_gap;
+use frugal_model::gguf::load_gguf;
+use frugal_model::params::load_safetensors;
+use frugal_prolong::model::{gguf_tokenizer, load_scorer};
+use serde::Deserialize;
+use std::path::PathBuf;
+use tokenizers::{
+    Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, Tokenizer,
+};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/qwen2_gguf")
+        .join(name)
+}
+
+#[derive(Deserialize)]
+struct Probe {
+    text: String,
+    ids: Vec<u32>,
+    /// transformers' normalizer and pre-tokenizer output, before BPE.
+    pieces: Vec<String>,
+}
+
+/// `tok`'s normalizer and pre-tokenizer applied to `text`.
+fn pieces(tok: &Tokenizer, text: &str) -> Vec<String> {
+    let mut s = PreTokenizedString::from(text);
+    if let Some(n) = tok.get_normalizer() {
+        s.normalize(|x| n.normalize(x)).unwrap();
+    }
+    tok.get_pre_tokenizer()
+        .unwrap()
+        .pre_tokenize(&mut s)
+        .unwrap();
+    s.get_splits(OffsetReferential::Original, OffsetType::Byte)
+        .into_iter()
+        .map(|(piece, _, _)| piece.to_string())
+        .collect()
+}
+
+fn probes() -> Vec<Probe> {
+    serde_json::from_slice(&std::fs::read(fixture("tokens.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn qwen2_gguf_logits_match_transformers() {
+    let dev = Device::Cpu;
+    let scorer = load_scorer(&fixture("model.gguf"), None, &dev).unwrap();
+    let c = &scorer.model.config;
+    assert!(c.qkv_bias && c.tie_embeddings && c.n_kv_heads < c.n_heads);
+    assert_eq!(c.rope_theta, 1e6);
+
+    let expected = load_safetensors(&fixture("expected.safetensors"), &dev).unwrap();
+    let ids = expected["input_ids"].to_dtype(DType::U32).unwrap();
+    let logits = scorer.model.forward(&ids).unwrap();
+    let gap = max_abs_gap(&logits, &expected["logits"]).unwrap();
+    eprintln!("max |Δlogit| against transformers on the same GGUF: {gap:e}");
+    assert!(gap < 1e-4, "max |Δlogit| = {gap}");
+
+    // The same weights with the q/k rows permuted back as for a `llama`
+    // GGUF: llama.cpp does not permute Qwen2's, so this must be wrong.
+    let g = load_gguf(&fixture("model.gguf"), &dev).unwrap();
+    let mut tensors = g.tensors;
+    for (name, t) in tensors.iter_mut() {
+        if name.ends_with("q_proj.weight") {
+            *t = frugal_model::gguf::unpermute(t, c.n_heads).unwrap();
+        } else if name.ends_with("k_proj.weight") {
+            *t = frugal_model::gguf::unpermute(t, c.n_kv_heads).unwrap();
+        }
+    }
+    let params = frugal_model::ParamStore::from_tensors(c, tensors, "permuted").unwrap();
+    let wrong = frugal_model::Llama::new(c, &params)
+        .unwrap()
+        .forward(&ids)
+        .unwrap();
+    assert!(max_abs_gap(&wrong, &expected["logits"]).unwrap() > 1e-2);
+}
+
+#[test]
+fn qwen2_gguf_tokenizer_matches_transformers() {
+    let dev = Device::Cpu;
+    let scorer = load_scorer(&fixture("model.gguf"), None, &dev).unwrap();
+    let probes = probes();
+    assert!(probes.len() >= 5);
+    for p in &probes {
+        let got = scorer.tokenizer.encode(p.text.as_str(), false).unwrap();
+        assert_eq!(got.get_ids(), p.ids, "ids of {:?}", p.text);
+        let back = scorer.tokenizer.decode(got.get_ids(), false).unwrap();
+        // NFC composes the accents, so compare with the normalised text.
+        let composed = p.text.replace("e\u{301}", "é").replace("a\u{308}", "ä");
+        assert_eq!(back, composed, "decoding {:?}", p.text);
+    }
+    // With 44 merges most splits leave the ids alone, so check the
+    // pre-tokenizer's pieces too; GPT-2's (what a `llama` GGUF gets) must
+    // split these strings differently, or the probes would not test Qwen2's.
+    let mut gpt2 = load_gguf(&fixture("model.gguf"), &dev).unwrap().tokenizer;
+    assert_eq!(gpt2.pre, "qwen2");
+    gpt2.pre.clear();
+    let gpt2 = gguf_tokenizer(&gpt2).unwrap();
+    let mut differ = 0;
+    for p in &probes {
+        assert_eq!(pieces(&scorer.tokenizer, &p.text), p.pieces, "{:?}", p.text);
+        differ += usize::from(pieces(&gpt2, &p.text) != p.pieces);
+    }
+    assert!(
+        differ >= 4,
+        "only {differ} probes tell the pre-tokenizers apart"
+    );
+}

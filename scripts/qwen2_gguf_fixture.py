@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""A tiny Qwen2 GGUF made by llama.cpp's own converter, with what
+transformers reads from it, as the fixture of
+crates/prolong/tests/gguf_qwen2.rs.
+
+    source .venv/bin/frugal-env      # scripts/setup-python-ref.sh (torch, transformers, gguf)
+    python scripts/qwen2_gguf_fixture.py LLAMA_CPP crates/prolong/tests/fixtures/qwen2_gguf
+
+LLAMA_CPP is a llama.cpp source tree with convert_hf_to_gguf.py, its
+conversion/ package and gguf-py/, e.g. the one vendored in the sdist of
+llama-cpp-python on PyPI:
+
+    curl -sL "$(curl -s https://pypi.org/pypi/llama-cpp-python/0.3.36/json | \
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["urls"][0]["url"])')" | tar xz
+    LLAMA_CPP=llama_cpp_python-0.3.36/vendor/llama.cpp
+
+Steps, all in a temporary Hugging Face directory:
+
+1. a byte-level BPE tokenizer with Qwen2's pipeline (NFC, Qwen2's split
+   pattern, byte level without its own regex: transformers' Qwen2Converter),
+   trained on this repository's README to 300 tokens plus Qwen2's three
+   special tokens;
+2. scripts/qwen2_parity_fixture.py's tiny random Qwen2ForCausalLM (tied
+   embedding, grouped-query attention, RoPE theta 1e6, random q/k/v biases
+   and RMSNorm weights) at that vocabulary;
+3. llama.cpp's convert_hf_to_gguf.py to OUT/model.gguf with --outtype q8_0.
+   Its table of known pre-tokenizers is keyed by a hash of a tokenizer's
+   output, so it cannot know this tokenizer; it is told from the outside
+   that the pre-tokenizer is "qwen2", which is what it is;
+4. transformers loads OUT/model.gguf (model and tokenizer, gguf_file=) and
+   writes OUT/expected.safetensors:
+
+       input_ids  i64 [1, T]    the GGUF tokenizer's ids of TEXT below
+       logits     f32 [1, T, V] eager attention, f32, eval mode
+
+   and OUT/tokens.json: [{"text": ..., "ids": [...], "pieces": [...]}] for
+   TEXT and PROBES (pieces: the pre-tokenizer's output), strings
+   that tell Qwen2's pre-tokenizer from GPT-2's (digits one by one,
+   contractions, newlines, accents that NFC composes, special tokens).
+
+The script also prints how far the q8_0 GGUF's logits are from the f32
+model's (quantisation), as a sanity check of the conversion.
+"""
+
+import json
+import os
+import sys
+import tempfile
+
+import cuda_stubs  # scripts/cuda_stubs.py
+from qwen2_parity_fixture import tiny_qwen2
+
+TEXT = "The 2024 ProLong paper's scorer: 12 layers, 3.5e-4 LR.\nIt doesn't matter.<|endoftext|>"
+PROBES = [
+    "1234567 apples",
+    "they'll say it's FINE, won't they?",
+    "line one\r\n\r\nline two\n\n  indented",
+    "cafe\u0301 na\u0308ive \u00e9t\u00e9",
+    "<|im_start|>user\nhi<|im_end|>",
+    "tabs\tand   spaces   ",
+]
+
+
+def qwen2_tokenizer(corpus):
+    """Step 1: Qwen2's tokenizer pipeline, trained on `corpus`."""
+    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
+    from tokenizers.models import BPE
+    from transformers import PreTrainedTokenizerFast
+
+    # transformers' Qwen2Converter builds this pipeline; written out here.
+    split = (
+        r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"""
+        r""" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    )
+    tok = Tokenizer(BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(split), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=[],
+        show_progress=False,
+    )
+    tok.train_from_iterator([corpus], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
+    fast.add_special_tokens({"additional_special_tokens": special[1:]})
+    return fast
+
+
+def convert(llama_cpp, hf_dir, outfile):
+    """Step 3: llama.cpp's converter, run in this process."""
+    sys.path.insert(0, llama_cpp)
+    sys.path.insert(1, os.path.join(llama_cpp, "gguf-py"))
+    import conversion.base
+
+    # The converter looks the pre-tokenizer up by a hash of the tokenizer's
+    # output; this tokenizer is new to it, and its pipeline is Qwen2's.
+    conversion.base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "qwen2"
+    import convert_hf_to_gguf
+
+    argv = sys.argv
+    sys.argv = ["convert_hf_to_gguf.py", hf_dir, "--outfile", outfile, "--outtype", "q8_0",
+                "--model-name", "frugal-qwen2-tiny"]
+    try:
+        convert_hf_to_gguf.main()
+    finally:
+        sys.argv = argv
+
+
+def main(llama_cpp, out):
+    import torch
+    import transformers
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    readme = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "README.md")
+    with open(readme, encoding="utf-8") as f:
+        corpus = f.read()
+    os.makedirs(out, exist_ok=True)
+    gguf_path = os.path.join(out, "model.gguf")
+    with tempfile.TemporaryDirectory() as hf_dir:
+        tok = qwen2_tokenizer(corpus)
+        model = tiny_qwen2(len(tok))
+        model.save_pretrained(hf_dir, safe_serialization=True)
+        tok.save_pretrained(hf_dir)
+        convert(llama_cpp, hf_dir, gguf_path)
+        f32_ids = tok(TEXT, return_tensors="pt").input_ids
+        with torch.no_grad():
+            f32_logits = model(input_ids=f32_ids).logits.float()
+
+    gtok = AutoTokenizer.from_pretrained(out, gguf_file="model.gguf")
+    gmodel = AutoModelForCausalLM.from_pretrained(
+        out, gguf_file="model.gguf", torch_dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    ids = gtok(TEXT, return_tensors="pt").input_ids
+    if not torch.equal(ids, f32_ids):
+        sys.exit(f"the GGUF tokenizer's ids differ from the original's: {ids} vs {f32_ids}")
+    with torch.no_grad():
+        logits = gmodel(input_ids=ids).logits.float().contiguous()
+    gap = float((logits - f32_logits).abs().max())
+    print(f"q8_0 GGUF against the f32 model: max |dlogit| {gap:.3e}, "
+          f"spread {float(logits.max() - logits.min()):.2f}", file=sys.stderr)
+    meta = {
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "text": TEXT,
+        "command": " ".join(sys.argv),
+    }
+    save_file({"input_ids": ids, "logits": logits}, os.path.join(out, "expected.safetensors"),
+              metadata=meta)
+    # The pre-tokenizer's pieces as well: with few merges most of its splits
+    # do not change the ids, so they are the sharper check of the pipeline.
+    backend = gtok.backend_tokenizer
+
+    def pieces(t):
+        normal = backend.normalizer.normalize_str(t) if backend.normalizer else t
+        return [p for p, _ in backend.pre_tokenizer.pre_tokenize_str(normal)]
+
+    probes = [{"text": t, "ids": gtok(t).input_ids, "pieces": pieces(t)} for t in [TEXT] + PROBES]
+    with open(os.path.join(out, "tokens.json"), "w", encoding="utf-8") as f:
+        rows = ",\n".join(" " + json.dumps(p, ensure_ascii=False) for p in probes)
+        f.write("[\n" + rows + "\n]\n")
+    for p in probes:
+        print(repr(p["text"]), p["ids"], file=sys.stderr)
+    print("ids", ids.tolist(), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    cuda_stubs.ensure_path()
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    main(sys.argv[1], sys.argv[2])
