@@ -90,8 +90,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
         ));
     };
     let int = |k: &str| -> Result<usize> {
-        md.get(&format!("{arch}.{k}"))
-            .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
+        uint(md, &format!("{arch}.{k}"))
             .map(|x| x as usize)
             .ok_or_else(|| bad(path, format!("metadata lacks integer '{arch}.{k}'")))
     };
@@ -123,6 +122,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
         qkv_bias: kind.qkv_bias(),
     };
     config.validate()?;
+    refuse_unsupported(path, &content, &arch, config.head_dim())?;
 
     let mut tensors = HashMap::new();
     let mut load = |gguf: &str, hf: String, unpermute_heads: Option<usize>| -> Result<()> {
@@ -178,6 +178,50 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
         tensors,
         tokenizer: read_tokenizer(md),
     })
+}
+
+/// An unsigned metadata value, stored as u64 or u32.
+fn uint(md: &HashMap<String, Value>, key: &str) -> Option<u64> {
+    md.get(key)
+        .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
+}
+
+/// Parts of a GGUF file that frugal's model lacks and would silently compute
+/// wrong, refused with the reason (as `hf::from_hf_config` refuses them in a
+/// `config.json`): RoPE scaling (Llama 3.1's frequency factors, linear or
+/// YaRN), partial rotary embeddings and head dims other than
+/// `embedding_length / head_count`.
+fn refuse_unsupported(path: &Path, content: &Content, arch: &str, head_dim: usize) -> Result<()> {
+    let md = &content.metadata;
+    if content.tensor_infos.contains_key("rope_freqs.weight") {
+        return Err(bad(
+            path,
+            "RoPE frequency factors (rope_freqs.weight, Llama 3.1-style RoPE scaling) are not supported",
+        ));
+    }
+    let scaling = md
+        .get(&format!("{arch}.rope.scaling.type"))
+        .and_then(|v| v.to_string().ok());
+    if let Some(kind) = scaling.filter(|k| k.as_str() != "none") {
+        return Err(bad(path, format!("RoPE scaling '{kind}' is not supported")));
+    }
+    for (key, what) in [
+        ("rope.dimension_count", "rotary dimensions"),
+        ("attention.key_length", "key length"),
+        ("attention.value_length", "value length"),
+    ] {
+        let n = uint(md, &format!("{arch}.{key}"));
+        if let Some(n) = n.filter(|&n| n != head_dim as u64) {
+            return Err(bad(
+                path,
+                format!(
+                    "{what} {n} ('{arch}.{key}') differ from the head dim {head_dim} \
+                     (embedding_length / head_count), which frugal's model requires"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Undoes llama.cpp's converter, which reorders each head's q/k rows from

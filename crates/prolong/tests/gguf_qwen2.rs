@@ -6,6 +6,8 @@
 //! (model and tokenizer) and recorded its logits for one text and its ids
 //! for strings where Qwen2's pre-tokenizer and GPT-2's disagree.
 
+use candle_core::quantized::gguf_file::{self, Content, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device};
 use frugal_model::fused_check::max_abs_gap;
 use frugal_model::gguf::load_gguf;
@@ -115,4 +117,74 @@ fn qwen2_gguf_tokenizer_matches_transformers() {
         differ >= 4,
         "only {differ} probes tell the pre-tokenizers apart"
     );
+}
+
+/// The fixture rewritten with `extra` metadata and tensors.
+fn variant(dir: &std::path::Path, extra_md: &[(&str, Value)], extra_tensor: bool) -> PathBuf {
+    let dev = Device::Cpu;
+    let mut file = std::fs::File::open(fixture("model.gguf")).unwrap();
+    let content = Content::read(&mut file).unwrap();
+    let mut md: Vec<(String, Value)> = content.metadata.clone().into_iter().collect();
+    md.extend(extra_md.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let mut tensors: Vec<(String, QTensor)> = content
+        .tensor_infos
+        .keys()
+        .map(|name| (name.clone(), content.tensor(&mut file, name, &dev).unwrap()))
+        .collect();
+    if extra_tensor {
+        let freqs = candle_core::Tensor::ones(4, DType::F32, &dev).unwrap();
+        tensors.push((
+            "rope_freqs.weight".into(),
+            QTensor::quantize(&freqs, GgmlDType::F32).unwrap(),
+        ));
+    }
+    let path = dir.join(format!("variant-{}-{extra_tensor}.gguf", extra_md.len()));
+    let mut out = std::fs::File::create(&path).unwrap();
+    let md: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    gguf_file::write(&mut out, &md, &tensors).unwrap();
+    path
+}
+
+/// What frugal's model cannot compute is refused with the reason, never
+/// run with a silently different RoPE or head layout.
+#[test]
+fn gguf_features_frugal_lacks_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |p: &std::path::Path| {
+        load_gguf(p, &Device::Cpu)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    // The rewrite itself loads (so the refusals below are the metadata's).
+    let same = variant(dir.path(), &[], false);
+    assert_eq!(load(&same), Ok(()));
+    let refused = |md: &[(&str, Value)], tensor: bool, reason: &str| {
+        let err = load(&variant(dir.path(), md, tensor)).expect_err(reason);
+        assert!(err.contains(reason), "{reason}: {err}");
+    };
+    refused(&[], true, "rope_freqs.weight");
+    let yarn = Value::String("yarn".into());
+    refused(
+        &[("qwen2.rope.scaling.type", yarn)],
+        false,
+        "RoPE scaling 'yarn'",
+    );
+    let partial = ("qwen2.rope.dimension_count", Value::U32(4));
+    refused(&[partial], false, "rotary dimensions 4");
+    let wide = ("qwen2.attention.key_length", Value::U32(16));
+    refused(&[wide], false, "key length 16");
+    // Matching values are accepted.
+    let ok = variant(
+        dir.path(),
+        &[
+            ("qwen2.rope.dimension_count", Value::U32(8)),
+            ("qwen2.rope.scaling.type", Value::String("none".into())),
+        ],
+        false,
+    );
+    assert_eq!(load(&ok), Ok(()));
+    // Not a GGUF file at all.
+    let err = load(&fixture("tokens.json")).unwrap_err();
+    assert!(err.contains("not a GGUF file"), "{err}");
 }
