@@ -28,7 +28,8 @@ pub struct GgufTokenizer {
     /// llama.cpp token types (3 = control/special).
     pub token_types: Vec<i32>,
     /// `tokenizer.ggml.pre`, the pre-tokenizer llama.cpp applies before BPE
-    /// (`qwen2`, `smollm`, `llama-bpe`, ...); empty when absent.
+    /// (`qwen2`, `smollm`, `llama-bpe`, ...); where absent, `qwen2` for a
+    /// Qwen2 file and empty otherwise.
     pub pre: String,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
@@ -267,7 +268,12 @@ fn read_tokenizer(md: &HashMap<String, Value>) -> GgufTokenizer {
             .and_then(|v| v.to_vec().ok())
             .map(|v| v.iter().filter_map(|x| x.to_i32().ok()).collect())
             .unwrap_or_default(),
-        pre: string("tokenizer.ggml.pre"),
+        // Files converted before llama.cpp wrote `pre` (mid-2024) lack it;
+        // a Qwen2 file's is Qwen2's (transformers picks it by architecture).
+        pre: match string("tokenizer.ggml.pre") {
+            pre if pre.is_empty() && string("general.architecture") == "qwen2" => "qwen2".into(),
+            pre => pre,
+        },
         bos: id("tokenizer.ggml.bos_token_id"),
         eos: id("tokenizer.ggml.eos_token_id"),
         unk: id("tokenizer.ggml.unknown_token_id"),

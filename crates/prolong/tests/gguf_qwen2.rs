@@ -119,12 +119,23 @@ fn qwen2_gguf_tokenizer_matches_transformers() {
     );
 }
 
-/// The fixture rewritten with `extra` metadata and tensors.
-fn variant(dir: &std::path::Path, extra_md: &[(&str, Value)], extra_tensor: bool) -> PathBuf {
+/// The fixture rewritten with `extra_md` added, `drop` removed and an extra
+/// tensor `rope_freqs.weight`.
+fn variant(
+    dir: &std::path::Path,
+    extra_md: &[(&str, Value)],
+    drop: &[&str],
+    extra_tensor: bool,
+) -> PathBuf {
     let dev = Device::Cpu;
     let mut file = std::fs::File::open(fixture("model.gguf")).unwrap();
     let content = Content::read(&mut file).unwrap();
-    let mut md: Vec<(String, Value)> = content.metadata.clone().into_iter().collect();
+    let mut md: Vec<(String, Value)> = content
+        .metadata
+        .clone()
+        .into_iter()
+        .filter(|(k, _)| !drop.contains(&k.as_str()))
+        .collect();
     md.extend(extra_md.iter().map(|(k, v)| (k.to_string(), v.clone())));
     let mut tensors: Vec<(String, QTensor)> = content
         .tensor_infos
@@ -138,7 +149,11 @@ fn variant(dir: &std::path::Path, extra_md: &[(&str, Value)], extra_tensor: bool
             QTensor::quantize(&freqs, GgmlDType::F32).unwrap(),
         ));
     }
-    let path = dir.join(format!("variant-{}-{extra_tensor}.gguf", extra_md.len()));
+    let path = dir.join(format!(
+        "variant-{}-{}-{extra_tensor}.gguf",
+        extra_md.len(),
+        drop.len()
+    ));
     let mut out = std::fs::File::create(&path).unwrap();
     let md: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
@@ -157,10 +172,10 @@ fn gguf_features_frugal_lacks_are_refused() {
             .map_err(|e| e.to_string())
     };
     // The rewrite itself loads (so the refusals below are the metadata's).
-    let same = variant(dir.path(), &[], false);
+    let same = variant(dir.path(), &[], &[], false);
     assert_eq!(load(&same), Ok(()));
     let refused = |md: &[(&str, Value)], tensor: bool, reason: &str| {
-        let err = load(&variant(dir.path(), md, tensor)).expect_err(reason);
+        let err = load(&variant(dir.path(), md, &[], tensor)).expect_err(reason);
         assert!(err.contains(reason), "{reason}: {err}");
     };
     refused(&[], true, "rope_freqs.weight");
@@ -181,10 +196,29 @@ fn gguf_features_frugal_lacks_are_refused() {
             ("qwen2.rope.dimension_count", Value::U32(8)),
             ("qwen2.rope.scaling.type", Value::String("none".into())),
         ],
+        &[],
         false,
     );
     assert_eq!(load(&ok), Ok(()));
     // Not a GGUF file at all.
     let err = load(&fixture("tokens.json")).unwrap_err();
     assert!(err.contains("not a GGUF file"), "{err}");
+}
+
+/// A Qwen2 file converted before llama.cpp wrote `tokenizer.ggml.pre` still
+/// gets Qwen2's pre-tokenizer, as transformers gives it by architecture.
+#[test]
+fn qwen2_gguf_without_pre_gets_qwen2_pretokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = variant(dir.path(), &[], &["tokenizer.ggml.pre"], false);
+    let scorer = load_scorer(&old, None, &Device::Cpu).unwrap();
+    assert_eq!(
+        load_gguf(&old, &Device::Cpu).unwrap().tokenizer.pre,
+        "qwen2"
+    );
+    for p in probes() {
+        let got = scorer.tokenizer.encode(p.text.as_str(), false).unwrap();
+        assert_eq!(got.get_ids(), p.ids, "ids of {:?}", p.text);
+        assert_eq!(pieces(&scorer.tokenizer, &p.text), p.pieces);
+    }
 }
