@@ -169,7 +169,6 @@ def main(llama_cpp, out):
         f.write("[\n" + rows + "\n]\n")
     for p in probes:
         print(repr(p["text"]), p["ids"], file=sys.stderr)
-    print("ids", ids.tolist(), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -79,11 +79,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
     let content =
         Content::read(&mut file).map_err(|e| bad(path, format!("not a GGUF file: {e}")))?;
     let md = &content.metadata;
-    let arch = md
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
-        .cloned()
-        .unwrap_or_default();
+    let arch = string(md, "general.architecture");
     let Some(kind) = Arch::of(&arch) else {
         return Err(bad(
             path,
@@ -177,8 +173,16 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
     Ok(GgufModel {
         config,
         tensors,
-        tokenizer: read_tokenizer(md),
+        tokenizer: read_tokenizer(md, kind),
     })
+}
+
+/// A string metadata value; empty where absent.
+fn string(md: &HashMap<String, Value>, key: &str) -> String {
+    md.get(key)
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// An unsigned metadata value, stored as u64 or u32.
@@ -241,7 +245,7 @@ pub fn unpermute(w: &Tensor, heads: usize) -> Result<Tensor> {
         .reshape((rows, cols))?)
 }
 
-fn read_tokenizer(md: &HashMap<String, Value>) -> GgufTokenizer {
+fn read_tokenizer(md: &HashMap<String, Value>, arch: Arch) -> GgufTokenizer {
     let strings = |k: &str| -> Vec<String> {
         md.get(k)
             .and_then(|v| v.to_vec().ok())
@@ -252,15 +256,9 @@ fn read_tokenizer(md: &HashMap<String, Value>) -> GgufTokenizer {
             })
             .unwrap_or_default()
     };
-    let string = |k: &str| -> String {
-        md.get(k)
-            .and_then(|v| v.to_string().ok())
-            .cloned()
-            .unwrap_or_default()
-    };
     let id = |k: &str| md.get(k).and_then(|v| v.to_u32().ok());
     GgufTokenizer {
-        model: string("tokenizer.ggml.model"),
+        model: string(md, "tokenizer.ggml.model"),
         tokens: strings("tokenizer.ggml.tokens"),
         merges: strings("tokenizer.ggml.merges"),
         token_types: md
@@ -270,8 +268,8 @@ fn read_tokenizer(md: &HashMap<String, Value>) -> GgufTokenizer {
             .unwrap_or_default(),
         // Files converted before llama.cpp wrote `pre` (mid-2024) lack it;
         // a Qwen2 file's is Qwen2's (transformers picks it by architecture).
-        pre: match string("tokenizer.ggml.pre") {
-            pre if pre.is_empty() && string("general.architecture") == "qwen2" => "qwen2".into(),
+        pre: match string(md, "tokenizer.ggml.pre") {
+            pre if pre.is_empty() && arch == Arch::Qwen2 => "qwen2".into(),
             pre => pre,
         },
         bos: id("tokenizer.ggml.bos_token_id"),

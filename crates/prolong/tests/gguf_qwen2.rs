@@ -53,6 +53,19 @@ fn probes() -> Vec<Probe> {
     serde_json::from_slice(&std::fs::read(fixture("tokens.json")).unwrap()).unwrap()
 }
 
+/// `tok` gives transformers' ids and pre-tokenizer pieces for every probe,
+/// and decodes the ids back to the (NFC-composed) text.
+fn assert_matches_transformers(tok: &Tokenizer, probes: &[Probe]) {
+    for p in probes {
+        let got = tok.encode(p.text.as_str(), false).unwrap();
+        assert_eq!(got.get_ids(), p.ids, "ids of {:?}", p.text);
+        assert_eq!(pieces(tok, &p.text), p.pieces, "pieces of {:?}", p.text);
+        let back = tok.decode(got.get_ids(), false).unwrap();
+        let composed = p.text.replace("e\u{301}", "é").replace("a\u{308}", "ä");
+        assert_eq!(back, composed, "decoding {:?}", p.text);
+    }
+}
+
 #[test]
 fn qwen2_gguf_logits_match_transformers() {
     let dev = Device::Cpu;
@@ -93,36 +106,29 @@ fn qwen2_gguf_tokenizer_matches_transformers() {
     let scorer = load_scorer(&fixture("model.gguf"), None, &dev).unwrap();
     let probes = probes();
     assert!(probes.len() >= 5);
-    for p in &probes {
-        let got = scorer.tokenizer.encode(p.text.as_str(), false).unwrap();
-        assert_eq!(got.get_ids(), p.ids, "ids of {:?}", p.text);
-        let back = scorer.tokenizer.decode(got.get_ids(), false).unwrap();
-        // NFC composes the accents, so compare with the normalised text.
-        let composed = p.text.replace("e\u{301}", "é").replace("a\u{308}", "ä");
-        assert_eq!(back, composed, "decoding {:?}", p.text);
-    }
-    // With 44 merges most splits leave the ids alone, so check the
-    // pre-tokenizer's pieces too; GPT-2's (what a `llama` GGUF gets) must
+    // With 44 merges most splits leave the ids alone, so the helper checks
+    // the pre-tokenizer's pieces too; GPT-2's (what a `llama` GGUF gets) must
     // split these strings differently, or the probes would not test Qwen2's.
+    assert_matches_transformers(&scorer.tokenizer, &probes);
     let mut gpt2 = load_gguf(&fixture("model.gguf"), &dev).unwrap().tokenizer;
     assert_eq!(gpt2.pre, "qwen2");
     gpt2.pre.clear();
     let gpt2 = gguf_tokenizer(&gpt2).unwrap();
-    let mut differ = 0;
-    for p in &probes {
-        assert_eq!(pieces(&scorer.tokenizer, &p.text), p.pieces, "{:?}", p.text);
-        differ += usize::from(pieces(&gpt2, &p.text) != p.pieces);
-    }
+    let differ = probes
+        .iter()
+        .filter(|p| pieces(&gpt2, &p.text) != p.pieces)
+        .count();
     assert!(
         differ >= 4,
         "only {differ} probes tell the pre-tokenizers apart"
     );
 }
 
-/// The fixture rewritten with `extra_md` added, `drop` removed and an extra
-/// tensor `rope_freqs.weight`.
+/// The fixture rewritten as `dir/name` with `extra_md` added, `drop`
+/// removed and, with `extra_tensor`, a tensor `rope_freqs.weight`.
 fn variant(
     dir: &std::path::Path,
+    name: &str,
     extra_md: &[(&str, Value)],
     drop: &[&str],
     extra_tensor: bool,
@@ -149,11 +155,7 @@ fn variant(
             QTensor::quantize(&freqs, GgmlDType::F32).unwrap(),
         ));
     }
-    let path = dir.join(format!(
-        "variant-{}-{}-{extra_tensor}.gguf",
-        extra_md.len(),
-        drop.len()
-    ));
+    let path = dir.join(name);
     let mut out = std::fs::File::create(&path).unwrap();
     let md: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
@@ -172,10 +174,10 @@ fn gguf_features_frugal_lacks_are_refused() {
             .map_err(|e| e.to_string())
     };
     // The rewrite itself loads (so the refusals below are the metadata's).
-    let same = variant(dir.path(), &[], &[], false);
+    let same = variant(dir.path(), "same.gguf", &[], &[], false);
     assert_eq!(load(&same), Ok(()));
     let refused = |md: &[(&str, Value)], tensor: bool, reason: &str| {
-        let err = load(&variant(dir.path(), md, &[], tensor)).expect_err(reason);
+        let err = load(&variant(dir.path(), "refused.gguf", md, &[], tensor)).expect_err(reason);
         assert!(err.contains(reason), "{reason}: {err}");
     };
     refused(&[], true, "rope_freqs.weight");
@@ -192,6 +194,7 @@ fn gguf_features_frugal_lacks_are_refused() {
     // Matching values are accepted.
     let ok = variant(
         dir.path(),
+        "matching.gguf",
         &[
             ("qwen2.rope.dimension_count", Value::U32(8)),
             ("qwen2.rope.scaling.type", Value::String("none".into())),
@@ -210,15 +213,17 @@ fn gguf_features_frugal_lacks_are_refused() {
 #[test]
 fn qwen2_gguf_without_pre_gets_qwen2_pretokenizer() {
     let dir = tempfile::tempdir().unwrap();
-    let old = variant(dir.path(), &[], &["tokenizer.ggml.pre"], false);
+    let old = variant(
+        dir.path(),
+        "no-pre.gguf",
+        &[],
+        &["tokenizer.ggml.pre"],
+        false,
+    );
     let scorer = load_scorer(&old, None, &Device::Cpu).unwrap();
     assert_eq!(
         load_gguf(&old, &Device::Cpu).unwrap().tokenizer.pre,
         "qwen2"
     );
-    for p in probes() {
-        let got = scorer.tokenizer.encode(p.text.as_str(), false).unwrap();
-        assert_eq!(got.get_ids(), p.ids, "ids of {:?}", p.text);
-        assert_eq!(pieces(&scorer.tokenizer, &p.text), p.pieces);
-    }
+    assert_matches_transformers(&scorer.tokenizer, &probes());
 }
