@@ -18,7 +18,8 @@ Steps, all in a temporary Hugging Face directory:
 
 1. a byte-level BPE tokenizer with Qwen2's pipeline (NFC, Qwen2's split
    pattern, byte level without its own regex: transformers' Qwen2Converter),
-   trained on this repository's README to 300 tokens plus Qwen2's three
+   trained on scripts/bpe_corpus.md (a frozen copy of this repository's
+   README) to 300 tokens plus Qwen2's three
    special tokens;
 2. scripts/qwen2_parity_fixture.py's tiny random Qwen2ForCausalLM (tied
    embedding, grouped-query attention, RoPE theta 1e6, random q/k/v biases
@@ -50,6 +51,9 @@ import tempfile
 import cuda_stubs  # scripts/cuda_stubs.py
 from qwen2_parity_fixture import tiny_qwen2
 
+# The tokenizers' training text: this repository's README of 2026-12-07,
+# frozen so that the fixtures regenerate byte-identical as the README changes.
+CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bpe_corpus.md")
 TEXT = "The 2024 ProLong paper's scorer: 12 layers, 3.5e-4 LR.\nIt doesn't matter.<|endoftext|>"
 PROBES = [
     "1234567 apples",
@@ -61,19 +65,17 @@ PROBES = [
 ]
 
 
-def qwen2_tokenizer(corpus):
-    """Step 1: Qwen2's tokenizer pipeline, trained on `corpus`."""
-    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, trainers
+def byte_level_bpe(split, corpus, normalizer=None, ignore_merges=False):
+    """A byte-level BPE tokenizer as Qwen2's and Llama 3's are built: the
+    `split` regex (matches isolated), then byte level without its own regex.
+    Trained on `corpus` to 300 tokens. scripts/llama3_fixture.py uses it too."""
+    from tokenizers import Regex, Tokenizer, decoders, pre_tokenizers, trainers
     from tokenizers.models import BPE
-    from transformers import PreTrainedTokenizerFast
 
-    # transformers' Qwen2Converter builds this pipeline; written out here.
-    split = (
-        r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"""
-        r""" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-    )
-    tok = Tokenizer(BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
-    tok.normalizer = normalizers.NFC()
+    model = BPE(unk_token=None, fuse_unk=False, byte_fallback=False, ignore_merges=ignore_merges)
+    tok = Tokenizer(model)
+    if normalizer is not None:
+        tok.normalizer = normalizer
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(split), behavior="isolated", invert=False),
@@ -81,7 +83,6 @@ def qwen2_tokenizer(corpus):
         ]
     )
     tok.decoder = decoders.ByteLevel()
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     trainer = trainers.BpeTrainer(
         vocab_size=300,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
@@ -89,25 +90,41 @@ def qwen2_tokenizer(corpus):
         show_progress=False,
     )
     tok.train_from_iterator([corpus], trainer)
+    return tok
+
+
+def qwen2_tokenizer(corpus):
+    """Step 1: Qwen2's tokenizer pipeline, trained on `corpus`."""
+    from tokenizers import normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    # transformers' Qwen2Converter builds this pipeline; written out here.
+    split = (
+        r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"""
+        r""" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    )
+    tok = byte_level_bpe(split, corpus, normalizer=normalizers.NFC())
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
     fast.add_special_tokens({"additional_special_tokens": special[1:]})
     return fast
 
 
-def convert(llama_cpp, hf_dir, outfile):
-    """Step 3: llama.cpp's converter, run in this process."""
+def convert(llama_cpp, hf_dir, outfile, pre="qwen2", outtype="q8_0", name="frugal-qwen2-tiny"):
+    """Step 3: llama.cpp's converter, run in this process. The converter looks
+    the pre-tokenizer up by a hash of the tokenizer's output; a tokenizer
+    trained here is new to it, so it is told `pre`, the pipeline's name.
+    scripts/llama3_fixture.py uses it for a Llama 3 vocabulary."""
     sys.path.insert(0, llama_cpp)
     sys.path.insert(1, os.path.join(llama_cpp, "gguf-py"))
     import conversion.base
 
-    # The converter looks the pre-tokenizer up by a hash of the tokenizer's
-    # output; this tokenizer is new to it, and its pipeline is Qwen2's.
-    conversion.base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "qwen2"
+    conversion.base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
     import convert_hf_to_gguf
 
     argv = sys.argv
-    sys.argv = ["convert_hf_to_gguf.py", hf_dir, "--outfile", outfile, "--outtype", "q8_0",
-                "--model-name", "frugal-qwen2-tiny"]
+    sys.argv = ["convert_hf_to_gguf.py", hf_dir, "--outfile", outfile, "--outtype", outtype,
+                "--model-name", name]
     try:
         convert_hf_to_gguf.main()
     finally:
@@ -116,12 +133,9 @@ def convert(llama_cpp, hf_dir, outfile):
 
 def main(llama_cpp, out):
     import torch
-    import transformers
-    from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    readme = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "README.md")
-    with open(readme, encoding="utf-8") as f:
+    with open(CORPUS, encoding="utf-8") as f:
         corpus = f.read()
     os.makedirs(out, exist_ok=True)
     gguf_path = os.path.join(out, "model.gguf")
@@ -147,28 +161,45 @@ def main(llama_cpp, out):
     gap = float((logits - f32_logits).abs().max())
     print(f"q8_0 GGUF against the f32 model: max |dlogit| {gap:.3e}, "
           f"spread {float(logits.max() - logits.min()):.2f}", file=sys.stderr)
+    save_expected(out, ids, logits, TEXT)
+    for p in write_tokens(out, gtok, [TEXT] + PROBES):
+        print(repr(p["text"]), p["ids"], file=sys.stderr)
+
+
+def save_expected(out, ids, logits, text):
+    """OUT/expected.safetensors: `ids` and `logits` of `text`, with the
+    versions and command that made them."""
+    import torch
+    import transformers
+    from safetensors.torch import save_file
+
     meta = {
         "transformers": transformers.__version__,
         "torch": torch.__version__,
-        "text": TEXT,
+        "text": text,
         "command": " ".join(sys.argv),
     }
+    # One key: safetensors writes several in hash order, which changes from
+    # run to run, and the file should regenerate byte-identical.
     save_file({"input_ids": ids, "logits": logits}, os.path.join(out, "expected.safetensors"),
-              metadata=meta)
-    # The pre-tokenizer's pieces as well: with few merges most of its splits
-    # do not change the ids, so they are the sharper check of the pipeline.
-    backend = gtok.backend_tokenizer
+              metadata={"made_by": json.dumps(meta, ensure_ascii=False)})
+
+
+def write_tokens(out, tok, texts):
+    """OUT/tokens.json: `tok`'s ids of each text and its pre-tokenizer's
+    pieces. With few merges most of a pre-tokenizer's splits do not change
+    the ids, so the pieces are the sharper check of the pipeline."""
+    backend = tok.backend_tokenizer
 
     def pieces(t):
         normal = backend.normalizer.normalize_str(t) if backend.normalizer else t
         return [p for p, _ in backend.pre_tokenizer.pre_tokenize_str(normal)]
 
-    probes = [{"text": t, "ids": gtok(t).input_ids, "pieces": pieces(t)} for t in [TEXT] + PROBES]
+    probes = [{"text": t, "ids": tok(t).input_ids, "pieces": pieces(t)} for t in texts]
     with open(os.path.join(out, "tokens.json"), "w", encoding="utf-8") as f:
         rows = ",\n".join(" " + json.dumps(p, ensure_ascii=False) for p in probes)
         f.write("[\n" + rows + "\n]\n")
-    for p in probes:
-        print(repr(p["text"]), p["ids"], file=sys.stderr)
+    return probes
 
 
 if __name__ == "__main__":

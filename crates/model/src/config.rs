@@ -1,5 +1,6 @@
 //! The architecture of a model as plain data.
 
+use crate::rope::RopeScaling;
 use crate::{ModelError, Result};
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,10 @@ pub struct LlamaConfig {
     pub max_seq_len: usize,
     #[serde(default = "default_rope_theta")]
     pub rope_theta: f64,
+    /// Llama 3.1-style stretching of the RoPE frequencies; none for plain RoPE
+    /// (and absent from the configs of models without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeScaling>,
     #[serde(default = "default_rms_eps")]
     pub rms_eps: f64,
     /// Output head shares the embedding matrix (the reference's choice).
@@ -58,6 +63,7 @@ impl LlamaConfig {
             ffn_hidden: swiglu_hidden(d_model),
             max_seq_len: 2048,
             rope_theta: default_rope_theta(),
+            rope_scaling: None,
             rms_eps: default_rms_eps(),
             tie_embeddings: true,
             qkv_bias: false,
@@ -108,6 +114,9 @@ impl LlamaConfig {
         }
         if !(self.rms_eps > 0.0 && self.rope_theta > 0.0) {
             return bad("rms_eps and rope_theta must be > 0".into());
+        }
+        if let Some(s) = &self.rope_scaling {
+            s.validate(self.head_dim())?;
         }
         Ok(())
     }

@@ -5,12 +5,14 @@
 //! writes them:
 //!
 //! * `llama`: q and k rows permuted for llama.cpp's interleaved RoPE, which
-//!   [`unpermute`] undoes;
+//!   [`unpermute`] undoes, and for Llama 3.1 and later the RoPE scaling as
+//!   per-frequency divisors (`rope_freqs.weight`);
 //! * `qwen2`: q/k/v biases (`blk.N.attn_{q,k,v}.bias`) and the rows as
 //!   Hugging Face has them, since llama.cpp runs Qwen2 with the half-split
 //!   ("NeoX") RoPE that frugal computes too.
 
 use crate::config::LlamaConfig;
+use crate::rope::RopeScaling;
 use crate::{ModelError, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{DType, Device, Tensor};
@@ -103,7 +105,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
         .ok_or_else(|| bad(path, "no token_embd.weight tensor"))?;
     let vocab_size = embd.shape.dims().first().copied().unwrap_or(0);
     let tied = !content.tensor_infos.contains_key("output.weight");
-    let config = LlamaConfig {
+    let mut config = LlamaConfig {
         vocab_size,
         d_model: int("embedding_length")?,
         n_layers: int("block_count")?,
@@ -114,12 +116,25 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
         // llama.cpp stores these as f32; widen the f32 value like
         // transformers does so RoPE tables match.
         rope_theta: float("rope.freq_base", 10_000.0),
+        rope_scaling: None,
         rms_eps: float("attention.layer_norm_rms_epsilon", 1e-5),
         tie_embeddings: tied,
         qkv_bias: kind.qkv_bias(),
     };
-    config.validate()?;
     refuse_unsupported(path, &content, &arch, config.head_dim())?;
+    // Llama 3.1's RoPE scaling, as llama.cpp's converter stores it: one
+    // divisor per frequency (llama.cpp divides θ_i by it).
+    if content.tensor_infos.contains_key("rope_freqs.weight") {
+        let factors = content
+            .tensor(&mut file, "rope_freqs.weight", device)
+            .map_err(|e| bad(path, e))?
+            .dequantize(device)?
+            .to_dtype(DType::F64)?
+            .flatten_all()?
+            .to_vec1::<f64>()?;
+        config.rope_scaling = Some(RopeScaling::FreqFactors { factors });
+    }
+    config.validate()?;
 
     let mut tensors = HashMap::new();
     let mut load = |gguf: &str, hf: String, unpermute_heads: Option<usize>| -> Result<()> {
@@ -193,17 +208,11 @@ fn uint(md: &HashMap<String, Value>, key: &str) -> Option<u64> {
 
 /// Parts of a GGUF file that frugal's model lacks and would silently compute
 /// wrong, refused with the reason (as `hf::from_hf_config` refuses them in a
-/// `config.json`): RoPE scaling (Llama 3.1's frequency factors, linear or
-/// YaRN), partial rotary embeddings and head dims other than
-/// `embedding_length / head_count`.
+/// `config.json`): RoPE scaling by metadata (linear, YaRN), partial rotary
+/// embeddings and head dims other than `embedding_length / head_count`.
+/// (Llama 3.1's scaling comes as the `rope_freqs.weight` tensor and is run.)
 fn refuse_unsupported(path: &Path, content: &Content, arch: &str, head_dim: usize) -> Result<()> {
     let md = &content.metadata;
-    if content.tensor_infos.contains_key("rope_freqs.weight") {
-        return Err(bad(
-            path,
-            "RoPE frequency factors (rope_freqs.weight, Llama 3.1-style RoPE scaling) are not supported",
-        ));
-    }
     let scaling = md
         .get(&format!("{arch}.rope.scaling.type"))
         .and_then(|v| v.to_string().ok());

@@ -1,19 +1,21 @@
 //! Hugging Face `config.json` for Llama models, both ways.
 
 use crate::config::LlamaConfig;
+use crate::rope::RopeScaling;
 use crate::{ModelError, Result};
 use serde_json::{json, Value};
 
 /// The `config.json` that `transformers.LlamaForCausalLM` expects, or
 /// `Qwen2ForCausalLM` for a config with q/k/v biases (transformers' Llama
-/// `attention_bias` would put a bias on o_proj too).
-pub fn to_hf_config(c: &LlamaConfig, bos: Option<u32>, eos: Option<u32>) -> Value {
+/// `attention_bias` would put a bias on o_proj too). Per-frequency RoPE
+/// factors (from a GGUF file) have no `config.json` form and are refused.
+pub fn to_hf_config(c: &LlamaConfig, bos: Option<u32>, eos: Option<u32>) -> Result<Value> {
     let (arch, model_type) = if c.qkv_bias {
         ("Qwen2ForCausalLM", "qwen2")
     } else {
         ("LlamaForCausalLM", "llama")
     };
-    json!({
+    let mut j = json!({
         "architectures": [arch],
         "model_type": model_type,
         "vocab_size": c.vocab_size,
@@ -34,7 +36,31 @@ pub fn to_hf_config(c: &LlamaConfig, bos: Option<u32>, eos: Option<u32>) -> Valu
         "torch_dtype": "float32",
         "bos_token_id": bos,
         "eos_token_id": eos,
-    })
+    });
+    match &c.rope_scaling {
+        None => {}
+        Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        }) => {
+            j["rope_scaling"] = json!({
+                "rope_type": "llama3",
+                "factor": factor,
+                "low_freq_factor": low_freq_factor,
+                "high_freq_factor": high_freq_factor,
+                "original_max_position_embeddings": original_max_position_embeddings,
+            })
+        }
+        Some(RopeScaling::FreqFactors { .. }) => {
+            return Err(ModelError::InvalidConfig(
+                "per-frequency RoPE factors (from a GGUF file) cannot be written to config.json"
+                    .into(),
+            ))
+        }
+    }
+    Ok(j)
 }
 
 /// Reads a Hugging Face `config.json` of the Llama family: Llama (without
@@ -71,9 +97,6 @@ pub fn from_hf_config(v: &Value) -> Result<LlamaConfig> {
             return bad("layer_types other than full_attention are not supported".into());
         }
     }
-    if v.get("rope_scaling").is_some_and(|r| !r.is_null()) {
-        return bad("rope_scaling is not supported".into());
-    }
     if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
         if act != "silu" {
             return bad(format!("hidden_act '{act}' is not supported (silu)"));
@@ -106,6 +129,7 @@ pub fn from_hf_config(v: &Value) -> Result<LlamaConfig> {
             .get("rope_theta")
             .and_then(Value::as_f64)
             .unwrap_or(10_000.0),
+        rope_scaling: rope_scaling(v)?,
         rms_eps: v
             .get("rms_norm_eps")
             .and_then(Value::as_f64)
@@ -120,6 +144,44 @@ pub fn from_hf_config(v: &Value) -> Result<LlamaConfig> {
     Ok(c)
 }
 
+/// `rope_scaling`: absent, null or `default` for plain RoPE, or Llama 3.1's
+/// `llama3`. Linear, dynamic NTK, YaRN and the rest are refused.
+fn rope_scaling(v: &Value) -> Result<Option<RopeScaling>> {
+    let Some(r) = v.get("rope_scaling").filter(|r| !r.is_null()) else {
+        return Ok(None);
+    };
+    let kind = r
+        .get("rope_type")
+        .or_else(|| r.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let num = |k: &str| {
+        r.get(k).and_then(Value::as_f64).ok_or_else(|| {
+            ModelError::InvalidConfig(format!("rope_scaling (llama3) lacks number '{k}'"))
+        })
+    };
+    match kind {
+        "default" => Ok(None),
+        "llama3" => Ok(Some(RopeScaling::Llama3 {
+            factor: num("factor")?,
+            low_freq_factor: num("low_freq_factor")?,
+            high_freq_factor: num("high_freq_factor")?,
+            original_max_position_embeddings: r
+                .get("original_max_position_embeddings")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| {
+                    ModelError::InvalidConfig(
+                        "rope_scaling (llama3) lacks integer 'original_max_position_embeddings'"
+                            .into(),
+                    )
+                })? as usize,
+        })),
+        other => Err(ModelError::InvalidConfig(format!(
+            "rope_scaling type '{other}' is not supported (only llama3)"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,7 +190,7 @@ mod tests {
     fn round_trip() {
         let mut c = LlamaConfig::new(1000, 64, 3, 4);
         c.n_kv_heads = 2;
-        let back = from_hf_config(&to_hf_config(&c, Some(0), Some(0))).unwrap();
+        let back = from_hf_config(&to_hf_config(&c, Some(0), Some(0)).unwrap()).unwrap();
         assert_eq!(back, c);
         assert!(from_hf_config(&json!({"hidden_size": 8})).is_err());
     }
@@ -140,7 +202,7 @@ mod tests {
         c.qkv_bias = true;
         c.rope_theta = 1e6;
         c.rms_eps = 1e-6;
-        let j = to_hf_config(&c, None, None);
+        let j = to_hf_config(&c, None, None).unwrap();
         assert_eq!(j["model_type"], "qwen2");
         assert_eq!(j["architectures"][0], "Qwen2ForCausalLM");
         assert_eq!(from_hf_config(&j).unwrap(), c);
@@ -155,15 +217,12 @@ mod tests {
 
     #[test]
     fn unsupported_parts_are_refused() {
-        let base = to_hf_config(&LlamaConfig::new(100, 32, 1, 2), None, None);
+        let base = to_hf_config(&LlamaConfig::new(100, 32, 1, 2), None, None).unwrap();
         for (k, val) in [
             ("attention_bias", json!(true)),
             ("mlp_bias", json!(true)),
             ("use_sliding_window", json!(true)),
-            (
-                "rope_scaling",
-                json!({"rope_type": "llama3", "factor": 8.0}),
-            ),
+            ("rope_scaling", json!({"rope_type": "yarn", "factor": 4.0})),
             ("hidden_act", json!("gelu")),
             ("model_type", json!("gpt2")),
         ] {
@@ -173,5 +232,40 @@ mod tests {
             assert!(e.contains(k), "{k}: {e}");
         }
         assert!(!from_hf_config(&base).unwrap().qkv_bias);
+    }
+
+    #[test]
+    fn llama3_rope_scaling_round_trips_and_needs_its_keys() {
+        let mut c = LlamaConfig::new(100, 64, 1, 4);
+        c.rope_theta = 500_000.0;
+        c.rope_scaling = Some(RopeScaling::Llama3 {
+            factor: 32.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        });
+        let j = to_hf_config(&c, None, None).unwrap();
+        assert_eq!(j["rope_scaling"]["rope_type"], "llama3");
+        assert_eq!(from_hf_config(&j).unwrap(), c);
+        // Older configs name the kind `type`; `default` is plain RoPE.
+        let mut old = j.clone();
+        let r = old["rope_scaling"].as_object_mut().unwrap();
+        r.remove("rope_type");
+        r.insert("type".into(), json!("llama3"));
+        assert_eq!(from_hf_config(&old).unwrap(), c);
+        let mut plain = j.clone();
+        plain["rope_scaling"] = json!({"rope_type": "default"});
+        assert_eq!(from_hf_config(&plain).unwrap().rope_scaling, None);
+        let mut partial = j.clone();
+        partial["rope_scaling"]
+            .as_object_mut()
+            .unwrap()
+            .remove("high_freq_factor");
+        let e = from_hf_config(&partial).unwrap_err().to_string();
+        assert!(e.contains("high_freq_factor"), "{e}");
+        c.rope_scaling = Some(RopeScaling::FreqFactors {
+            factors: vec![1.0; 8],
+        });
+        assert!(to_hf_config(&c, None, None).is_err());
     }
 }

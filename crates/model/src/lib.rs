@@ -16,6 +16,7 @@
 //!   up projections with SwiGLU, as one node each.
 //! * [`tape`]: the training step's backward without candle's zero-fill + add
 //!   per node ([`Llama::loss_and_grads`]).
+//! * [`rope`]: RoPE frequencies, plain or Llama 3.1-scaled, as pure functions.
 //! * [`hf`]: Hugging Face `config.json` for export.
 //! * [`gguf`]: llama.cpp GGUF files, dequantised to f32 under HF names.
 
@@ -39,6 +40,7 @@ pub mod llama;
 pub mod params;
 pub mod precision;
 pub mod presets;
+pub mod rope;
 mod small_gemm;
 pub mod tape;
 

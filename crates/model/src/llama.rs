@@ -10,6 +10,7 @@ use crate::fused_head;
 use crate::fused_linear;
 use crate::params::ParamStore;
 use crate::precision::Precision;
+use crate::rope;
 use crate::tape;
 use crate::Result;
 use candle_core::{DType, Device, Tensor, D};
@@ -518,17 +519,17 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     Ok(x.broadcast_mul(w)?)
 }
 
-/// cos/sin tables `[max_seq_len, head_dim/2]`, computed in f64 once. They are
+/// cos/sin tables `[max_seq_len, head_dim/2]` of [`rope::inv_freq`], computed once. They are
 /// constants, never variables (candle-transformers' llama2_c makes them
 /// trainable zeros, which zeroes q and k).
 fn rope_tables(c: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
     let half = c.head_dim() / 2;
+    let inv_freq = rope::inv_freq(c.head_dim(), c.rope_theta, c.rope_scaling.as_ref());
     let mut cos = Vec::with_capacity(c.max_seq_len * half);
     let mut sin = Vec::with_capacity(c.max_seq_len * half);
     for p in 0..c.max_seq_len {
-        for i in 0..half {
-            // Hugging Face computes inv_freq in f32; match it.
-            let inv = (1.0 / c.rope_theta.powf((2 * i) as f64 / c.head_dim() as f64)) as f32;
+        for &inv in &inv_freq {
+            // Hugging Face multiplies in f32; match it.
             let angle = p as f32 * inv;
             cos.push(angle.cos());
             sin.push(angle.sin());

@@ -124,16 +124,40 @@ fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
 /// leading non-letter with it.
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-/// The `tokenizer.ggml.pre` names llama.cpp maps to Qwen2's pre-tokenizer.
-fn qwen2_pre(pre: &str) -> bool {
-    matches!(pre, "qwen2" | "deepseek-r1-qwen")
+/// Llama 3's split pattern (its `tokenizer.json`; llama.cpp's
+/// `LLAMA_VOCAB_PRE_TYPE_LLAMA3`): Qwen2's, with digits in runs of up to three.
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The pre-tokenizer a GGUF vocabulary was trained with, from
+/// `tokenizer.ggml.pre` by llama.cpp's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pre {
+    /// GPT-2's pattern, what transformers' GGUF converter gives the rest.
+    Gpt2,
+    /// NFC, then [`QWEN2_SPLIT`].
+    Qwen2,
+    /// [`LLAMA3_SPLIT`], and whole pieces found in the vocabulary taken as
+    /// they are (BPE's `ignore_merges`, as Llama 3's tokenizer and llama.cpp do).
+    Llama3,
 }
 
-/// The byte-level BPE tokenizer described by GGUF metadata, built the way
-/// transformers' GGUF converter builds it, so both produce the same ids:
-/// control tokens are special tokens, and the pre-tokenizer is GPT-2's
-/// pattern with no normalizer, or for a Qwen2 vocabulary (`tokenizer.ggml.pre`
-/// `qwen2`) NFC and Qwen2's own pattern ([`QWEN2_SPLIT`]).
+impl Pre {
+    fn of(pre: &str) -> Self {
+        match pre {
+            "qwen2" | "deepseek-r1-qwen" => Self::Qwen2,
+            "llama3" | "llama-v3" | "llama-bpe" => Self::Llama3,
+            _ => Self::Gpt2,
+        }
+    }
+}
+
+/// The byte-level BPE tokenizer described by GGUF metadata, so that it gives
+/// the ids the model was trained on: control tokens are special tokens, and
+/// the pre-tokenizer is [`Pre`]'s. For GPT-2 and Qwen2 vocabularies this is
+/// the tokenizer transformers' GGUF converter builds. For Llama 3's
+/// (`llama-bpe`) it is Llama 3's own, as llama.cpp runs it; transformers'
+/// converter gives those GPT-2's pattern instead, which splits digits and
+/// contractions differently.
 pub fn gguf_tokenizer(g: &GgufTokenizer) -> std::result::Result<Tokenizer, String> {
     if g.model != "gpt2" {
         return Err(format!(
@@ -141,6 +165,7 @@ pub fn gguf_tokenizer(g: &GgufTokenizer) -> std::result::Result<Tokenizer, Strin
             g.model
         ));
     }
+    let pre = Pre::of(&g.pre);
     let vocab: tokenizers::models::bpe::Vocab = g
         .tokens
         .iter()
@@ -159,23 +184,33 @@ pub fn gguf_tokenizer(g: &GgufTokenizer) -> std::result::Result<Tokenizer, Strin
         .vocab_and_merges(vocab, merges)
         .byte_fallback(true)
         .fuse_unk(true)
+        .ignore_merges(pre == Pre::Llama3)
         .build()
         .map_err(|e| e.to_string())?;
     let mut tok = Tokenizer::new(bpe);
-    if qwen2_pre(&g.pre) {
+    let split = |pattern: &str| -> std::result::Result<_, String> {
         let split = Split::new(
-            SplitPattern::Regex(QWEN2_SPLIT.into()),
+            SplitPattern::Regex(pattern.into()),
             SplitDelimiterBehavior::Isolated,
             false,
         )
         .map_err(|e| e.to_string())?;
-        tok.with_normalizer(Some(NFC));
-        tok.with_pre_tokenizer(Some(Sequence::new(vec![
+        Ok(Sequence::new(vec![
             split.into(),
             ByteLevel::new(false, false, false).into(),
-        ])));
-    } else {
-        tok.with_pre_tokenizer(Some(ByteLevel::new(false, false, true)));
+        ]))
+    };
+    match pre {
+        Pre::Gpt2 => {
+            tok.with_pre_tokenizer(Some(ByteLevel::new(false, false, true)));
+        }
+        Pre::Qwen2 => {
+            tok.with_normalizer(Some(NFC));
+            tok.with_pre_tokenizer(Some(split(QWEN2_SPLIT)?));
+        }
+        Pre::Llama3 => {
+            tok.with_pre_tokenizer(Some(split(LLAMA3_SPLIT)?));
+        }
     }
     tok.with_decoder(Some(ByteLevel::new(false, false, true)));
     let special: Vec<AddedToken> = g

@@ -12,12 +12,13 @@ use candle_core::{DType, Device};
 use frugal_model::fused_check::max_abs_gap;
 use frugal_model::gguf::load_gguf;
 use frugal_model::params::load_safetensors;
-use frugal_prolong::model::{gguf_tokenizer, load_scorer};
-use serde::Deserialize;
+use frugal_prolong::model::load_scorer;
+use probes::{assert_matches_reference, split_otherwise_by_gpt2, Probe};
 use std::path::PathBuf;
-use tokenizers::{
-    Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, Tokenizer,
-};
+use tokenizers::Tokenizer;
+
+#[path = "common/probes.rs"]
+mod probes;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -25,45 +26,13 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-#[derive(Deserialize)]
-struct Probe {
-    text: String,
-    ids: Vec<u32>,
-    /// transformers' normalizer and pre-tokenizer output, before BPE.
-    pieces: Vec<String>,
-}
-
-/// `tok`'s normalizer and pre-tokenizer applied to `text`.
-fn pieces(tok: &Tokenizer, text: &str) -> Vec<String> {
-    let mut s = PreTokenizedString::from(text);
-    if let Some(n) = tok.get_normalizer() {
-        s.normalize(|x| n.normalize(x)).unwrap();
-    }
-    tok.get_pre_tokenizer()
-        .unwrap()
-        .pre_tokenize(&mut s)
-        .unwrap();
-    s.get_splits(OffsetReferential::Original, OffsetType::Byte)
-        .into_iter()
-        .map(|(piece, _, _)| piece.to_string())
-        .collect()
-}
-
 fn probes() -> Vec<Probe> {
-    serde_json::from_slice(&std::fs::read(fixture("tokens.json")).unwrap()).unwrap()
+    probes::probes(&fixture("tokens.json"))
 }
 
-/// `tok` gives transformers' ids and pre-tokenizer pieces for every probe,
-/// and decodes the ids back to the (NFC-composed) text.
+/// transformers' ids, pieces and (NFC-composed) decoding for every probe.
 fn assert_matches_transformers(tok: &Tokenizer, probes: &[Probe]) {
-    for p in probes {
-        let got = tok.encode(p.text.as_str(), false).unwrap();
-        assert_eq!(got.get_ids(), p.ids, "ids of {:?}", p.text);
-        assert_eq!(pieces(tok, &p.text), p.pieces, "pieces of {:?}", p.text);
-        let back = tok.decode(got.get_ids(), false).unwrap();
-        let composed = p.text.replace("e\u{301}", "é").replace("a\u{308}", "ä");
-        assert_eq!(back, composed, "decoding {:?}", p.text);
-    }
+    assert_matches_reference(tok, probes, true);
 }
 
 #[test]
@@ -110,14 +79,7 @@ fn qwen2_gguf_tokenizer_matches_transformers() {
     // the pre-tokenizer's pieces too; GPT-2's (what a `llama` GGUF gets) must
     // split these strings differently, or the probes would not test Qwen2's.
     assert_matches_transformers(&scorer.tokenizer, &probes);
-    let mut gpt2 = load_gguf(&fixture("model.gguf"), &dev).unwrap().tokenizer;
-    assert_eq!(gpt2.pre, "qwen2");
-    gpt2.pre.clear();
-    let gpt2 = gguf_tokenizer(&gpt2).unwrap();
-    let differ = probes
-        .iter()
-        .filter(|p| pieces(&gpt2, &p.text) != p.pieces)
-        .count();
+    let differ = split_otherwise_by_gpt2(&fixture("model.gguf"), "qwen2", &probes);
     assert!(
         differ >= 4,
         "only {differ} probes tell the pre-tokenizers apart"
@@ -125,13 +87,13 @@ fn qwen2_gguf_tokenizer_matches_transformers() {
 }
 
 /// The fixture rewritten as `dir/name` with `extra_md` added, `drop`
-/// removed and, with `extra_tensor`, a tensor `rope_freqs.weight`.
+/// removed and, with `rope_freqs`, a tensor `rope_freqs.weight` of them.
 fn variant(
     dir: &std::path::Path,
     name: &str,
     extra_md: &[(&str, Value)],
     drop: &[&str],
-    extra_tensor: bool,
+    rope_freqs: Option<&[f32]>,
 ) -> PathBuf {
     let dev = Device::Cpu;
     let mut file = std::fs::File::open(fixture("model.gguf")).unwrap();
@@ -148,8 +110,8 @@ fn variant(
         .keys()
         .map(|name| (name.clone(), content.tensor(&mut file, name, &dev).unwrap()))
         .collect();
-    if extra_tensor {
-        let freqs = candle_core::Tensor::ones(4, DType::F32, &dev).unwrap();
+    if let Some(factors) = rope_freqs {
+        let freqs = candle_core::Tensor::new(factors, &dev).unwrap();
         tensors.push((
             "rope_freqs.weight".into(),
             QTensor::quantize(&freqs, GgmlDType::F32).unwrap(),
@@ -174,23 +136,32 @@ fn gguf_features_frugal_lacks_are_refused() {
             .map_err(|e| e.to_string())
     };
     // The rewrite itself loads (so the refusals below are the metadata's).
-    let same = variant(dir.path(), "same.gguf", &[], &[], false);
+    let same = variant(dir.path(), "same.gguf", &[], &[], None);
     assert_eq!(load(&same), Ok(()));
-    let refused = |md: &[(&str, Value)], tensor: bool, reason: &str| {
-        let err = load(&variant(dir.path(), "refused.gguf", md, &[], tensor)).expect_err(reason);
+    let refused = |md: &[(&str, Value)], freqs: Option<&[f32]>, reason: &str| {
+        let err = load(&variant(dir.path(), "refused.gguf", md, &[], freqs)).expect_err(reason);
         assert!(err.contains(reason), "{reason}: {err}");
     };
-    refused(&[], true, "rope_freqs.weight");
+    // Llama 3.1's frequency factors are run (tests/llama3.rs), but only one
+    // per rotated pair (head dim 8 here) and all positive.
+    refused(
+        &[],
+        Some(&[1.0; 3]),
+        "3 RoPE frequency factors for head dim 8",
+    );
+    refused(&[], Some(&[1.0, 0.0, 1.0, 1.0]), "factor 0 must be > 0");
+    let ones = variant(dir.path(), "ones.gguf", &[], &[], Some(&[1.0; 4]));
+    assert_eq!(load(&ones), Ok(()));
     let yarn = Value::String("yarn".into());
     refused(
         &[("qwen2.rope.scaling.type", yarn)],
-        false,
+        None,
         "RoPE scaling 'yarn'",
     );
     let partial = ("qwen2.rope.dimension_count", Value::U32(4));
-    refused(&[partial], false, "rotary dimensions 4");
+    refused(&[partial], None, "rotary dimensions 4");
     let wide = ("qwen2.attention.key_length", Value::U32(16));
-    refused(&[wide], false, "key length 16");
+    refused(&[wide], None, "key length 16");
     // Matching values are accepted.
     let ok = variant(
         dir.path(),
@@ -200,7 +171,7 @@ fn gguf_features_frugal_lacks_are_refused() {
             ("qwen2.rope.scaling.type", Value::String("none".into())),
         ],
         &[],
-        false,
+        None,
     );
     assert_eq!(load(&ok), Ok(()));
     // Not a GGUF file at all.
@@ -218,7 +189,7 @@ fn qwen2_gguf_without_pre_gets_qwen2_pretokenizer() {
         "no-pre.gguf",
         &[],
         &["tokenizer.ggml.pre"],
-        false,
+        None,
     );
     let scorer = load_scorer(&old, None, &Device::Cpu).unwrap();
     assert_eq!(

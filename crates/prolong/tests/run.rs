@@ -29,7 +29,7 @@ fn tiny_hf_dir(dir: &Path) {
     c.max_seq_len = 64;
     std::fs::write(
         dir.join("config.json"),
-        to_hf_config(&c, None, None).to_string(),
+        to_hf_config(&c, None, None).unwrap().to_string(),
     )
     .unwrap();
     ParamStore::init(&c, &Device::Cpu, 3)

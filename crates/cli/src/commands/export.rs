@@ -32,7 +32,7 @@ fn export_hf(a: &HfArgs) -> Result<()> {
     let tok = frugal_data::tokenizer::load(&tok_path)?;
     let eot = frugal_data::tokenizer::eot_id(&tok).ok();
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let hf = to_hf_config(&config, eot, eot);
+    let hf = to_hf_config(&config, eot, eot)?;
     std::fs::write(a.out.join("config.json"), serde_json::to_vec_pretty(&hf)?)
         .with_context(|| format!("writing {}", a.out.join("config.json").display()))?;
     // Names are already Hugging Face's; a tied head is simply absent.
