@@ -121,7 +121,6 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
         tie_embeddings: tied,
         qkv_bias: kind.qkv_bias(),
     };
-    refuse_unsupported(path, &content, &arch, config.head_dim())?;
     // Llama 3.1's RoPE scaling, as llama.cpp's converter stores it: one
     // divisor per frequency (llama.cpp divides θ_i by it).
     if content.tensor_infos.contains_key("rope_freqs.weight") {
@@ -135,6 +134,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
         config.rope_scaling = Some(RopeScaling::FreqFactors { factors });
     }
     config.validate()?;
+    refuse_unsupported(path, &content, &arch, config.head_dim())?;
 
     let mut tensors = HashMap::new();
     let mut load = |gguf: &str, hf: String, unpermute_heads: Option<usize>| -> Result<()> {

@@ -73,6 +73,8 @@ pub struct Llama {
 impl Llama {
     /// Builds the model over a parameter store; gradients flow to its vars.
     pub fn new(config: &LlamaConfig, params: &ParamStore) -> Result<Self> {
+        // The RoPE tables below index by the config (e.g. its frequency factors).
+        config.validate()?;
         let get = |n: &str| -> Result<Tensor> { Ok(params.get(n)?.as_tensor().clone()) };
         let mut blocks = Vec::with_capacity(config.n_layers);
         for i in 0..config.n_layers {
@@ -519,8 +521,8 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     Ok(x.broadcast_mul(w)?)
 }
 
-/// cos/sin tables `[max_seq_len, head_dim/2]` of [`rope::inv_freq`], computed once. They are
-/// constants, never variables (candle-transformers' llama2_c makes them
+/// cos/sin tables `[max_seq_len, head_dim/2]` of [`rope::inv_freq`], computed
+/// once. They are constants, never variables (candle-transformers' llama2_c makes them
 /// trainable zeros, which zeroes q and k).
 fn rope_tables(c: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
     let half = c.head_dim() / 2;
