@@ -522,8 +522,8 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 }
 
 /// cos/sin tables `[max_seq_len, head_dim/2]` of [`rope::inv_freq`], computed
-/// once. They are constants, never variables (candle-transformers' llama2_c makes them
-/// trainable zeros, which zeroes q and k).
+/// once. They are constants, never variables (candle-transformers' llama2_c
+/// makes them trainable zeros, which zeroes q and k).
 fn rope_tables(c: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
     let half = c.head_dim() / 2;
     let inv_freq = rope::inv_freq(c.head_dim(), c.rope_theta, c.rope_scaling.as_ref());

@@ -17,24 +17,18 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+#[path = "common/fetch.rs"]
+mod fetch;
+
 /// `tokenizer.model` from the frugal cache, fetched when absent;
 /// `FRUGAL_LLAMA3_TOKENIZER` overrides the path.
 fn tokenizer_model() -> PathBuf {
-    if let Some(p) = std::env::var_os("FRUGAL_LLAMA3_TOKENIZER") {
-        return PathBuf::from(p);
-    }
-    let fetched = frugal_data::corpus::fetch("llama3-tokenizer").unwrap_or_else(|e| {
-        panic!(
-            "this test needs Meta's Llama 3 tokenizer.model (PyPI llama-models==0.3.0) and \
-             could not fetch it: {e}. Run `frugal data fetch llama3-tokenizer` (needs pip and \
-             PyPI) or set FRUGAL_LLAMA3_TOKENIZER"
-        )
-    });
-    fetched
-        .into_iter()
-        .flat_map(|f| f.files)
-        .find(|p| p.ends_with("tokenizer.model"))
-        .expect("the llama3-tokenizer entry holds no tokenizer.model")
+    fetch::cached_file(
+        "llama3-tokenizer",
+        "tokenizer.model",
+        "Meta's Llama 3 tokenizer.model (PyPI llama-models==0.3.0)",
+        "FRUGAL_LLAMA3_TOKENIZER",
+    )
 }
 
 /// The tokens by rank: each line of tiktoken's file is `base64 rank`.
