@@ -21,8 +21,8 @@ pub struct LlamaConfig {
     pub max_seq_len: usize,
     #[serde(default = "default_rope_theta")]
     pub rope_theta: f64,
-    /// Llama 3.1-style stretching of the RoPE frequencies; none for plain RoPE
-    /// (and absent from the configs of models without it).
+    /// Rescaled RoPE frequencies (Llama 3.1's, linear, YaRN); none for plain
+    /// RoPE (and absent from the configs of models without it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_scaling: Option<RopeScaling>,
     #[serde(default = "default_rms_eps")]

@@ -6,13 +6,14 @@
 //!
 //! * `llama`: q and k rows permuted for llama.cpp's interleaved RoPE, which
 //!   [`unpermute`] undoes, and for Llama 3.1 and later the RoPE scaling as
-//!   per-frequency divisors (`rope_freqs.weight`);
+//!   per-frequency divisors (`rope_freqs.weight`); linear and YaRN scaling
+//!   come as metadata (`{arch}.rope.scaling.*`), for either architecture;
 //! * `qwen2`: q/k/v biases (`blk.N.attn_{q,k,v}.bias`) and the rows as
 //!   Hugging Face has them, since llama.cpp runs Qwen2 with the half-split
 //!   ("NeoX") RoPE that frugal computes too.
 
 use crate::config::LlamaConfig;
-use crate::rope::RopeScaling;
+use crate::rope::{self, RopeScaling};
 use crate::{ModelError, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{DType, Device, Tensor};
@@ -133,6 +134,18 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
             .to_vec1::<f64>()?;
         config.rope_scaling = Some(RopeScaling::FreqFactors { factors });
     }
+    if let Some(scaling) = metadata_rope_scaling(path, md, &arch, config.max_seq_len)? {
+        if config.rope_scaling.is_some() {
+            return Err(bad(
+                path,
+                "RoPE scaling both as rope_freqs.weight and in metadata is not supported",
+            ));
+        }
+        if let Some(n) = scaling.extended_context() {
+            config.max_seq_len = config.max_seq_len.max(n);
+        }
+        config.rope_scaling = Some(scaling);
+    }
     config.validate()?;
     refuse_unsupported(path, &content, &arch, config.head_dim())?;
 
@@ -206,19 +219,75 @@ fn uint(md: &HashMap<String, Value>, key: &str) -> Option<u64> {
         .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
 }
 
+/// The RoPE scaling a GGUF file states in metadata (`{arch}.rope.scaling.*`,
+/// as llama.cpp's converter writes a config's `rope_scaling`): linear and
+/// YaRN. As in llama.cpp, a missing type with a factor means linear, and a
+/// factor of 1 means none. YaRN's `beta_*` and `attn_factor` keys are read
+/// as transformers reads them in the config they came from (llama.cpp's
+/// Llama and Qwen2 ignore them). LongRoPE, extrapolation factors other than
+/// 1 and a general attention factor are refused.
+fn metadata_rope_scaling(
+    path: &Path,
+    md: &HashMap<String, Value>,
+    arch: &str,
+    context_length: usize,
+) -> Result<Option<RopeScaling>> {
+    let key = |k: &str| format!("{arch}.rope.{k}");
+    let num = |k: &str| {
+        md.get(&key(k))
+            .and_then(|v| v.to_f32().ok().map(f64::from).or(v.to_f64().ok()))
+    };
+    let refuse = |k: &str, v: f64| Err(bad(path, format!("'{}' = {v} is not supported", key(k))));
+    if let Some(a) = num("scaling.attn_factor").filter(|a| *a != 1.0) {
+        return refuse("scaling.attn_factor", a);
+    }
+    // The older key `rope.scale_linear` holds the factor too.
+    let factor = num("scaling.factor")
+        .or_else(|| num("scale_linear"))
+        .filter(|f| *f != 0.0 && *f != 1.0);
+    let kind = md
+        .get(&key("scaling.type"))
+        .and_then(|v| v.to_string().ok());
+    match kind.map(String::as_str) {
+        None | Some("linear") => Ok(factor.map(|factor| RopeScaling::Linear { factor })),
+        Some("none") => Ok(None),
+        Some("yarn") => {
+            let Some(factor) = factor else {
+                return Ok(None);
+            };
+            if let Some(e) = num("scaling.yarn_ext_factor").filter(|e| *e != 1.0) {
+                return refuse("scaling.yarn_ext_factor", e);
+            }
+            // llama.cpp's stand-in for DeepSeek's mscale_all_dim (mscale 1).
+            let log_mul = num("scaling.yarn_log_multiplier").filter(|m| *m != 0.0);
+            let attention_factor = num("scaling.yarn_attn_factor").unwrap_or_else(|| {
+                rope::yarn_attention_factor(factor, log_mul.map(|_| 1.0), log_mul)
+            });
+            let original = uint(md, &key("scaling.original_context_length"))
+                .map_or(context_length, |n| n as usize);
+            Ok(Some(RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings: original,
+                beta_fast: num("scaling.yarn_beta_fast").unwrap_or(32.0),
+                beta_slow: num("scaling.yarn_beta_slow").unwrap_or(1.0),
+                attention_factor,
+                truncate: true,
+            }))
+        }
+        Some(other) => Err(bad(
+            path,
+            format!("RoPE scaling '{other}' is not supported"),
+        )),
+    }
+}
+
 /// Parts of a GGUF file that frugal's model lacks and would silently compute
 /// wrong, refused with the reason (as `hf::from_hf_config` refuses them in a
-/// `config.json`): RoPE scaling by metadata (linear, YaRN), partial rotary
-/// embeddings and head dims other than `embedding_length / head_count`.
-/// (Llama 3.1's scaling comes as the `rope_freqs.weight` tensor and is run.)
+/// `config.json`): partial rotary embeddings and head dims other than
+/// `embedding_length / head_count`. (RoPE scaling is read, or refused, by
+/// [`metadata_rope_scaling`].)
 fn refuse_unsupported(path: &Path, content: &Content, arch: &str, head_dim: usize) -> Result<()> {
     let md = &content.metadata;
-    let scaling = md
-        .get(&format!("{arch}.rope.scaling.type"))
-        .and_then(|v| v.to_string().ok());
-    if let Some(kind) = scaling.filter(|k| k.as_str() != "none") {
-        return Err(bad(path, format!("RoPE scaling '{kind}' is not supported")));
-    }
     for (key, what) in [
         ("rope.dimension_count", "rotary dimensions"),
         ("attention.key_length", "key length"),

@@ -1,7 +1,7 @@
 //! Hugging Face `config.json` for Llama models, both ways.
 
 use crate::config::LlamaConfig;
-use crate::rope::RopeScaling;
+use crate::rope::{self, RopeScaling};
 use crate::{ModelError, Result};
 use serde_json::{json, Value};
 
@@ -51,6 +51,27 @@ pub fn to_hf_config(c: &LlamaConfig, bos: Option<u32>, eos: Option<u32>) -> Resu
                 "low_freq_factor": low_freq_factor,
                 "high_freq_factor": high_freq_factor,
                 "original_max_position_embeddings": original_max_position_embeddings,
+            })
+        }
+        Some(RopeScaling::Linear { factor }) => {
+            j["rope_scaling"] = json!({"rope_type": "linear", "factor": factor})
+        }
+        Some(RopeScaling::Yarn {
+            factor,
+            original_max_position_embeddings,
+            beta_fast,
+            beta_slow,
+            attention_factor,
+            truncate,
+        }) => {
+            j["rope_scaling"] = json!({
+                "rope_type": "yarn",
+                "factor": factor,
+                "original_max_position_embeddings": original_max_position_embeddings,
+                "beta_fast": beta_fast,
+                "beta_slow": beta_slow,
+                "attention_factor": attention_factor,
+                "truncate": truncate,
             })
         }
         Some(RopeScaling::FreqFactors { .. }) => {
@@ -117,6 +138,15 @@ pub fn from_hf_config(v: &Value) -> Result<LlamaConfig> {
             )));
         }
     }
+    if let Some(f) = v.get("partial_rotary_factor").and_then(Value::as_f64) {
+        if f != 1.0 {
+            return bad(format!(
+                "partial_rotary_factor {f} (RoPE on part of each head) is not supported"
+            ));
+        }
+    }
+    let rope_scaling = rope_scaling(v)?;
+    let max_position_embeddings = get("max_position_embeddings")?;
     let c = LlamaConfig {
         vocab_size: get("vocab_size")?,
         d_model,
@@ -124,12 +154,16 @@ pub fn from_hf_config(v: &Value) -> Result<LlamaConfig> {
         n_heads,
         n_kv_heads: get("num_key_value_heads").unwrap_or(n_heads),
         ffn_hidden: get("intermediate_size")?,
-        max_seq_len: get("max_position_embeddings")?,
+        // YaRN configs (Qwen2.5's) keep the original length here.
+        max_seq_len: rope_scaling
+            .as_ref()
+            .and_then(RopeScaling::extended_context)
+            .map_or(max_position_embeddings, |n| n.max(max_position_embeddings)),
         rope_theta: v
             .get("rope_theta")
             .and_then(Value::as_f64)
             .unwrap_or(10_000.0),
-        rope_scaling: rope_scaling(v)?,
+        rope_scaling,
         rms_eps: v
             .get("rms_norm_eps")
             .and_then(Value::as_f64)
@@ -144,8 +178,9 @@ pub fn from_hf_config(v: &Value) -> Result<LlamaConfig> {
     Ok(c)
 }
 
-/// `rope_scaling`: absent, null or `default` for plain RoPE, or Llama 3.1's
-/// `llama3`. Linear, dynamic NTK, YaRN and the rest are refused.
+/// `rope_scaling`: absent, null or `default` for plain RoPE; `llama3`,
+/// `linear` and `yarn` with transformers' defaults for the keys it lets a
+/// config leave out. Dynamic NTK, LongRoPE and the rest are refused.
 fn rope_scaling(v: &Value) -> Result<Option<RopeScaling>> {
     let Some(r) = v.get("rope_scaling").filter(|r| !r.is_null()) else {
         return Ok(None);
@@ -155,10 +190,28 @@ fn rope_scaling(v: &Value) -> Result<Option<RopeScaling>> {
         .or_else(|| r.get("type"))
         .and_then(Value::as_str)
         .unwrap_or("");
+    let lacks = |what: &str, k: &str| {
+        ModelError::InvalidConfig(format!("rope_scaling ({kind}) lacks {what} '{k}'"))
+    };
     let num = |k: &str| {
-        r.get(k).and_then(Value::as_f64).ok_or_else(|| {
-            ModelError::InvalidConfig(format!("rope_scaling (llama3) lacks number '{k}'"))
-        })
+        r.get(k)
+            .and_then(Value::as_f64)
+            .ok_or_else(|| lacks("number", k))
+    };
+    // Python's `get(k) or default`: absent, null and zero all mean default.
+    let num_or = |k: &str, default: f64| {
+        r.get(k)
+            .and_then(Value::as_f64)
+            .filter(|x| *x != 0.0)
+            .unwrap_or(default)
+    };
+    let original = |fallback: Option<u64>| {
+        r.get("original_max_position_embeddings")
+            .and_then(Value::as_u64)
+            .filter(|x| *x != 0)
+            .or(fallback)
+            .map(|x| x as usize)
+            .ok_or_else(|| lacks("integer", "original_max_position_embeddings"))
     };
     match kind {
         "default" => Ok(None),
@@ -166,18 +219,31 @@ fn rope_scaling(v: &Value) -> Result<Option<RopeScaling>> {
             factor: num("factor")?,
             low_freq_factor: num("low_freq_factor")?,
             high_freq_factor: num("high_freq_factor")?,
-            original_max_position_embeddings: r
-                .get("original_max_position_embeddings")
-                .and_then(Value::as_u64)
-                .ok_or_else(|| {
-                    ModelError::InvalidConfig(
-                        "rope_scaling (llama3) lacks integer 'original_max_position_embeddings'"
-                            .into(),
-                    )
-                })? as usize,
+            original_max_position_embeddings: original(None)?,
         })),
+        "linear" => Ok(Some(RopeScaling::Linear {
+            factor: num("factor")?,
+        })),
+        "yarn" => {
+            let factor = num("factor")?;
+            let opt = |k: &str| r.get(k).and_then(Value::as_f64);
+            let attention_factor = opt("attention_factor").unwrap_or_else(|| {
+                rope::yarn_attention_factor(factor, opt("mscale"), opt("mscale_all_dim"))
+            });
+            Ok(Some(RopeScaling::Yarn {
+                factor,
+                // transformers falls back to the config's own length.
+                original_max_position_embeddings: original(
+                    v.get("max_position_embeddings").and_then(Value::as_u64),
+                )?,
+                beta_fast: num_or("beta_fast", 32.0),
+                beta_slow: num_or("beta_slow", 1.0),
+                attention_factor,
+                truncate: r.get("truncate").and_then(Value::as_bool).unwrap_or(true),
+            }))
+        }
         other => Err(ModelError::InvalidConfig(format!(
-            "rope_scaling type '{other}' is not supported (only llama3)"
+            "rope_scaling type '{other}' is not supported (llama3, linear, yarn)"
         ))),
     }
 }
@@ -222,7 +288,11 @@ mod tests {
             ("attention_bias", json!(true)),
             ("mlp_bias", json!(true)),
             ("use_sliding_window", json!(true)),
-            ("rope_scaling", json!({"rope_type": "yarn", "factor": 4.0})),
+            (
+                "rope_scaling",
+                json!({"rope_type": "dynamic", "factor": 4.0}),
+            ),
+            ("partial_rotary_factor", json!(0.5)),
             ("hidden_act", json!("gelu")),
             ("model_type", json!("gpt2")),
         ] {
@@ -267,5 +337,59 @@ mod tests {
             factors: vec![1.0; 8],
         });
         assert!(to_hf_config(&c, None, None).is_err());
+    }
+
+    #[test]
+    fn yarn_reads_qwen25s_switch_extends_the_context_and_round_trips() {
+        let mut c = LlamaConfig::new(100, 64, 1, 4);
+        c.qkv_bias = true;
+        c.max_seq_len = 32_768;
+        let mut j = to_hf_config(&c, None, None).unwrap();
+        // As Qwen2.5's model cards say to switch YaRN on.
+        j["rope_scaling"] =
+            json!({"factor": 4.0, "original_max_position_embeddings": 32768, "type": "yarn"});
+        let y = from_hf_config(&j).unwrap();
+        assert_eq!(y.max_seq_len, 131_072);
+        let Some(RopeScaling::Yarn {
+            beta_fast,
+            beta_slow,
+            attention_factor,
+            truncate,
+            ..
+        }) = y.rope_scaling
+        else {
+            panic!("{:?}", y.rope_scaling)
+        };
+        assert_eq!((beta_fast, beta_slow, truncate), (32.0, 1.0, true));
+        assert!((attention_factor - 1.138_629_436_111_989).abs() < 1e-12);
+        assert_eq!(
+            from_hf_config(&to_hf_config(&y, None, None).unwrap()).unwrap(),
+            y
+        );
+        // Without original_max_position_embeddings transformers takes the
+        // config's length; an explicit attention_factor wins over mscale.
+        let r = j["rope_scaling"].as_object_mut().unwrap();
+        r.remove("original_max_position_embeddings");
+        r.insert("attention_factor".into(), json!(1.5));
+        r.insert("mscale".into(), json!(0.7));
+        let z = from_hf_config(&j).unwrap();
+        assert_eq!(z.max_seq_len, 131_072);
+        assert!(matches!(
+            z.rope_scaling,
+            Some(RopeScaling::Yarn {
+                original_max_position_embeddings: 32_768,
+                attention_factor: 1.5,
+                ..
+            })
+        ));
+        let mut lin = to_hf_config(&c, None, None).unwrap();
+        lin["rope_scaling"] = json!({"type": "linear", "factor": 2.0});
+        let l = from_hf_config(&lin).unwrap();
+        assert_eq!(l.rope_scaling, Some(RopeScaling::Linear { factor: 2.0 }));
+        assert_eq!(l.max_seq_len, 32_768);
+        assert_eq!(
+            from_hf_config(&to_hf_config(&l, None, None).unwrap()).unwrap(),
+            l
+        );
     }
 }

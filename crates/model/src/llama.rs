@@ -245,6 +245,18 @@ impl Llama {
         Ok(self.hidden_act(ids, cache)?.to_dtype(DType::F32)?)
     }
 
+    /// Logits `[B, T, V]` (f32) of `ids` computed in two calls through one
+    /// fresh KV cache, the first `split` tokens and then the rest: how ProLong
+    /// scores a segment after its context, so tests can check that it equals
+    /// one pass.
+    pub fn logits_in_two_calls(&self, ids: &Tensor, split: usize) -> Result<Tensor> {
+        let t = ids.dim(1)?;
+        let mut cache = KvCache::default();
+        let a = self.hidden(&ids.narrow(1, 0, split)?, Some(&mut cache))?;
+        let b = self.hidden(&ids.narrow(1, split, t - split)?, Some(&mut cache))?;
+        linear(&Tensor::cat(&[a, b], 1)?, &self.lm_head)
+    }
+
     /// [`Llama::hidden`] in the activation dtype.
     fn hidden_act(&self, ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (_, t) = ids.dims2()?;
@@ -527,14 +539,20 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 fn rope_tables(c: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
     let half = c.head_dim() / 2;
     let inv_freq = rope::inv_freq(c.head_dim(), c.rope_theta, c.rope_scaling.as_ref());
+    // YaRN scales cos and sin (transformers' attention_scaling), after the
+    // angle's cos and sin in f32 as transformers does.
+    let scale = c
+        .rope_scaling
+        .as_ref()
+        .map_or(1.0, |s| s.attention_factor()) as f32;
     let mut cos = Vec::with_capacity(c.max_seq_len * half);
     let mut sin = Vec::with_capacity(c.max_seq_len * half);
     for p in 0..c.max_seq_len {
         for &inv in &inv_freq {
             // Hugging Face multiplies in f32; match it.
             let angle = p as f32 * inv;
-            cos.push(angle.cos());
-            sin.push(angle.sin());
+            cos.push(angle.cos() * scale);
+            sin.push(angle.sin() * scale);
         }
     }
     Ok((

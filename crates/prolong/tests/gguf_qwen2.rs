@@ -152,11 +152,23 @@ fn gguf_features_frugal_lacks_are_refused() {
     refused(&[], Some(&[1.0, 0.0, 1.0, 1.0]), "factor 0 must be > 0");
     let ones = variant(dir.path(), "ones.gguf", &[], &[], Some(&[1.0; 4]));
     assert_eq!(load(&ones), Ok(()));
-    let yarn = Value::String("yarn".into());
+    // Linear and YaRN scaling are run (tests/rope_scaling.rs); the kinds
+    // and knobs frugal does not compute are refused.
+    let kind = |k: &str| ("qwen2.rope.scaling.type", Value::String(k.into()));
+    let factor = ("qwen2.rope.scaling.factor", Value::F32(4.0));
+    refused(&[kind("longrope")], None, "RoPE scaling 'longrope'");
+    let ext = ("qwen2.rope.scaling.yarn_ext_factor", Value::F32(0.5));
     refused(
-        &[("qwen2.rope.scaling.type", yarn)],
+        &[kind("yarn"), factor.clone(), ext],
         None,
-        "RoPE scaling 'yarn'",
+        "yarn_ext_factor' = 0.5",
+    );
+    let attn = ("qwen2.rope.scaling.attn_factor", Value::F32(2.0));
+    refused(&[attn], None, "attn_factor' = 2");
+    refused(
+        &[kind("yarn"), factor.clone()],
+        Some(&[1.0; 4]),
+        "both as rope_freqs.weight and in metadata",
     );
     let partial = ("qwen2.rope.dimension_count", Value::U32(4));
     refused(&[partial], None, "rotary dimensions 4");
