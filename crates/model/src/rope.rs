@@ -379,6 +379,22 @@ mod tests {
     }
 
     #[test]
+    fn checkpoint_configs_name_the_kind_and_default_truncate() {
+        for s in [
+            llama31(),
+            RopeScaling::Linear { factor: 2.0 },
+            yarn(4.0, 64, false),
+        ] {
+            let text = serde_json::to_string(&s).unwrap();
+            assert_eq!(serde_json::from_str::<RopeScaling>(&text).unwrap(), s);
+        }
+        let old = r#"{"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64,
+                      "beta_fast": 32.0, "beta_slow": 1.0, "attention_factor": 1.1}"#;
+        let s: RopeScaling = serde_json::from_str(old).unwrap();
+        assert!(matches!(s, RopeScaling::Yarn { truncate: true, .. }));
+    }
+
+    #[test]
     fn bad_parameters_are_refused_by_name() {
         let mut s = llama31();
         if let RopeScaling::Llama3 {
