@@ -140,19 +140,13 @@ def tiny_model(kind, vocab_size):
 
 def main(llama_cpp, out):
     import torch
-    from safetensors.torch import save_file
-    from transformers import AutoTokenizer
-
-    import transformers
 
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "frequencies.json"), "w", encoding="utf-8") as f:
         json.dump(frequencies(), f, indent=1)
         f.write("\n")
 
-    tok = AutoTokenizer.from_pretrained(TOKENIZER)
-    ids = tok(TEXT, return_tensors="pt").input_ids[:, :T].contiguous()
-    assert ids.shape[1] == T
+    tok, ids = fixture_ids()
     tensors = {"input_ids": ids}
     for kind, pre in [("linear", "llama-bpe"), ("yarn", "qwen2")]:
         model = tiny_model(kind, len(tok))
@@ -169,10 +163,30 @@ def main(llama_cpp, out):
         tensors[f"logits_{kind}"] = logits
         print(f"{kind}: logits spread {float(logits.max() - logits.min()):.2f}", file=sys.stderr)
 
+    save_tensors(out, tensors)
+
+
+def fixture_ids():
+    """`input_ids` [1, T]: TEXT through the Llama 3 fixture's tokenizer, and
+    that tokenizer. scripts/qwen3_fixture.py uses them too."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(TOKENIZER)
+    ids = tok(TEXT, return_tensors="pt").input_ids[:, :T].contiguous()
+    assert ids.shape[1] == T
+    return tok, ids
+
+
+def save_tensors(out, tensors):
+    """OUT/expected.safetensors with the versions and command that made it,
+    as one metadata key, so that the file regenerates byte-identical (see
+    qwen2_gguf_fixture.save_expected)."""
+    import torch
+    import transformers
+    from safetensors.torch import save_file
+
     meta = {"transformers": transformers.__version__, "torch": torch.__version__,
             "text": TEXT, "command": " ".join(sys.argv)}
-    # One metadata key, so the file regenerates byte-identical (see
-    # qwen2_gguf_fixture.save_expected).
     save_file(tensors, os.path.join(out, "expected.safetensors"),
               metadata={"made_by": json.dumps(meta, ensure_ascii=False)})
 

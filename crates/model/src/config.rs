@@ -33,6 +33,14 @@ pub struct LlamaConfig {
     /// Biases on the q/k/v projections (Qwen2); o_proj and the MLP have none.
     #[serde(default)]
     pub qkv_bias: bool,
+    /// RMSNorm over each head of q and of k before RoPE (Qwen3), with
+    /// weights `[head_dim]` shared by the heads.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub qk_norm: bool,
+    /// The width of one head where it is not `d_model / n_heads` (Qwen3:
+    /// 16 heads of 128 over a width of 1024); see [`LlamaConfig::head_dim`].
+    #[serde(default, rename = "head_dim", skip_serializing_if = "Option::is_none")]
+    pub explicit_head_dim: Option<usize>,
 }
 
 fn default_rope_theta() -> f64 {
@@ -67,11 +75,21 @@ impl LlamaConfig {
             rms_eps: default_rms_eps(),
             tie_embeddings: true,
             qkv_bias: false,
+            qk_norm: false,
+            explicit_head_dim: None,
         }
     }
 
+    /// One head's width: `d_model / n_heads` unless the config states it.
     pub fn head_dim(&self) -> usize {
-        self.d_model / self.n_heads
+        self.explicit_head_dim
+            .unwrap_or(self.d_model / self.n_heads.max(1))
+    }
+
+    /// The width of q and of the attention output, `n_heads · head_dim`
+    /// (`d_model` unless the head dim is stated otherwise).
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim()
     }
 
     pub fn kv_dim(&self) -> usize {
@@ -94,7 +112,10 @@ impl LlamaConfig {
                 return bad(format!("{name} must be > 0"));
             }
         }
-        if !self.d_model.is_multiple_of(self.n_heads) {
+        if self.explicit_head_dim == Some(0) {
+            return bad("head_dim must be > 0".into());
+        }
+        if self.explicit_head_dim.is_none() && !self.d_model.is_multiple_of(self.n_heads) {
             return bad(format!(
                 "d_model {} is not divisible by n_heads {}",
                 self.d_model, self.n_heads
@@ -123,10 +144,13 @@ impl LlamaConfig {
 
     /// Parameters per block: attention projections, MLP, two norms.
     pub fn params_per_layer(&self) -> usize {
-        let d = self.d_model;
-        let mut attn = d * d * 2 + d * self.kv_dim() * 2;
+        let (d, q) = (self.d_model, self.q_dim());
+        let mut attn = d * q * 2 + d * self.kv_dim() * 2;
         if self.qkv_bias {
-            attn += d + 2 * self.kv_dim();
+            attn += q + 2 * self.kv_dim();
+        }
+        if self.qk_norm {
+            attn += 2 * self.head_dim();
         }
         let mlp = 3 * d * self.ffn_hidden;
         attn + mlp + 2 * d

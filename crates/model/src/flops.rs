@@ -38,12 +38,14 @@ pub fn forward_flops_per_sequence(c: &LlamaConfig, seq_len: usize) -> ForwardFlo
     let v = c.vocab_size as f64;
     let l = c.n_layers as f64;
     let kv = c.kv_dim() as f64;
+    // q and the attention output are n_heads · head_dim wide (d but for Qwen3).
+    let q = c.q_dim() as f64;
     let h = c.n_heads as f64;
     let f = c.ffn_hidden as f64;
     ForwardFlops {
         embedding: 2.0 * t * v * d,
-        attention_projections: l * (2.0 * t * d * (d + 2.0 * kv) + 2.0 * t * d * d),
-        attention_scores: l * (2.0 * t * t * d + 3.0 * h * t * t + 2.0 * t * t * d),
+        attention_projections: l * (2.0 * t * d * (q + 2.0 * kv) + 2.0 * t * q * d),
+        attention_scores: l * (2.0 * t * t * q + 3.0 * h * t * t + 2.0 * t * t * q),
         mlp: l * (2.0 * t * d * f * 3.0),
         logits: 2.0 * t * d * v,
     }

@@ -481,6 +481,28 @@ pub fn max_abs_gap(a: &Tensor, b: &Tensor) -> Result<f32> {
     Ok(gap_and_scale(a, b)?.0)
 }
 
+/// The largest |Δ| between `want` and `model`'s logits of `ids` computed the
+/// three ways frugal computes them: fused, unfused, and through the KV cache
+/// in two calls split at `split` ([`crate::Llama::logits_in_two_calls`]).
+/// For checking a model against an outside reference; leaves `model` as it
+/// was.
+pub fn logit_gaps(
+    model: &mut crate::Llama,
+    ids: &Tensor,
+    want: &Tensor,
+    split: usize,
+) -> crate::Result<[f32; 3]> {
+    let was_fused = model.is_fused();
+    let mut gap = |fused: bool| -> crate::Result<f32> {
+        model.set_fused(fused)?;
+        Ok(max_abs_gap(&model.forward(ids)?, want)?)
+    };
+    let (fused, unfused) = (gap(true)?, gap(false)?);
+    model.set_fused(was_fused)?;
+    let cached = model.detached().logits_in_two_calls(ids, split)?;
+    Ok([fused, unfused, max_abs_gap(&cached, want)?])
+}
+
 /// (largest |a − b|, largest |a|), each NaN when a NaN is among its values.
 fn gap_and_scale(a: &Tensor, b: &Tensor) -> Result<(f32, f32)> {
     let values = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>();

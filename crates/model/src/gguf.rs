@@ -10,7 +10,10 @@
 //!   come as metadata (`{arch}.rope.scaling.*`), for either architecture;
 //! * `qwen2`: q/k/v biases (`blk.N.attn_{q,k,v}.bias`) and the rows as
 //!   Hugging Face has them, since llama.cpp runs Qwen2 with the half-split
-//!   ("NeoX") RoPE that frugal computes too.
+//!   ("NeoX") RoPE that frugal computes too;
+//! * `qwen3`: as `qwen2` without the biases, with per-head q/k norms
+//!   (`blk.N.attn_{q,k}_norm`) and heads whose width (`attention.key_length`)
+//!   need not be `embedding_length / head_count`.
 
 use crate::config::LlamaConfig;
 use crate::rope::{self, RopeScaling};
@@ -32,7 +35,7 @@ pub struct GgufTokenizer {
     pub token_types: Vec<i32>,
     /// `tokenizer.ggml.pre`, the pre-tokenizer llama.cpp applies before BPE
     /// (`qwen2`, `smollm`, `llama-bpe`, ...); where absent, `qwen2` for a
-    /// Qwen2 file and empty otherwise.
+    /// Qwen2 or Qwen3 file and empty otherwise.
     pub pre: String,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
@@ -57,6 +60,7 @@ fn bad(path: &Path, m: impl std::fmt::Display) -> ModelError {
 enum Arch {
     Llama,
     Qwen2,
+    Qwen3,
 }
 
 impl Arch {
@@ -64,6 +68,7 @@ impl Arch {
         match name {
             "llama" => Some(Self::Llama),
             "qwen2" => Some(Self::Qwen2),
+            "qwen3" => Some(Self::Qwen3),
             _ => None,
         }
     }
@@ -74,9 +79,12 @@ impl Arch {
     fn qkv_bias(self) -> bool {
         self == Self::Qwen2
     }
+    fn qk_norm(self) -> bool {
+        self == Self::Qwen3
+    }
 }
 
-/// Reads a Llama- or Qwen2-architecture GGUF file onto `device` in f32.
+/// Reads a Llama-, Qwen2- or Qwen3-architecture GGUF file onto `device` in f32.
 pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
     let mut file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
     let content =
@@ -86,7 +94,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
     let Some(kind) = Arch::of(&arch) else {
         return Err(bad(
             path,
-            format!("architecture '{arch}' is not supported (only 'llama' and 'qwen2')"),
+            format!("architecture '{arch}' is not supported (only 'llama', 'qwen2' and 'qwen3')"),
         ));
     };
     let int = |k: &str| -> Result<usize> {
@@ -100,6 +108,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
             .unwrap_or(default)
     };
     let n_heads = int("attention.head_count")?;
+    let d_model = int("embedding_length")?;
     let embd = content
         .tensor_infos
         .get("token_embd.weight")
@@ -108,7 +117,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
     let tied = !content.tensor_infos.contains_key("output.weight");
     let mut config = LlamaConfig {
         vocab_size,
-        d_model: int("embedding_length")?,
+        d_model,
         n_layers: int("block_count")?,
         n_heads,
         n_kv_heads: int("attention.head_count_kv").unwrap_or(n_heads),
@@ -121,6 +130,11 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
         rms_eps: float("attention.layer_norm_rms_epsilon", 1e-5),
         tie_embeddings: tied,
         qkv_bias: kind.qkv_bias(),
+        qk_norm: kind.qk_norm(),
+        // A head width other than embedding_length / head_count (Qwen3's).
+        explicit_head_dim: uint(md, &format!("{arch}.attention.key_length"))
+            .map(|n| n as usize)
+            .filter(|&hd| n_heads == 0 || hd * n_heads != d_model),
     };
     // Llama 3.1's RoPE scaling, as llama.cpp's converter stores it: one
     // divisor per frequency (llama.cpp divides θ_i by it).
@@ -191,6 +205,10 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
                 let name = format!("model.layers.{i}.self_attn.{p}_proj.bias");
                 load(&format!("blk.{i}.attn_{p}.bias"), name, None)?;
             }
+        }
+        if kind.qk_norm() {
+            load(&g("attn_q_norm"), h("self_attn.q_norm"), None)?;
+            load(&g("attn_k_norm"), h("self_attn.k_norm"), None)?;
         }
         load(&g("attn_output"), h("self_attn.o_proj"), None)?;
         load(&g("ffn_norm"), h("post_attention_layernorm"), None)?;
@@ -299,7 +317,8 @@ fn refuse_unsupported(path: &Path, content: &Content, arch: &str, head_dim: usiz
                 path,
                 format!(
                     "{what} {n} ('{arch}.{key}') differ from the head dim {head_dim} \
-                     (embedding_length / head_count), which frugal's model requires"
+                     (attention.key_length, else embedding_length / head_count), which \
+                     frugal's model requires"
                 ),
             ));
         }
@@ -347,7 +366,7 @@ fn read_tokenizer(md: &HashMap<String, Value>, arch: Arch) -> GgufTokenizer {
         // Files converted before llama.cpp wrote `pre` (mid-2024) lack it;
         // a Qwen2 file's is Qwen2's (transformers picks it by architecture).
         pre: match string(md, "tokenizer.ggml.pre") {
-            pre if pre.is_empty() && arch == Arch::Qwen2 => "qwen2".into(),
+            pre if pre.is_empty() && matches!(arch, Arch::Qwen2 | Arch::Qwen3) => "qwen2".into(),
             pre => pre,
         },
         bos: id("tokenizer.ggml.bos_token_id"),

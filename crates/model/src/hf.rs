@@ -3,17 +3,59 @@
 use crate::config::LlamaConfig;
 use crate::rope::{self, RopeScaling};
 use crate::{ModelError, Result};
+use candle_core::{Device, Tensor};
 use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// A Hugging Face model directory's `config.json` ([`from_hf_config`]) and
+/// the tensors of all its `*.safetensors` files onto `device`, without
+/// `lm_head.weight` where the embedding is tied (transformers saves it
+/// anyway in some versions).
+pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<(LlamaConfig, HashMap<String, Tensor>)> {
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
+    let json: Value = serde_json::from_str(&text)
+        .map_err(|e| ModelError::InvalidConfig(format!("{}: not JSON: {e}", cfg_path.display())))?;
+    let config = from_hf_config(&json)
+        .map_err(|e| ModelError::InvalidConfig(format!("{}: {e}", cfg_path.display())))?;
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| ModelError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(ModelError::InvalidConfig(format!(
+            "{}: no *.safetensors files",
+            dir.display()
+        )));
+    }
+    let mut tensors = HashMap::new();
+    for f in files {
+        tensors.extend(crate::params::load_safetensors(&f, device)?);
+    }
+    if config.tie_embeddings {
+        tensors.remove("lm_head.weight");
+    }
+    Ok((config, tensors))
+}
 
 /// The `config.json` that `transformers.LlamaForCausalLM` expects, or
 /// `Qwen2ForCausalLM` for a config with q/k/v biases (transformers' Llama
-/// `attention_bias` would put a bias on o_proj too). Per-frequency RoPE
-/// factors (from a GGUF file) have no `config.json` form and are refused.
+/// `attention_bias` would put a bias on o_proj too), or `Qwen3ForCausalLM`
+/// for one with q/k norms. Per-frequency RoPE factors (from a GGUF file)
+/// have no `config.json` form and are refused.
 pub fn to_hf_config(c: &LlamaConfig, bos: Option<u32>, eos: Option<u32>) -> Result<Value> {
-    let (arch, model_type) = if c.qkv_bias {
-        ("Qwen2ForCausalLM", "qwen2")
-    } else {
-        ("LlamaForCausalLM", "llama")
+    let (arch, model_type) = match (c.qkv_bias, c.qk_norm) {
+        (false, false) => ("LlamaForCausalLM", "llama"),
+        (true, false) => ("Qwen2ForCausalLM", "qwen2"),
+        (false, true) => ("Qwen3ForCausalLM", "qwen3"),
+        (true, true) => {
+            return Err(ModelError::InvalidConfig(
+                "q/k/v biases with q/k norms have no transformers architecture".into(),
+            ))
+        }
     };
     let mut j = json!({
         "architectures": [arch],
@@ -85,7 +127,8 @@ pub fn to_hf_config(c: &LlamaConfig, bos: Option<u32>, eos: Option<u32>) -> Resu
 }
 
 /// Reads a Hugging Face `config.json` of the Llama family: Llama (without
-/// attention/MLP biases) and Qwen2 (q/k/v biases, no sliding window).
+/// attention/MLP biases), Qwen2 (q/k/v biases) and Qwen3 (per-head q/k
+/// norms), without sliding windows.
 /// Anything that would need a part frugal's model lacks is refused, because
 /// ignoring it would silently give a different model.
 pub fn from_hf_config(v: &Value) -> Result<LlamaConfig> {
@@ -95,12 +138,13 @@ pub fn from_hf_config(v: &Value) -> Result<LlamaConfig> {
         .get("model_type")
         .and_then(Value::as_str)
         .unwrap_or("llama");
-    let qkv_bias = match model_type {
-        "llama" => false,
-        "qwen2" => true,
+    let (qkv_bias, qk_norm) = match model_type {
+        "llama" => (false, false),
+        "qwen2" => (true, false),
+        "qwen3" => (false, true),
         other => {
             return bad(format!(
-                "model_type '{other}' is not supported (llama, qwen2)"
+                "model_type '{other}' is not supported (llama, qwen2, qwen3)"
             ))
         }
     };
@@ -131,13 +175,13 @@ pub fn from_hf_config(v: &Value) -> Result<LlamaConfig> {
     };
     let n_heads = get("num_attention_heads")?;
     let d_model = get("hidden_size")?;
-    if let Some(hd) = v.get("head_dim").and_then(Value::as_u64) {
-        if hd as usize * n_heads != d_model {
-            return Err(ModelError::InvalidConfig(format!(
-                "head_dim {hd} × heads {n_heads} ≠ hidden_size {d_model} is not supported"
-            )));
-        }
-    }
+    // transformers writes head_dim always; only a width other than
+    // hidden / heads (Qwen3's) is kept.
+    let explicit_head_dim = v
+        .get("head_dim")
+        .and_then(Value::as_u64)
+        .map(|hd| hd as usize)
+        .filter(|&hd| n_heads == 0 || hd * n_heads != d_model);
     if let Some(f) = v.get("partial_rotary_factor").and_then(Value::as_f64) {
         if f != 1.0 {
             return bad(format!(
@@ -173,6 +217,8 @@ pub fn from_hf_config(v: &Value) -> Result<LlamaConfig> {
             .and_then(Value::as_bool)
             .unwrap_or(false),
         qkv_bias,
+        qk_norm,
+        explicit_head_dim,
     };
     c.validate()?;
     Ok(c)

@@ -24,6 +24,8 @@ struct Block {
     v: Tensor,
     /// q/k/v biases (Qwen2), `[n_heads·hd]`, `[kv_dim]`, `[kv_dim]`.
     qkv_bias: Option<[Tensor; 3]>,
+    /// Per-head RMSNorm weights of q and k `[hd]` (Qwen3).
+    qk_norm: Option<[Tensor; 2]>,
     o: Tensor,
     mlp_norm: Tensor,
     gate: Tensor,
@@ -93,6 +95,11 @@ impl Llama {
                 } else {
                     None
                 },
+                qk_norm: if config.qk_norm {
+                    Some([p("self_attn.q_norm.weight")?, p("self_attn.k_norm.weight")?])
+                } else {
+                    None
+                },
                 o: p("self_attn.o_proj.weight")?,
                 mlp_norm: p("post_attention_layernorm.weight")?,
                 gate: p("mlp.gate_proj.weight")?,
@@ -145,6 +152,7 @@ impl Llama {
                     k: d(&b.k),
                     v: d(&b.v),
                     qkv_bias: b.qkv_bias.as_ref().map(|bs| bs.each_ref().map(d)),
+                    qk_norm: b.qk_norm.as_ref().map(|ns| ns.each_ref().map(d)),
                     o: d(&b.o),
                     mlp_norm: d(&b.mlp_norm),
                     gate: d(&b.gate),
@@ -166,6 +174,11 @@ impl Llama {
         }
         self.fused = on && fused::fused_on(self.embed.device());
         Ok(())
+    }
+
+    /// Whether the fused kernels run ([`Llama::set_fused`]).
+    pub fn is_fused(&self) -> bool {
+        self.fused
     }
 
     /// Chooses, within the fused path, one-op attention (true) or scores
@@ -315,25 +328,36 @@ impl Llama {
                 return Ok(Attended::SeqMajor(rows));
             }
         }
+        // Projection `k` (0 q, 1 k, 2 v) of x into `n` heads `[B, n, T, hd]`,
+        // with its bias and (q and k of Qwen3) its per-head norm.
         let heads = |w: &Tensor, k: usize, n: usize| -> Result<Tensor> {
-            if blk.qkv_bias.is_none() && self.fused_for(x) {
+            let norm = blk.qk_norm.as_ref().and_then(|ns| ns.get(k));
+            if blk.qkv_bias.is_none() && norm.is_none() && self.fused_for(x) {
                 return Ok(fused_linear::linear_to_heads(x, w, n, self.precision)?);
             }
             let mut y = self.linear(x, w)?;
             if let Some(bias) = &blk.qkv_bias {
                 y = y.broadcast_add(&bias[k].to_dtype(y.dtype())?)?;
             }
-            Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?)
+            let mut y = y.reshape((b, t, n, hd))?;
+            if let Some(w) = norm {
+                // In f32, as transformers' Qwen3RMSNorm computes it.
+                let f = rms_norm(&y.to_dtype(DType::F32)?, w, c.rms_eps)?;
+                y = f.to_dtype(self.act_dtype())?;
+            }
+            Ok(y.transpose(1, 2)?.contiguous()?)
         };
         // q and k with their rotation in the same node where it runs.
-        let rotated = |w: &Tensor, k: usize, n: usize| -> Result<Tensor> {
-            match &self.rope_tables {
-                Some(tables) if blk.qkv_bias.is_none() && self.fused_for(x) => Ok(
-                    fused_block::rotated_heads(x, w, n, tables, pos, self.precision)?,
-                ),
-                _ => self.rotate(&heads(w, k, n)?, pos),
-            }
-        };
+        let plain_qk = blk.qkv_bias.is_none() && blk.qk_norm.is_none();
+        let rotated =
+            |w: &Tensor, k: usize, n: usize| -> Result<Tensor> {
+                match &self.rope_tables {
+                    Some(tables) if plain_qk && self.fused_for(x) => Ok(
+                        fused_block::rotated_heads(x, w, n, tables, pos, self.precision)?,
+                    ),
+                    _ => self.rotate(&heads(w, k, n)?, pos),
+                }
+            };
         let q = rotated(&blk.q, 0, c.n_heads)?;
         let mut k = rotated(&blk.k, 1, c.n_kv_heads)?;
         let mut v = heads(&blk.v, 2, c.n_kv_heads)?;
@@ -403,6 +427,7 @@ impl Llama {
             && fused_attention::supports_on(x.device(), self.act_dtype(), c.head_dim())
             && self.rope_tables.is_some()
             && !c.qkv_bias
+            && !c.qk_norm
             && c.n_kv_heads == c.n_heads
     }
 

@@ -36,7 +36,7 @@ pub fn param_specs(c: &LlamaConfig) -> Vec<ParamSpec> {
     // Residual projections are scaled down so the residual stream's variance
     // does not grow with depth (GPT-2 / the reference).
     let resid_std = 0.02 / ((2 * c.n_layers) as f64).sqrt();
-    let (d, kv, f) = (c.d_model, c.kv_dim(), c.ffn_hidden);
+    let (d, q, kv, f) = (c.d_model, c.q_dim(), c.kv_dim(), c.ffn_hidden);
     let spec = |name: String, shape: Vec<usize>, init: Init, decay: bool| ParamSpec {
         name,
         shape,
@@ -59,7 +59,7 @@ pub fn param_specs(c: &LlamaConfig) -> Vec<ParamSpec> {
         ));
         out.push(spec(
             p("self_attn.q_proj.weight"),
-            vec![d, d],
+            vec![q, d],
             Init::Normal(std),
             true,
         ));
@@ -77,7 +77,7 @@ pub fn param_specs(c: &LlamaConfig) -> Vec<ParamSpec> {
         ));
         if c.qkv_bias {
             // Qwen2; no weight decay on biases.
-            for (name, n) in [("q", d), ("k", kv), ("v", kv)] {
+            for (name, n) in [("q", q), ("k", kv), ("v", kv)] {
                 out.push(spec(
                     p(&format!("self_attn.{name}_proj.bias")),
                     vec![n],
@@ -86,9 +86,20 @@ pub fn param_specs(c: &LlamaConfig) -> Vec<ParamSpec> {
                 ));
             }
         }
+        if c.qk_norm {
+            // Qwen3: one RMSNorm weight per head width, shared by the heads.
+            for name in ["q_norm", "k_norm"] {
+                out.push(spec(
+                    p(&format!("self_attn.{name}.weight")),
+                    vec![c.head_dim()],
+                    Init::Ones,
+                    false,
+                ));
+            }
+        }
         out.push(spec(
             p("self_attn.o_proj.weight"),
-            vec![d, d],
+            vec![d, q],
             Init::Normal(resid_std),
             true,
         ));

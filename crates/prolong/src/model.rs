@@ -2,10 +2,9 @@
 //! Face directory or a frugal checkpoint.
 
 use crate::{ProlongError, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use frugal_model::gguf::{load_gguf, GgufTokenizer};
 use frugal_model::{Llama, ParamStore};
-use std::collections::HashMap;
 use std::path::Path;
 use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::unicode::NFC;
@@ -35,7 +34,7 @@ fn err(path: &Path, m: impl std::fmt::Display) -> ProlongError {
     ProlongError::Model(format!("{}: {m}", path.display()))
 }
 
-/// Loads `path`: a `.gguf` file, a Hugging Face directory (Llama or Qwen2)
+/// Loads `path`: a `.gguf` file, a Hugging Face directory (Llama, Qwen2 or Qwen3)
 /// with `config.json` + `*.safetensors` + `tokenizer.json`, or a frugal checkpoint directory
 /// (`state.json` + `model.safetensors`; tokenizer from `tokenizer` or a
 /// `tokenizer.json` in the directory or its parent).
@@ -83,28 +82,9 @@ pub fn load_scorer(path: &Path, tokenizer: Option<&Path>, device: &Device) -> Re
             source,
         });
     }
-    let cfg_path = path.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| err(&cfg_path, e))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| err(&cfg_path, e))?;
-    // Llama or Qwen2 (q/k/v biases); parts frugal's model lacks are refused
-    // there rather than silently dropped.
-    let config = frugal_model::hf::from_hf_config(&json).map_err(|e| err(&cfg_path, e))?;
-    let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    let mut files: Vec<_> = std::fs::read_dir(path)
-        .map_err(|e| err(path, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(err(path, "no *.safetensors files"));
-    }
-    for f in files {
-        tensors.extend(frugal_model::params::load_safetensors(&f, device)?);
-    }
-    if config.tie_embeddings {
-        tensors.remove("lm_head.weight");
-    }
+    // Llama, Qwen2 or Qwen3; parts frugal's model lacks are refused there
+    // rather than silently dropped.
+    let (config, tensors) = frugal_model::hf::load_hf_dir(path, device)?;
     let params = ParamStore::from_tensors(&config, tensors, &source)?;
     let model = Llama::new(&config, &params)?.detached();
     Ok(Scorer {

@@ -12,6 +12,7 @@ use candle_core::{DType, Device};
 use frugal_model::fused_check::max_abs_gap;
 use frugal_model::gguf::load_gguf;
 use frugal_model::params::load_safetensors;
+use frugal_model::ParamStore;
 use frugal_prolong::model::load_scorer;
 use probes::{assert_matches_reference, split_otherwise_by_gpt2, Probe};
 use std::path::PathBuf;
@@ -172,8 +173,22 @@ fn gguf_features_frugal_lacks_are_refused() {
     );
     let partial = ("qwen2.rope.dimension_count", Value::U32(4));
     refused(&[partial], None, "rotary dimensions 4");
-    let wide = ("qwen2.attention.key_length", Value::U32(16));
-    refused(&[wide], None, "key length 16");
+    // A key length states the head width (Qwen3's differs from
+    // embedding_length / head_count); the value length and rotary
+    // dimensions must then agree with it.
+    let wide = ("qwen2.attention.value_length", Value::U32(16));
+    refused(&[wide], None, "value length 16");
+    let rot = ("qwen2.rope.dimension_count", Value::U32(8));
+    let key = ("qwen2.attention.key_length", Value::U32(16));
+    refused(&[key.clone(), rot], None, "rotary dimensions 8");
+    // Alone it is taken at its word, and the q/k/v weights then do not fit.
+    let wide_heads = variant(dir.path(), "key.gguf", &[key], &[], None);
+    let wide_heads = load_gguf(&wide_heads, &Device::Cpu).unwrap();
+    assert_eq!(wide_heads.config.head_dim(), 16);
+    let err = ParamStore::from_tensors(&wide_heads.config, wide_heads.tensors, "key.gguf")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("q_proj"), "{err}");
     // Matching values are accepted.
     let ok = variant(
         dir.path(),

@@ -39,7 +39,7 @@ pub struct ScoreArgs {
     /// Matmul dtype: f32, or bf16 (norms, softmax and log-probs stay f32)
     #[arg(long, value_name = "f32|bf16", default_value = "f32")]
     pub dtype: frugal_model::Precision,
-    /// GGUF file (Llama or Qwen2), Hugging Face directory or frugal checkpoint; default: the
+    /// GGUF file (Llama, Qwen2 or Qwen3), Hugging Face directory or frugal checkpoint; default: the
     /// SmolLM2-135M GGUF of `frugal data fetch smollm2`.
     #[arg(long)]
     pub model: Option<PathBuf>,

@@ -35,20 +35,24 @@ fn every_parameter_receives_a_gradient() {
         let (c, p) = tiny(kv);
         let m = Llama::new(&c, &p).unwrap().with_precision(precision);
         let loss = m.loss(&ids(2, 16, 97, 0), &ids(2, 16, 97, 1)).unwrap();
-        let grads = loss.backward().unwrap();
-        for (name, var) in p.iter() {
-            let g = grads
-                .get(var)
-                .unwrap_or_else(|| panic!("no gradient for {name}"));
-            let norm = g
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(norm > 0.0 && norm.is_finite(), "{name}: |g|² = {norm}");
-        }
+        assert_every_gradient(&p, &loss.backward().unwrap());
+    }
+}
+
+/// Every parameter of `p` has a finite, non-zero gradient in `grads`.
+fn assert_every_gradient(p: &ParamStore, grads: &candle_core::backprop::GradStore) {
+    for (name, var) in p.iter() {
+        let g = grads
+            .get(var)
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let norm = g
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(norm > 0.0 && norm.is_finite(), "{name}: |g|² = {norm}");
     }
 }
 
@@ -264,20 +268,41 @@ fn qkv_biases_are_applied_cached_and_trained() {
     assert!(max_abs_diff(&full, &Tensor::cat(&[a, b], 1).unwrap()) < 1e-5);
     // Every parameter, the biases included, gets a gradient.
     let loss = m.loss(&x, &ids(2, 12, 97, 6)).unwrap();
-    let grads = loss.backward().unwrap();
-    for (name, var) in p.iter() {
-        let g = grads
-            .get(var)
-            .unwrap_or_else(|| panic!("no gradient for {name}"));
-        let n = g
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(n > 0.0 && n.is_finite(), "{name}: |g|² = {n}");
+    assert_every_gradient(&p, &loss.backward().unwrap());
+}
+
+/// Qwen3's shape: per-head q/k norms and heads wider than d / heads. The
+/// fused and composite paths and the KV cache agree, the tape steps aside,
+/// and every parameter (the norms included) is trained.
+#[test]
+fn qk_norms_and_wide_heads_run_cached_and_trained() {
+    let (mut c, _) = tiny(2);
+    c.qk_norm = true;
+    c.explicit_head_dim = Some(16);
+    assert_eq!((c.head_dim(), c.q_dim()), (16, 64));
+    let p = ParamStore::init(&c, &Device::Cpu, 3).unwrap();
+    assert_eq!(c.param_count(), p.numel());
+    let mut t = p.tensors();
+    for (k, v) in t.iter_mut() {
+        if k.ends_with("_norm.weight") {
+            *v = (v.rand_like(0.5, 1.5).unwrap())
+                .to_dtype(DType::F32)
+                .unwrap();
+        }
     }
+    let p = ParamStore::from_tensors(&c, t, "test").unwrap();
+    let m = Llama::new(&c, &p).unwrap();
+    assert!(!m.tape_covers());
+    let x = ids(2, 12, 97, 5);
+    let fused = m.forward(&x).unwrap();
+    let mut unfused = m.clone();
+    unfused.set_fused(false).unwrap();
+    assert!(max_abs_diff(&fused, &unfused.forward(&x).unwrap()) < 1e-4);
+    let cached = m.detached().logits_in_two_calls(&x, 7).unwrap();
+    assert!(max_abs_diff(&fused, &cached) < 1e-4);
+    let (loss, grads) = m.loss_and_grads(&x, &ids(2, 12, 97, 6), 1.0).unwrap();
+    assert!(loss.to_scalar::<f32>().unwrap().is_finite());
+    assert_every_gradient(&p, &grads);
 }
 
 /// bf16 matmuls change the numbers by bf16's rounding and no more: logits and
