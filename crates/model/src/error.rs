@@ -9,6 +9,14 @@ pub enum ModelError {
     UnknownPreset { name: String, known: String },
     #[error("parameter '{name}' is missing from {source_name}")]
     MissingParam { name: String, source_name: String },
+    #[error(
+        "{source_name} holds {names:?}, which this model config has no place for \
+         (a part of the model its config does not state?)"
+    )]
+    UnexpectedParams {
+        names: Vec<String>,
+        source_name: String,
+    },
     #[error("parameter '{name}' has shape {found:?} but this model needs {expected:?} (checkpoint from a different model shape?)")]
     ShapeMismatch {
         name: String,

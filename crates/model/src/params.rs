@@ -203,6 +203,20 @@ impl ParamStore {
             vars.insert(s.name.clone(), Var::from_tensor(&t.to_dtype(DType::F32)?)?);
             decay.insert(s.name, s.decay);
         }
+        // A weight or bias the config has no place for would silently be
+        // dropped (e.g. Qwen3's q/k norms under a config without them).
+        // Other leftovers are buffers, such as old `rotary_emb.inv_freq`.
+        let mut unexpected: Vec<String> = tensors
+            .into_keys()
+            .filter(|n| n.ends_with(".weight") || n.ends_with(".bias"))
+            .collect();
+        if !unexpected.is_empty() {
+            unexpected.sort();
+            return Err(ModelError::UnexpectedParams {
+                names: unexpected,
+                source_name: source_name.to_string(),
+            });
+        }
         Ok(Self {
             vars,
             decay,

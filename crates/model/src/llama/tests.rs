@@ -126,6 +126,19 @@ fn seeded_init_is_reproducible_and_checked_on_load() {
     other.d_model = 64;
     let err = ParamStore::from_tensors(&other, p.tensors(), "test").unwrap_err();
     assert!(err.to_string().contains("different model shape"), "{err}");
+    // A weight the config has no place for is an error, not dropped; a
+    // buffer is passed over.
+    let mut extra = p.tensors();
+    let norm = extra["model.norm.weight"].clone();
+    extra.insert(
+        "model.layers.0.self_attn.q_norm.weight".into(),
+        norm.clone(),
+    );
+    let err = ParamStore::from_tensors(&c, extra.clone(), "test").unwrap_err();
+    assert!(err.to_string().contains("q_norm.weight"), "{err}");
+    extra.remove("model.layers.0.self_attn.q_norm.weight");
+    extra.insert("model.layers.0.self_attn.rotary_emb.inv_freq".into(), norm);
+    assert!(ParamStore::from_tensors(&c, extra, "test").is_ok());
 }
 
 /// The fused CPU kernels give the same loss and the same gradient for every
