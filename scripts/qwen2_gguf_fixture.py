@@ -167,8 +167,14 @@ def main(llama_cpp, out):
 
 
 def save_expected(out, ids, logits, text):
-    """OUT/expected.safetensors: `ids` and `logits` of `text`, with the
-    versions and command that made them."""
+    """OUT/expected.safetensors: `ids` and `logits` of `text`."""
+    save_tensors(out, {"input_ids": ids, "logits": logits}, text)
+
+
+def save_tensors(out, tensors, text):
+    """OUT/expected.safetensors: `tensors`, with `text` and the versions and
+    command that made them. scripts/rope_scaling_fixture.py and
+    scripts/qwen3_fixture.py use it too."""
     import torch
     import transformers
     from safetensors.torch import save_file
@@ -181,7 +187,7 @@ def save_expected(out, ids, logits, text):
     }
     # One key: safetensors writes several in hash order, which changes from
     # run to run, and the file should regenerate byte-identical.
-    save_file({"input_ids": ids, "logits": logits}, os.path.join(out, "expected.safetensors"),
+    save_file(tensors, os.path.join(out, "expected.safetensors"),
               metadata={"made_by": json.dumps(meta, ensure_ascii=False)})
 
 

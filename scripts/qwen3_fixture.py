@@ -27,8 +27,9 @@ import sys
 import tempfile
 
 import cuda_stubs  # scripts/cuda_stubs.py
-from qwen2_gguf_fixture import convert
-from rope_scaling_fixture import fixture_ids, save_tensors
+from llama3_fixture import TEXT
+from qwen2_gguf_fixture import convert, save_tensors
+from rope_scaling_fixture import fixture_ids
 
 
 def tiny_qwen3(vocab_size):
@@ -81,7 +82,7 @@ def main(llama_cpp, out):
     with torch.no_grad():
         logits = model(input_ids=ids).logits.float().contiguous()
     print(f"logits spread {float(logits.max() - logits.min()):.2f}", file=sys.stderr)
-    save_tensors(out, {"input_ids": ids, "logits": logits})
+    save_tensors(out, {"input_ids": ids, "logits": logits}, TEXT)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import tempfile
 
 import cuda_stubs  # scripts/cuda_stubs.py
 from llama3_fixture import TEXT
-from qwen2_gguf_fixture import convert
+from qwen2_gguf_fixture import convert, save_tensors
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOKENIZER = os.path.join(HERE, "..", "crates", "prolong", "tests", "fixtures", "llama3", "hf")
@@ -163,7 +163,7 @@ def main(llama_cpp, out):
         tensors[f"logits_{kind}"] = logits
         print(f"{kind}: logits spread {float(logits.max() - logits.min()):.2f}", file=sys.stderr)
 
-    save_tensors(out, tensors)
+    save_tensors(out, tensors, TEXT)
 
 
 def fixture_ids():
@@ -175,20 +175,6 @@ def fixture_ids():
     ids = tok(TEXT, return_tensors="pt").input_ids[:, :T].contiguous()
     assert ids.shape[1] == T
     return tok, ids
-
-
-def save_tensors(out, tensors):
-    """OUT/expected.safetensors with the versions and command that made it,
-    as one metadata key, so that the file regenerates byte-identical (see
-    qwen2_gguf_fixture.save_expected)."""
-    import torch
-    import transformers
-    from safetensors.torch import save_file
-
-    meta = {"transformers": transformers.__version__, "torch": torch.__version__,
-            "text": TEXT, "command": " ".join(sys.argv)}
-    save_file(tensors, os.path.join(out, "expected.safetensors"),
-              metadata={"made_by": json.dumps(meta, ensure_ascii=False)})
 
 
 if __name__ == "__main__":

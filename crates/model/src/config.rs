@@ -43,6 +43,13 @@ pub struct LlamaConfig {
     pub explicit_head_dim: Option<usize>,
 }
 
+/// The head width a config keeps explicit: `stated` (config.json's
+/// `head_dim`, a GGUF's `attention.key_length`) unless it is just
+/// `d_model / n_heads`, which both formats also write for ordinary models.
+pub fn unusual_head_dim(stated: Option<usize>, d_model: usize, n_heads: usize) -> Option<usize> {
+    stated.filter(|&hd| n_heads == 0 || hd * n_heads != d_model)
+}
+
 fn default_rope_theta() -> f64 {
     10_000.0
 }

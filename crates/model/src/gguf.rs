@@ -15,7 +15,7 @@
 //!   (`blk.N.attn_{q,k}_norm`) and heads whose width (`attention.key_length`)
 //!   need not be `embedding_length / head_count`.
 
-use crate::config::LlamaConfig;
+use crate::config::{unusual_head_dim, LlamaConfig};
 use crate::rope::{self, RopeScaling};
 use crate::{ModelError, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
@@ -102,11 +102,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
             .map(|x| x as usize)
             .ok_or_else(|| bad(path, format!("metadata lacks integer '{arch}.{k}'")))
     };
-    let float = |k: &str, default: f64| -> f64 {
-        md.get(&format!("{arch}.{k}"))
-            .and_then(|v| v.to_f32().ok().map(f64::from).or(v.to_f64().ok()))
-            .unwrap_or(default)
-    };
+    let float = |k: &str, default: f64| number(md, &format!("{arch}.{k}")).unwrap_or(default);
     let n_heads = int("attention.head_count")?;
     let d_model = int("embedding_length")?;
     let embd = content
@@ -131,10 +127,11 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
         tie_embeddings: tied,
         qkv_bias: kind.qkv_bias(),
         qk_norm: kind.qk_norm(),
-        // A head width other than embedding_length / head_count (Qwen3's).
-        explicit_head_dim: uint(md, &format!("{arch}.attention.key_length"))
-            .map(|n| n as usize)
-            .filter(|&hd| n_heads == 0 || hd * n_heads != d_model),
+        explicit_head_dim: unusual_head_dim(
+            uint(md, &format!("{arch}.attention.key_length")).map(|n| n as usize),
+            d_model,
+            n_heads,
+        ),
     };
     // Llama 3.1's RoPE scaling, as llama.cpp's converter stores it: one
     // divisor per frequency (llama.cpp divides θ_i by it).
@@ -155,9 +152,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
                 "RoPE scaling both as rope_freqs.weight and in metadata is not supported",
             ));
         }
-        if let Some(n) = scaling.extended_context() {
-            config.max_seq_len = config.max_seq_len.max(n);
-        }
+        config.max_seq_len = scaling.context_length(config.max_seq_len);
         config.rope_scaling = Some(scaling);
     }
     config.validate()?;
@@ -231,6 +226,13 @@ fn string(md: &HashMap<String, Value>, key: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A float metadata value, stored as f32 (llama.cpp's choice; widened as
+/// transformers widens it) or f64.
+fn number(md: &HashMap<String, Value>, key: &str) -> Option<f64> {
+    md.get(key)
+        .and_then(|v| v.to_f32().ok().map(f64::from).or(v.to_f64().ok()))
+}
+
 /// An unsigned metadata value, stored as u64 or u32.
 fn uint(md: &HashMap<String, Value>, key: &str) -> Option<u64> {
     md.get(key)
@@ -251,10 +253,7 @@ fn metadata_rope_scaling(
     context_length: usize,
 ) -> Result<Option<RopeScaling>> {
     let key = |k: &str| format!("{arch}.rope.{k}");
-    let num = |k: &str| {
-        md.get(&key(k))
-            .and_then(|v| v.to_f32().ok().map(f64::from).or(v.to_f64().ok()))
-    };
+    let num = |k: &str| number(md, &key(k));
     let refuse = |k: &str, v: f64| Err(bad(path, format!("'{}' = {v} is not supported", key(k))));
     if let Some(a) = num("scaling.attn_factor").filter(|a| *a != 1.0) {
         return refuse("scaling.attn_factor", a);

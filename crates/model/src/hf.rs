@@ -1,6 +1,6 @@
 //! Hugging Face `config.json` for Llama models, both ways.
 
-use crate::config::LlamaConfig;
+use crate::config::{unusual_head_dim, LlamaConfig};
 use crate::rope::{self, RopeScaling};
 use crate::{ModelError, Result};
 use candle_core::{Device, Tensor};
@@ -175,13 +175,10 @@ pub fn from_hf_config(v: &Value) -> Result<LlamaConfig> {
     };
     let n_heads = get("num_attention_heads")?;
     let d_model = get("hidden_size")?;
-    // transformers writes head_dim always; only a width other than
-    // hidden / heads (Qwen3's) is kept.
-    let explicit_head_dim = v
-        .get("head_dim")
-        .and_then(Value::as_u64)
-        .map(|hd| hd as usize)
-        .filter(|&hd| n_heads == 0 || hd * n_heads != d_model);
+    // transformers writes head_dim always.
+    let stated_head_dim = v.get("head_dim").and_then(Value::as_u64);
+    let explicit_head_dim =
+        unusual_head_dim(stated_head_dim.map(|hd| hd as usize), d_model, n_heads);
     if let Some(f) = v.get("partial_rotary_factor").and_then(Value::as_f64) {
         if f != 1.0 {
             return bad(format!(
@@ -199,10 +196,9 @@ pub fn from_hf_config(v: &Value) -> Result<LlamaConfig> {
         n_kv_heads: get("num_key_value_heads").unwrap_or(n_heads),
         ffn_hidden: get("intermediate_size")?,
         // YaRN configs (Qwen2.5's) keep the original length here.
-        max_seq_len: rope_scaling
-            .as_ref()
-            .and_then(RopeScaling::extended_context)
-            .map_or(max_position_embeddings, |n| n.max(max_position_embeddings)),
+        max_seq_len: rope_scaling.as_ref().map_or(max_position_embeddings, |s| {
+            s.context_length(max_position_embeddings)
+        }),
         rope_theta: v
             .get("rope_theta")
             .and_then(Value::as_f64)

@@ -181,6 +181,12 @@ impl RopeScaling {
         }
     }
 
+    /// The positions to run for a model whose config states `stated`: YaRN's
+    /// [`RopeScaling::extended_context`] where that is longer, else `stated`.
+    pub fn context_length(&self, stated: usize) -> usize {
+        self.extended_context().map_or(stated, |n| n.max(stated))
+    }
+
     /// The context YaRN extends the original to, `factor ×` the original
     /// (as vLLM derives a YaRN model's length): Qwen2.5's configs keep
     /// `max_position_embeddings` at the original 32K when YaRN is switched
