@@ -47,6 +47,7 @@ fn train_eval_generate_export_and_errors() {
             .args(["--prompt", "The king", "--max-tokens", "10"]),
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("The king"));
+    check_context_and_run_dirs(&run, &ckpt, loss);
 
     let hf = tmp.path().join("hf");
     run_ok(
@@ -73,6 +74,55 @@ fn train_eval_generate_export_and_errors() {
         "different configuration",
     );
     check_errors(tmp.path(), &cfg);
+}
+
+/// A run directory stands for its latest checkpoint where a model is read,
+/// and generation says when the context cuts it short.
+fn check_context_and_run_dirs(run: &Path, ckpt: &Path, loss: f64) {
+    let out = run_ok(frugal().arg("eval").arg("--checkpoint").arg(run));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["val_loss"].as_f64().unwrap(), loss);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("step-0000012, the latest checkpoint of"),
+        "{err}"
+    );
+
+    // The tiny model's context is 32 tokens.
+    let generate = |extra: &[&str]| {
+        let mut c = frugal();
+        c.arg("generate").arg("--checkpoint").arg(ckpt).args(extra);
+        c
+    };
+    let out = run_ok(&mut generate(&[
+        "--prompt",
+        "The king",
+        "--max-tokens",
+        "100",
+        "--temperature",
+        "0",
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not 100: the prompt takes"), "{err}");
+    assert!(err.contains("32-token context"), "{err}");
+    fails_with(
+        &mut generate(&["--prompt", "hi", "--temperature", "-1"]),
+        "--temperature must be a finite number >= 0",
+    );
+    fails_with(
+        &mut generate(&["--prompt", &"the king ".repeat(40)]),
+        "no room to generate",
+    );
+    // A cooldown branches from a step the user names; a run directory is
+    // refused with its checkpoints listed.
+    fails_with(
+        frugal()
+            .args(["cooldown", "--steps", "2", "--from"])
+            .arg(run)
+            .arg("--out")
+            .arg(run.with_file_name("branch")),
+        "is a run directory, not a checkpoint; pass one of its checkpoints (",
+    );
 }
 
 fn check_errors(tmp: &Path, cfg: &Path) {

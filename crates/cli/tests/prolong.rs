@@ -86,4 +86,49 @@ fn score_to_parquet_then_select_with_texts() {
         &mut score(&tmp.path().join("no/such/dir/scores.jsonl")),
         "no/such/dir",
     );
+
+    // The run directory stands for its latest checkpoint, and the tokenizer
+    // `frugal train` keeps there is found without --tokenizer: the same scores.
+    let again = tmp.path().join("again.jsonl");
+    run_ok(
+        frugal()
+            .args(["prolong", "score", "--model"])
+            .arg(&run)
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&again)
+            .args([
+                "--chunk-size",
+                "16",
+                "--window",
+                "128",
+                "--sample-pairs",
+                "6",
+            ]),
+    );
+    let by_id = |text: &str| -> Vec<(String, Option<f64>)> {
+        let mut v: Vec<(String, Option<f64>)> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|r| (r["id"].as_str().unwrap().to_string(), r["lds"].as_f64()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let first = tmp.path().join("first.jsonl");
+    run_ok(&mut score(&first));
+    let want = by_id(&std::fs::read_to_string(&first).unwrap());
+    assert_eq!(want.iter().filter(|r| r.1.is_some()).count(), 6);
+    assert_eq!(by_id(&std::fs::read_to_string(&again).unwrap()), want);
+    fails_with(
+        frugal()
+            .args(["prolong", "score", "--model"])
+            .arg(tmp.path())
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(tmp.path().join("none.jsonl")),
+        "nor a frugal run directory with checkpoints",
+    );
 }

@@ -35,9 +35,11 @@ fn err(path: &Path, m: impl std::fmt::Display) -> ProlongError {
 }
 
 /// Loads `path`: a `.gguf` file, a Hugging Face directory (Llama, Qwen2 or Qwen3)
-/// with `config.json` + `*.safetensors` + `tokenizer.json`, or a frugal checkpoint directory
-/// (`state.json` + `model.safetensors`; tokenizer from `tokenizer` or a
-/// `tokenizer.json` in the directory or its parent).
+/// with `config.json` + `*.safetensors` + `tokenizer.json`, a frugal checkpoint directory
+/// (`state.json` + `model.safetensors`), or a frugal run directory (its latest
+/// checkpoint). The tokenizer is `tokenizer` when given, else the GGUF's own,
+/// else a `tokenizer.json` in the directory, its parent, or a checkpoint's run
+/// directory (where `frugal train` keeps it).
 pub fn load_scorer(path: &Path, tokenizer: Option<&Path>, device: &Device) -> Result<Scorer> {
     let source = path.display().to_string();
     if path.is_file() {
@@ -57,11 +59,26 @@ pub fn load_scorer(path: &Path, tokenizer: Option<&Path>, device: &Device) -> Re
     if !path.is_dir() {
         return Err(err(path, "no such model file or directory"));
     }
-    let find_tok = || -> Result<Tokenizer> {
+    let checkpoint = if path.join("state.json").is_file() {
+        Some(path.to_path_buf())
+    } else if path.join("config.json").is_file() {
+        None
+    } else {
+        let latest = frugal_train::checkpoint::latest(path).map_err(|e| err(path, e))?;
+        let Some((_, dir)) = latest else {
+            return Err(err(
+                path,
+                "neither a Hugging Face directory (config.json), a frugal checkpoint \
+                 (state.json) nor a frugal run directory with checkpoints",
+            ));
+        };
+        Some(dir)
+    };
+    let find_tok = |dirs: &[Option<&Path>]| -> Result<Tokenizer> {
         if let Some(t) = tokenizer {
             return load_tokenizer(t);
         }
-        for dir in [Some(path), path.parent()].into_iter().flatten() {
+        for dir in dirs.iter().flatten() {
             let t = dir.join("tokenizer.json");
             if t.is_file() {
                 return load_tokenizer(&t);
@@ -69,17 +86,18 @@ pub fn load_scorer(path: &Path, tokenizer: Option<&Path>, device: &Device) -> Re
         }
         Err(err(
             path,
-            "no tokenizer.json here or in the parent (use --tokenizer)",
+            "no tokenizer.json beside the model (use --tokenizer)",
         ))
     };
-    if path.join("state.json").is_file() {
+    if let Some(dir) = checkpoint {
         let (config, params) =
-            frugal_train::checkpoint::load_model(path, device).map_err(|e| err(path, e))?;
+            frugal_train::checkpoint::load_model(&dir, device).map_err(|e| err(&dir, e))?;
         let model = Llama::new(&config, &params)?.detached();
+        let run = frugal_train::checkpoint::run_dir_of(&dir);
         return Ok(Scorer {
             model,
-            tokenizer: find_tok()?,
-            source,
+            tokenizer: find_tok(&[Some(&dir), dir.parent(), run.as_deref()])?,
+            source: dir.display().to_string(),
         });
     }
     // Llama, Qwen2 or Qwen3; parts frugal's model lacks are refused there
@@ -89,7 +107,7 @@ pub fn load_scorer(path: &Path, tokenizer: Option<&Path>, device: &Device) -> Re
     let model = Llama::new(&config, &params)?.detached();
     Ok(Scorer {
         model,
-        tokenizer: find_tok()?,
+        tokenizer: find_tok(&[Some(path), path.parent()])?,
         source,
     })
 }

@@ -160,12 +160,7 @@ pub struct Loaded {
 /// Reads `state.json` alone.
 pub fn read_state(dir: &Path) -> Result<TrainState> {
     let path = dir.join(STATE_FILE);
-    let bytes = fs::read(&path).map_err(|e| {
-        TrainError::ckpt(
-            dir,
-            format!("not a checkpoint directory ({STATE_FILE}: {e})"),
-        )
-    })?;
+    let bytes = fs::read(&path).map_err(|e| not_a_checkpoint(dir, &e))?;
     let state: TrainState = serde_json::from_slice(&bytes)
         .map_err(|e| TrainError::ckpt(&path, format!("unreadable: {e}")))?;
     if state.format != FORMAT {
@@ -202,6 +197,36 @@ pub fn load_extra(
     Ok(Some(load_safetensors(&path, device)?))
 }
 
+/// Why `dir` is not a checkpoint, and what to pass instead when it is a run
+/// directory (a common slip: `RUN` for `RUN/checkpoints/step-N`).
+fn not_a_checkpoint(dir: &Path, e: &std::io::Error) -> TrainError {
+    let steps = list(dir).unwrap_or_default();
+    let names: Vec<String> = steps.iter().map(|(s, _)| step_dir_name(*s)).collect();
+    let message = match names.last() {
+        Some(last) => format!(
+            "is a run directory, not a checkpoint; pass one of its checkpoints ({}), e.g. {}",
+            names.join(", "),
+            checkpoints_dir(dir).join(last).display()
+        ),
+        None => format!("not a checkpoint directory ({STATE_FILE}: {e})"),
+    };
+    TrainError::ckpt(dir, message)
+}
+
+/// The checkpoint `path` names for reading a model: `path` itself when it
+/// is a checkpoint directory, the latest complete checkpoint when it is a
+/// run directory (`.1` is then true, so a caller can say which it took).
+/// Anything else is [`read_state`]'s error.
+pub fn resolve(path: &Path) -> Result<(PathBuf, bool)> {
+    if path.join(STATE_FILE).is_file() {
+        return Ok((path.to_path_buf(), false));
+    }
+    match latest(path)? {
+        Some((_, dir)) => Ok((dir, true)),
+        None => read_state(path).map(|_| (path.to_path_buf(), false)),
+    }
+}
+
 /// The run directory a checkpoint directory belongs to.
 pub fn run_dir_of(ckpt_dir: &Path) -> Option<PathBuf> {
     ckpt_dir.parent()?.parent().map(Path::to_path_buf)
@@ -212,4 +237,50 @@ pub fn load_model(dir: &Path, device: &Device) -> Result<(LlamaConfig, frugal_mo
     let state = read_state(dir)?;
     let params = frugal_model::ParamStore::load(&state.model, &dir.join(MODEL_FILE), device)?;
     Ok((state.model, params))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn save_step(run: &Path, step: u64) -> PathBuf {
+        let config = frugal_model::presets::preset("nano")
+            .unwrap()
+            .config(64, 32);
+        let mut state = TrainState::new(config, 0);
+        state.step = step;
+        save(run, &state, HashMap::new(), HashMap::new(), Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn a_run_directory_resolves_to_its_latest_checkpoint() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path();
+        let first = save_step(run, 20);
+        let last = save_step(run, 100);
+        // An incomplete (temporary) checkpoint beyond it is not taken.
+        fs::create_dir_all(checkpoints_dir(run).join(".step-0000200.tmp-1")).unwrap();
+        assert_eq!(resolve(run).unwrap(), (last.clone(), true));
+        assert_eq!(resolve(&first).unwrap(), (first, false));
+        assert_eq!(read_state(&last).unwrap().step, 100);
+
+        // read_state on the run itself says what to pass instead.
+        let e = read_state(run).unwrap_err().to_string();
+        assert!(
+            e.contains("is a run directory") && e.contains("step-0000020, step-0000100"),
+            "{e}"
+        );
+        assert!(e.contains("checkpoints/step-0000100"), "{e}");
+    }
+
+    #[test]
+    fn neither_a_run_nor_a_checkpoint_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = resolve(tmp.path()).unwrap_err().to_string();
+        assert!(e.contains("not a checkpoint directory"), "{e}");
+        let e = resolve(&tmp.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a checkpoint directory"), "{e}");
+    }
 }

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct EvalArgs {
-    /// A checkpoint directory (RUN_DIR/checkpoints/step-NNNNNNN).
+    /// A checkpoint directory (RUN_DIR/checkpoints/step-NNNNNNN), or a run
+    /// directory for its latest checkpoint.
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Dataset directory (default: the one the run trained on).
@@ -36,8 +37,9 @@ pub fn run_config(ckpt: &std::path::Path) -> Result<TrainConfig> {
 
 pub fn run(a: &EvalArgs) -> Result<()> {
     let device = device::parse(&a.device)?;
-    let (config, params) = load_model(&a.checkpoint, &device)?;
-    let cfg = run_config(&a.checkpoint)?;
+    let checkpoint = super::checkpoint_arg(&a.checkpoint)?;
+    let (config, params) = load_model(&checkpoint, &device)?;
+    let cfg = run_config(&checkpoint)?;
     let ds_dir = a.dataset.clone().unwrap_or(cfg.data.dataset.clone());
     let ds =
         Dataset::open(&ds_dir).with_context(|| format!("opening dataset {}", ds_dir.display()))?;
@@ -55,7 +57,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     let loss = evaluate(&model, &batches, cfg.train.seq_len, &device)?;
     println!(
         "{{\"checkpoint\": {:?}, \"val_loss\": {loss:.6}, \"perplexity\": {:.4}, \"tokens\": {}}}",
-        a.checkpoint.display().to_string(),
+        checkpoint.display().to_string(),
         loss.exp(),
         batches.iter().map(|b| b.inputs.len()).sum::<usize>()
     );

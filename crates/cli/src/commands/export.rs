@@ -13,6 +13,8 @@ pub enum ExportCommand {
 
 #[derive(Args)]
 pub struct HfArgs {
+    /// A checkpoint directory (RUN_DIR/checkpoints/step-NNNNNNN), or a run
+    /// directory for its latest checkpoint.
     #[arg(long)]
     pub checkpoint: PathBuf,
     #[arg(long)]
@@ -26,8 +28,9 @@ pub fn run(c: ExportCommand) -> Result<()> {
 }
 
 fn export_hf(a: &HfArgs) -> Result<()> {
-    let (config, params) = load_model(&a.checkpoint, &Device::Cpu)?;
-    let run = run_dir_of(&a.checkpoint).context("checkpoint path has no run directory above it")?;
+    let checkpoint = super::checkpoint_arg(&a.checkpoint)?;
+    let (config, params) = load_model(&checkpoint, &Device::Cpu)?;
+    let run = run_dir_of(&checkpoint).context("checkpoint path has no run directory above it")?;
     let tok_path = run.join("tokenizer.json");
     let tok = frugal_data::tokenizer::load(&tok_path)?;
     let eot = frugal_data::tokenizer::eot_id(&tok).ok();

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct GenerateArgs {
+    /// A checkpoint directory (RUN_DIR/checkpoints/step-NNNNNNN), or a run
+    /// directory for its latest checkpoint.
     #[arg(long)]
     pub checkpoint: PathBuf,
     #[arg(long)]
@@ -17,7 +19,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 100)]
     pub max_tokens: usize,
     /// 0 = greedy.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     pub temperature: f64,
     /// Sample among the k most likely tokens (0 = all).
     #[arg(long, default_value_t = 40)]
@@ -39,9 +41,16 @@ pub fn run(a: &GenerateArgs) -> Result<()> {
 
 /// Prompt + continuation as text.
 pub fn generate(a: &GenerateArgs) -> Result<String> {
+    if !(a.temperature.is_finite() && a.temperature >= 0.0) {
+        bail!(
+            "--temperature must be a finite number >= 0 (0 = greedy), got {}",
+            a.temperature
+        );
+    }
     let device = device::parse(&a.device)?;
-    let (config, params) = load_model(&a.checkpoint, &device)?;
-    let run = run_dir_of(&a.checkpoint).context("checkpoint path has no run directory above it")?;
+    let checkpoint = super::checkpoint_arg(&a.checkpoint)?;
+    let (config, params) = load_model(&checkpoint, &device)?;
+    let run = run_dir_of(&checkpoint).context("checkpoint path has no run directory above it")?;
     let tok = frugal_data::tokenizer::load(&run.join("tokenizer.json"))?;
     let prompt = frugal_data::tokenizer::encode(&tok, &a.prompt)?;
     if prompt.is_empty() {
@@ -52,10 +61,23 @@ pub fn generate(a: &GenerateArgs) -> Result<String> {
     let mut cache = KvCache::default();
     let mut out = prompt.clone();
     let mut next_input = prompt;
-    let budget = config
-        .max_seq_len
-        .saturating_sub(out.len())
-        .min(a.max_tokens);
+    let room = config.max_seq_len.saturating_sub(out.len());
+    if room == 0 {
+        bail!(
+            "the prompt is {} tokens and the model's context is {}: no room to generate",
+            out.len(),
+            config.max_seq_len
+        );
+    }
+    let budget = room.min(a.max_tokens);
+    if budget < a.max_tokens {
+        eprintln!(
+            "note: generating {budget} tokens, not {}: the prompt takes {} of the model's {}-token context",
+            a.max_tokens,
+            out.len(),
+            config.max_seq_len
+        );
+    }
     for _ in 0..budget {
         let x = Tensor::from_slice(&next_input, (1, next_input.len()), &device)?;
         let h = model.hidden(&x, Some(&mut cache))?;

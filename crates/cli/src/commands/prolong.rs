@@ -39,8 +39,9 @@ pub struct ScoreArgs {
     /// Matmul dtype: f32, or bf16 (norms, softmax and log-probs stay f32)
     #[arg(long, value_name = "f32|bf16", default_value = "f32")]
     pub dtype: frugal_model::Precision,
-    /// GGUF file (Llama, Qwen2 or Qwen3), Hugging Face directory or frugal checkpoint; default: the
-    /// SmolLM2-135M GGUF of `frugal data fetch smollm2`.
+    /// GGUF file (Llama, Qwen2 or Qwen3), Hugging Face directory, frugal checkpoint or run
+    /// directory (its latest checkpoint); default: the SmolLM2-135M GGUF of
+    /// `frugal data fetch smollm2`.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// tokenizer.json overriding the model's own.
