@@ -29,17 +29,16 @@ fn score_to_parquet_then_select_with_texts() {
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
 
     let scores = tmp.path().join("scores.parquet");
-    let score = |out: &std::path::Path| {
-        let mut c = frugal();
-        c.args(["prolong", "score", "--model"])
-            .arg(&ckpt)
-            .arg("--tokenizer")
-            .arg(tmp.path().join("tok.json"))
-            .arg("--input")
-            .arg(&input)
-            .arg("--output")
-            .arg(out)
-            .args([
+    let tok = tmp.path().join("tok.json");
+    // The scorer and its tokenizer, as `--model` and `--tokenizer` name them.
+    let score_with =
+        |model: &std::path::Path, tok: Option<&std::path::Path>, out: &std::path::Path| {
+            let mut c = frugal();
+            c.args(["prolong", "score", "--model"]).arg(model);
+            if let Some(tok) = tok {
+                c.arg("--tokenizer").arg(tok);
+            }
+            c.arg("--input").arg(&input).arg("--output").arg(out).args([
                 "--chunk-size",
                 "16",
                 "--window",
@@ -47,8 +46,9 @@ fn score_to_parquet_then_select_with_texts() {
                 "--sample-pairs",
                 "6",
             ]);
-        c
-    };
+            c
+        };
+    let score = |out: &std::path::Path| score_with(&ckpt, Some(&tok), out);
     let out = run_ok(&mut score(&scores));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("invalid_json"), "{stdout}");
@@ -90,23 +90,7 @@ fn score_to_parquet_then_select_with_texts() {
     // The run directory stands for its latest checkpoint, and the tokenizer
     // `frugal train` keeps there is found without --tokenizer: the same scores.
     let again = tmp.path().join("again.jsonl");
-    run_ok(
-        frugal()
-            .args(["prolong", "score", "--model"])
-            .arg(&run)
-            .arg("--input")
-            .arg(&input)
-            .arg("--output")
-            .arg(&again)
-            .args([
-                "--chunk-size",
-                "16",
-                "--window",
-                "128",
-                "--sample-pairs",
-                "6",
-            ]),
-    );
+    run_ok(&mut score_with(&run, None, &again));
     let by_id = |text: &str| -> Vec<(String, Option<f64>)> {
         let mut v: Vec<(String, Option<f64>)> = text
             .lines()
