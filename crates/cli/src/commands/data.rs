@@ -60,9 +60,11 @@ pub fn run(c: DataCommand) -> Result<()> {
     match c {
         DataCommand::List => {
             println!("cache: {}", frugal_data::cache::cache_dir().display());
-            for info in corpus::list() {
+            let list = corpus::list();
+            let width = list.iter().map(|i| i.name.len()).max().unwrap_or(0);
+            for info in list {
                 println!(
-                    "{:<14} {:<8} {}  [{}]",
+                    "{:<width$} {:<8} {}  [{}]",
                     info.name,
                     if info.fetched { "fetched" } else { "-" },
                     info.description,
