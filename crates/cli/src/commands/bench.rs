@@ -17,6 +17,7 @@ pub enum BenchCommand {
 
 #[derive(Args)]
 pub struct KernelsArgs {
+    /// The device whose kernels are checked: cuda or cuda:N.
     #[arg(long, default_value = "cuda")]
     pub device: String,
     /// The attention to check: the one-op kernel (what the fused path uses by
@@ -34,32 +35,44 @@ pub enum AttentionArg {
 
 #[derive(Args)]
 pub struct TrainBenchArgs {
+    /// Vocabulary size.
     #[arg(long, default_value_t = 8192)]
     pub vocab: usize,
+    /// Model width.
     #[arg(long, default_value_t = 128)]
     pub d_model: usize,
+    /// Transformer blocks.
     #[arg(long, default_value_t = 4)]
     pub layers: usize,
+    /// Attention heads.
     #[arg(long, default_value_t = 4)]
     pub heads: usize,
+    /// Key/value heads, for grouped-query attention (default: --heads).
     #[arg(long)]
     pub kv_heads: Option<usize>,
+    /// SwiGLU hidden width (default: 8/3 of --d-model rounded up to 256).
     #[arg(long)]
     pub ffn: Option<usize>,
+    /// Sequences per step.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Tokens per sequence.
     #[arg(long, default_value_t = 256)]
     pub seq: usize,
+    /// Timed steps.
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
+    /// Untimed steps before them.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
+    /// Seed of the initialisation and of the random tokens.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// A separate output head instead of the tied embedding (the 162 M
     /// anchor of data-and-gpu.md is the 124m shape untied).
     #[arg(long)]
     pub untied: bool,
+    /// cpu, cuda or cuda:N (CUDA needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Matmul dtype: f32, or bf16 (f32 master weights, AdamW state, norms, loss)

@@ -26,6 +26,7 @@ pub struct CooldownArgs {
     /// Branch directory; re-running with the same arguments resumes it.
     #[arg(long)]
     pub out: PathBuf,
+    /// cpu, cuda or cuda:N (CUDA needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Matmul dtype of the branch (default: the parent run's train.precision)

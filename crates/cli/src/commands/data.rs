@@ -31,12 +31,16 @@ pub struct PrepareArgs {
     /// A Hugging Face tokenizer.json.
     #[arg(long)]
     pub tokenizer: PathBuf,
+    /// Dataset directory to write (token shards and meta.json).
     #[arg(long)]
     pub out: PathBuf,
+    /// Share of the documents held out for validation.
     #[arg(long, default_value_t = 0.01)]
     pub val_fraction: f64,
+    /// Seed of the train/validation split.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// JSON field (or Parquet column) with the text of .jsonl/.parquet inputs.
     #[arg(long, default_value = "text")]
     pub text_field: String,
 }

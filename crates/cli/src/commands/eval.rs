@@ -21,6 +21,7 @@ pub struct EvalArgs {
     /// Number of validation batches (default: the run's eval.batches).
     #[arg(long)]
     pub batches: Option<usize>,
+    /// cpu, cuda or cuda:N (CUDA needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Matmul dtype: f32, or bf16 (weights, norms, softmax and loss stay f32);

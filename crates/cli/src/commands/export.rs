@@ -17,6 +17,7 @@ pub struct HfArgs {
     /// directory for its latest checkpoint.
     #[arg(long)]
     pub checkpoint: PathBuf,
+    /// Directory to write config.json, model.safetensors and tokenizer.json into.
     #[arg(long)]
     pub out: PathBuf,
 }

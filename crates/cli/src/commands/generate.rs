@@ -14,8 +14,10 @@ pub struct GenerateArgs {
     /// directory for its latest checkpoint.
     #[arg(long)]
     pub checkpoint: PathBuf,
+    /// Text to continue.
     #[arg(long)]
     pub prompt: String,
+    /// Tokens to generate (at most what the model's context leaves).
     #[arg(long, default_value_t = 100)]
     pub max_tokens: usize,
     /// 0 = greedy.
@@ -24,8 +26,10 @@ pub struct GenerateArgs {
     /// Sample among the k most likely tokens (0 = all).
     #[arg(long, default_value_t = 40)]
     pub top_k: usize,
+    /// Sampling seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// cpu, cuda or cuda:N (CUDA needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Matmul dtype: f32, or bf16 (weights, norms, softmax and loss stay f32)

@@ -34,6 +34,7 @@ pub enum PcmCommand {
 /// Where the U-Net runs and its convolutions' matmul dtype.
 #[derive(Args)]
 pub struct Compute {
+    /// cpu, cuda or cuda:N (CUDA needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Matmul dtype of the convolutions: f32, or bf16 (autocast-style: f32
@@ -50,12 +51,16 @@ pub struct Common {
     /// Use only the first N training images (quick runs).
     #[arg(long)]
     pub max_images: Option<usize>,
+    /// Images per step.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    /// Seed of initialisation, data order and noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Steps between log lines.
     #[arg(long, default_value_t = 50)]
     pub log_every: u64,
+    /// Steps between checkpoints (a killed run resumes from the last).
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: u64,
     #[command(flatten)]
@@ -69,17 +74,22 @@ pub struct Common {
 pub struct TeacherArgs {
     #[command(flatten)]
     pub common: Common,
+    /// Run directory (re-running resumes it).
     #[arg(long)]
     pub out: PathBuf,
+    /// Optimizer steps.
     #[arg(long, default_value_t = 20000)]
     pub steps: u64,
+    /// Peak learning rate (AdamW).
     #[arg(long, default_value_t = 2e-4)]
     pub lr: f64,
+    /// Linear warmup steps.
     #[arg(long, default_value_t = 500)]
     pub warmup: u64,
     /// U-Net channels at full resolution.
     #[arg(long, default_value_t = 32)]
     pub channels: usize,
+    /// GroupNorm groups.
     #[arg(long, default_value_t = 8)]
     pub groups: usize,
     /// Probability of replacing the label by the null class (CFG).
@@ -107,23 +117,31 @@ pub enum LossArg {
 pub struct DistillArgs {
     #[command(flatten)]
     pub common: Common,
+    /// The teacher's run directory (`pcm teacher --out`).
     #[arg(long)]
     pub teacher: PathBuf,
+    /// Run directory of the student (re-running resumes it).
     #[arg(long)]
     pub out: PathBuf,
+    /// pcm (phased) or lcm (one phase, the baseline).
     #[arg(long, value_enum, default_value_t = Method::Pcm)]
     pub method: Method,
     /// Phases M (PCM only).
     #[arg(long, default_value_t = 4)]
     pub phases: usize,
+    /// Optimizer steps.
     #[arg(long, default_value_t = 4000)]
     pub steps: u64,
+    /// Peak learning rate (AdamW).
     #[arg(long, default_value_t = 5e-5)]
     pub lr: f64,
+    /// Linear warmup steps.
     #[arg(long, default_value_t = 100)]
     pub warmup: u64,
+    /// Lower end of the CFG weight w drawn per sample, w ~ U[w_min, w_max].
     #[arg(long, default_value_t = 0.0)]
     pub w_min: f64,
+    /// Upper end of that range.
     #[arg(long, default_value_t = 0.5)]
     pub w_max: f64,
     /// CFG-free distillation: class → ∅ with probability 0.1, w = 0.
@@ -133,8 +151,10 @@ pub struct DistillArgs {
     /// instead of the online network under no-grad.
     #[arg(long)]
     pub ema: Option<f64>,
+    /// Consistency distance: huber (pseudo-Huber) or l2.
     #[arg(long, value_enum, default_value_t = LossArg::Huber)]
     pub loss: LossArg,
+    /// The pseudo-Huber loss's c.
     #[arg(long, default_value_t = 0.001)]
     pub huber_c: f64,
     /// Weight of the adversarial consistency loss (0 = off; the paper uses 0.1).
@@ -147,8 +167,10 @@ pub struct DistillArgs {
 
 #[derive(Args)]
 pub struct SampleArgs {
+    /// A teacher's or student's run directory.
     #[arg(long)]
     pub model: PathBuf,
+    /// Sampling steps.
     #[arg(long, default_value_t = 4)]
     pub steps: usize,
     /// pcm, pcm-stochastic, lcm or ddim (default: the model's own).
@@ -163,10 +185,13 @@ pub struct SampleArgs {
     /// One class for the whole grid (default: one class per column).
     #[arg(long)]
     pub class: Option<u32>,
+    /// Images in the grid (10 columns).
     #[arg(long, default_value_t = 100)]
     pub n: usize,
+    /// Noise seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// PNG file to write.
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
@@ -175,17 +200,22 @@ pub struct SampleArgs {
 
 #[derive(Args)]
 pub struct EvalArgs {
+    /// Run directories of the models to evaluate (students, or the teacher).
     #[arg(long, required = true, num_args = 1..)]
     pub models: Vec<PathBuf>,
+    /// Sampling step counts, e.g. 1,2,4,8,16.
     #[arg(long, default_value = "1,2,4,8,16", value_delimiter = ',')]
     pub steps: Vec<usize>,
     /// The real images (test split for FID; train split for the classifier).
     #[arg(long, default_value = "fashion-mnist")]
     pub data: String,
+    /// Images sampled per model and step count.
     #[arg(long, default_value_t = 10000)]
     pub samples: usize,
+    /// Images per sampling batch.
     #[arg(long, default_value_t = 250)]
     pub batch: usize,
+    /// Noise seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Student guidance at sampling time.
@@ -194,11 +224,13 @@ pub struct EvalArgs {
     /// Teacher guidance (its rows and the reference samples).
     #[arg(long, default_value_t = 1.0)]
     pub teacher_cfg: f64,
+    /// Steps of the teacher's reference samples.
     #[arg(long, default_value_t = 50)]
     pub reference_steps: usize,
     /// Extra pcm-stochastic rows for PCM students, e.g. 0,0.5.
     #[arg(long, value_delimiter = ',')]
     pub stochastic_r: Vec<f64>,
+    /// Training steps of the FID classifier, when it is not there yet.
     #[arg(long, default_value_t = 4000)]
     pub classifier_steps: u64,
     /// Do not sample the teacher's reference (unless already cached): this
@@ -207,10 +239,13 @@ pub struct EvalArgs {
     /// another process samples the reference.
     #[arg(long)]
     pub no_reference: bool,
+    /// Evaluation directory: results.{md,json}, sample grids, the classifier and
+    /// each finished cell (re-running reuses them).
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
     pub compute: Compute,
+    /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
 }
@@ -220,13 +255,16 @@ pub struct ClassifierArgs {
     /// The real images: trained on the train split, scored on the test split.
     #[arg(long, default_value = "fashion-mnist")]
     pub data: String,
+    /// Training steps of the classifier.
     #[arg(long, default_value_t = 4000)]
     pub classifier_steps: u64,
     /// The evaluation directory the classifier is for (`eval --out`).
     #[arg(long)]
     pub out: PathBuf,
+    /// cpu, cuda or cuda:N (CUDA needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
 }

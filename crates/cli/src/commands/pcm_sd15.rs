@@ -31,12 +31,16 @@ pub struct Sd15Args {
     /// PCM LoRA, e.g. pcm_sd15_smallcfg_4step_converted.safetensors (kohya or peft keys).
     #[arg(long)]
     pub lora: Option<PathBuf>,
+    /// Scale of the LoRA's update when it is merged into the weights.
     #[arg(long, default_value_t = 1.0)]
     pub lora_scale: f64,
+    /// Sampling steps.
     #[arg(long, default_value_t = 4)]
     pub steps: usize,
+    /// Text prompt.
     #[arg(long)]
     pub prompt: String,
+    /// Sampler.
     #[arg(long, value_enum, default_value_t = SchedulerArg::Tcd)]
     pub scheduler: SchedulerArg,
     /// TCD's stochasticity γ (0 = deterministic).
@@ -45,14 +49,19 @@ pub struct Sd15Args {
     /// Classifier-free guidance: 1 (off) for the small-CFG LoRAs, ~7.5 for the normal-CFG ones.
     #[arg(long, default_value_t = 1.0)]
     pub guidance: f64,
+    /// Noise seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Image height in pixels (a multiple of 64).
     #[arg(long, default_value_t = 512)]
     pub height: usize,
+    /// Image width in pixels (a multiple of 64).
     #[arg(long, default_value_t = 512)]
     pub width: usize,
+    /// PNG file to write.
     #[arg(long)]
     pub out: PathBuf,
+    /// cpu, cuda or cuda:N (CUDA needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Text encoder and UNet dtype; the latents, the sampler and the VAE stay f32.

@@ -34,6 +34,7 @@ pub enum DistanceArg {
 
 #[derive(Args)]
 pub struct ScoreArgs {
+    /// cpu, cuda or cuda:N (CUDA needs the `cuda` feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Matmul dtype: f32, or bf16 (norms, softmax and log-probs stay f32)
@@ -55,8 +56,11 @@ pub struct ScoreArgs {
     /// makes it resumable).
     #[arg(long)]
     pub output: PathBuf,
+    /// Tokens per chunk (segment).
     #[arg(long, default_value_t = 128)]
     pub chunk_size: usize,
+    /// At most WINDOW / CHUNK_SIZE chunks of a document are scored (a longer
+    /// document's are drawn at random, kept in order).
     #[arg(long, default_value_t = 32768)]
     pub window: usize,
     /// DST threshold for a pair to count.
@@ -65,6 +69,7 @@ pub struct ScoreArgs {
     /// Pairs sampled per document; -1 = all.
     #[arg(long, default_value_t = 500, allow_hyphen_values = true)]
     pub sample_pairs: i64,
+    /// Seed of the pair sampling.
     #[arg(long, default_value_t = 11)]
     pub seed: u64,
     /// Reproduce the reference's definitions exactly (LDS 0 with fewer pairs
@@ -80,6 +85,7 @@ pub struct ScoreArgs {
     /// Copy each document's text into its record.
     #[arg(long)]
     pub keep_text: bool,
+    /// JSON field (or Parquet column) with the text.
     #[arg(long, default_value = "text")]
     pub text_field: String,
     /// JSON field with the document id (default: file:line).
@@ -120,12 +126,16 @@ pub struct MergeArgs {
     /// Merged output; shards are read from OUTPUT_STEM.shard-I-of-N.jsonl.
     #[arg(long)]
     pub output: PathBuf,
+    /// Number of shards the inputs were scored in.
     #[arg(long)]
     pub shards: usize,
+    /// JSON field (or Parquet column) with the text, as when scoring.
     #[arg(long, default_value = "text")]
     pub text_field: String,
+    /// JSON field with the document id, as when scoring.
     #[arg(long)]
     pub id_field: Option<String>,
+    /// Longest line/file in bytes, as when scoring.
     #[arg(long, default_value_t = 16 << 20)]
     pub max_bytes: usize,
 }
@@ -148,8 +158,10 @@ pub struct SelectArgs {
     /// them when the scores do not carry it (same --text-field/--id-field).
     #[arg(long, num_args = 1..)]
     pub input: Vec<PathBuf>,
+    /// JSON field (or Parquet column) with the text, as when scoring.
     #[arg(long, default_value = "text")]
     pub text_field: String,
+    /// JSON field with the document id, as when scoring.
     #[arg(long)]
     pub id_field: Option<String>,
 }
