@@ -23,7 +23,7 @@
 
 use crate::{Result, StudyError};
 use frugal_schedule::CooldownShape;
-use frugal_train::config::{ModelSection, SwaSection};
+use frugal_train::config::{toml_error, ModelSection, SwaSection};
 use frugal_train::TrainConfig;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -147,7 +147,7 @@ impl Default for CosineSpec {
 impl StudySpec {
     pub fn from_toml(text: &str) -> Result<Self> {
         let spec: StudySpec =
-            toml::from_str(text).map_err(|e| StudyError::Spec(e.message().to_string()))?;
+            toml::from_str(text).map_err(|e| StudyError::Spec(toml_error(&e, text)))?;
         spec.validate()?;
         Ok(spec)
     }

@@ -214,13 +214,13 @@ impl TrainConfig {
     /// Parses TOML text, applies `section.key=value` overrides, validates.
     pub fn from_toml(text: &str, overrides: &[String]) -> Result<Self> {
         let mut value: toml::Table =
-            toml::from_str(text).map_err(|e| TrainError::Config(e.message().to_string()))?;
+            toml::from_str(text).map_err(|e| TrainError::Config(toml_error(&e, text)))?;
         for o in overrides {
             apply_override(&mut value, o)?;
         }
         let cfg: TrainConfig = toml::Value::Table(value)
             .try_into()
-            .map_err(|e: toml::de::Error| TrainError::Config(e.message().to_string()))?;
+            .map_err(|e: toml::de::Error| TrainError::Config(toml_error(&e, "")))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -364,6 +364,26 @@ impl TrainConfig {
 
 /// `a.b.c=value`: the value is parsed as TOML (number, bool, string, array),
 /// falling back to a plain string.
+/// A TOML error on one line that says where: `line N: message` when it
+/// points into `text`, `section.key: message` when it names a value (an
+/// error met after `--set` overrides were merged, when there is no text).
+pub fn toml_error(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim_end().replace('\n', ", ");
+    if let Some(span) = e.span().filter(|s| s.start <= text.len()) {
+        let line = text[..span.start].matches('\n').count() + 1;
+        return format!("line {line}: {message}");
+    }
+    // The key is only in the multi-line Display, as "in `a.b`".
+    let shown = e.to_string();
+    let key = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("in `")?.strip_suffix('`'));
+    match key {
+        Some(key) => format!("{key}: {message}"),
+        None => message,
+    }
+}
+
 fn apply_override(root: &mut toml::Table, spec: &str) -> Result<()> {
     let (path, raw) = spec.split_once('=').ok_or_else(|| {
         TrainError::Config(format!(
@@ -433,6 +453,14 @@ dataset = "/tmp/ds"
         assert!(e(BASE, &["schedule.cooldown_shape=zigzag"]).contains("zigzag"));
         assert!(e(BASE, &["train.lr"]).contains("section.key=value"));
         assert!(e("[model\n", &[]).contains("config"));
+        // Where: the key of a value of the wrong type, the line of bad syntax.
+        let m = e(BASE, &["train.lr=abc"]);
+        assert!(m.contains("train.lr: invalid type: string \"abc\""), "{m}");
+        let m = e(&format!("{BASE}[train]\nsteps = -3\n"), &[]);
+        assert!(m.contains("train.steps: invalid value"), "{m}");
+        let m = e(&format!("{BASE}[train]\nlr = \n"), &[]);
+        assert!(m.contains("line 7: "), "{m}");
+        assert!(!m.contains('\n'), "one line: {m}");
         let c = TrainConfig::from_toml(BASE, &["model.preset=giant".into()]).unwrap();
         assert!(c
             .model_config(10)
