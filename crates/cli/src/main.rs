@@ -84,6 +84,15 @@ fn main() {
         .without_time()
         .init();
     if let Err(e) = run(cli.command) {
+        // A reader that stopped early (`frugal generate ... | head`) is not
+        // an error of ours.
+        let broken_pipe = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if broken_pipe {
+            std::process::exit(0);
+        }
         eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
     }

@@ -79,6 +79,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             seed: 0,
             device: "cpu".into(),
             dtype: None,
+            ignore_eot: false,
         })?;
         println!("--- {prompt}\n{text}\n");
     }
