@@ -240,6 +240,19 @@ fn read_count(map: &mut HashMap<String, Tensor>, path: &Path) -> Result<u64> {
     }
 }
 
+/// The mean of the SWA window a checkpoint's `swa.safetensors` holds (its
+/// running sum over its snapshot count): the weights the trainer evaluated
+/// as `val_loss_swa` at that step.
+pub fn swa_file_mean(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let mut swa = Swa::new(SwaSection {
+        interval: 1,
+        horizon: 1,
+    });
+    swa.load_file(load_safetensors(path, device)?, path)?;
+    swa.mean()?
+        .ok_or_else(|| TrainError::ckpt(path, "holds no SWA snapshot"))
+}
+
 /// Path of a completed SWA window's average.
 pub fn window_path(run_dir: &Path, end_step: u64) -> PathBuf {
     run_dir.join(SWA_WINDOWS_DIR).join(format!(

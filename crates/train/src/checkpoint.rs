@@ -232,11 +232,10 @@ pub fn run_dir_of(ckpt_dir: &Path) -> Option<PathBuf> {
     ckpt_dir.parent()?.parent().map(Path::to_path_buf)
 }
 
-/// A checkpoint's model for inference: its architecture and weights.
+/// A checkpoint's model for inference: its architecture and trained
+/// weights ([`crate::weights::load_model`] reads an average instead).
 pub fn load_model(dir: &Path, device: &Device) -> Result<(LlamaConfig, frugal_model::ParamStore)> {
-    let state = read_state(dir)?;
-    let params = frugal_model::ParamStore::load(&state.model, &dir.join(MODEL_FILE), device)?;
-    Ok((state.model, params))
+    crate::weights::load_model(dir, crate::weights::WeightChoice::Raw, device)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! * [`trainer`]: the loop that ties them together.
 //! * [`averaging`]: windowed SWA and EMA of the weights, checkpointed.
 //! * [`branch`]: cooldown branches continuing a run from a checkpoint.
+//! * [`weights`]: a checkpoint's trained or averaged weights, for reading.
 
 pub mod averaging;
 pub mod branch;
@@ -18,6 +19,7 @@ pub mod fsutil;
 pub mod metrics;
 pub mod optim;
 pub mod trainer;
+pub mod weights;
 
 pub use config::TrainConfig;
 pub use error::TrainError;

@@ -80,6 +80,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             device: "cpu".into(),
             dtype: None,
             ignore_eot: false,
+            weights: Default::default(),
         })?;
         println!("--- {prompt}\n{text}\n");
     }

@@ -4,8 +4,9 @@ use clap::Args;
 use frugal_data::batch::fixed_eval_batches;
 use frugal_data::dataset::Dataset;
 use frugal_model::Llama;
-use frugal_train::checkpoint::{load_model, run_dir_of};
+use frugal_train::checkpoint::run_dir_of;
 use frugal_train::trainer::{evaluate, CONFIG_FILE};
+use frugal_train::weights::{load_model, WeightChoice};
 use frugal_train::TrainConfig;
 use std::path::PathBuf;
 
@@ -15,6 +16,10 @@ pub struct EvalArgs {
     /// directory for its latest checkpoint.
     #[arg(long)]
     pub checkpoint: PathBuf,
+    /// Which weights: raw (trained), ema, swa (the SWA window at this step)
+    /// or swa:K (the mean of the last K finished SWA windows).
+    #[arg(long, default_value = "raw", value_name = "raw|ema|swa|swa:K")]
+    pub weights: WeightChoice,
     /// Dataset directory (default: the one the run trained on).
     #[arg(long)]
     pub dataset: Option<PathBuf>,
@@ -39,7 +44,7 @@ pub fn run_config(ckpt: &std::path::Path) -> Result<TrainConfig> {
 pub fn run(a: &EvalArgs) -> Result<()> {
     let device = device::parse(&a.device)?;
     let checkpoint = super::checkpoint_arg(&a.checkpoint)?;
-    let (config, params) = load_model(&checkpoint, &device)?;
+    let (config, params) = load_model(&checkpoint, a.weights, &device)?;
     let cfg = run_config(&checkpoint)?;
     let ds_dir = a.dataset.clone().unwrap_or(cfg.data.dataset.clone());
     let ds =
@@ -56,11 +61,14 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     let model =
         Llama::new(&config, &params)?.with_precision(a.dtype.unwrap_or(cfg.train.precision));
     let loss = evaluate(&model, &batches, cfg.train.seq_len, &device)?;
-    println!(
-        "{{\"checkpoint\": {:?}, \"val_loss\": {loss:.6}, \"perplexity\": {:.4}, \"tokens\": {}}}",
-        checkpoint.display().to_string(),
-        loss.exp(),
-        batches.iter().map(|b| b.inputs.len()).sum::<usize>()
-    );
+    let tokens: usize = batches.iter().map(|b| b.inputs.len()).sum();
+    let record = serde_json::json!({
+        "checkpoint": checkpoint.display().to_string(),
+        "weights": a.weights.to_string(),
+        "val_loss": loss,
+        "perplexity": loss.exp(),
+        "tokens": tokens,
+    });
+    println!("{record}");
     Ok(())
 }

@@ -2,7 +2,8 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::{Args, Subcommand};
 use frugal_model::hf::to_hf_config;
-use frugal_train::checkpoint::{load_model, run_dir_of};
+use frugal_train::checkpoint::run_dir_of;
+use frugal_train::weights::{load_model, WeightChoice};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -17,6 +18,10 @@ pub struct HfArgs {
     /// directory for its latest checkpoint.
     #[arg(long)]
     pub checkpoint: PathBuf,
+    /// Which weights: raw (trained), ema, swa (the SWA window at this step)
+    /// or swa:K (the mean of the last K finished SWA windows).
+    #[arg(long, default_value = "raw", value_name = "raw|ema|swa|swa:K")]
+    pub weights: WeightChoice,
     /// Directory to write config.json, model.safetensors and tokenizer.json into.
     #[arg(long)]
     pub out: PathBuf,
@@ -30,7 +35,7 @@ pub fn run(c: ExportCommand) -> Result<()> {
 
 fn export_hf(a: &HfArgs) -> Result<()> {
     let checkpoint = super::checkpoint_arg(&a.checkpoint)?;
-    let (config, params) = load_model(&checkpoint, &Device::Cpu)?;
+    let (config, params) = load_model(&checkpoint, a.weights, &Device::Cpu)?;
     let run = run_dir_of(&checkpoint).context("checkpoint path has no run directory above it")?;
     let tok_path = run.join("tokenizer.json");
     let tok = frugal_data::tokenizer::load(&tok_path)?;

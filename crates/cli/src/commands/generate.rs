@@ -4,7 +4,8 @@ use candle_core::{Tensor, D};
 use clap::Args;
 use frugal_model::llama::KvCache;
 use frugal_model::Llama;
-use frugal_train::checkpoint::{load_model, run_dir_of};
+use frugal_train::checkpoint::run_dir_of;
+use frugal_train::weights::{load_model, WeightChoice};
 use rand::{Rng, SeedableRng};
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,6 +16,10 @@ pub struct GenerateArgs {
     /// directory for its latest checkpoint.
     #[arg(long)]
     pub checkpoint: PathBuf,
+    /// Which weights: raw (trained), ema, swa (the SWA window at this step)
+    /// or swa:K (the mean of the last K finished SWA windows).
+    #[arg(long, default_value = "raw", value_name = "raw|ema|swa|swa:K")]
+    pub weights: WeightChoice,
     /// Text to continue.
     #[arg(long)]
     pub prompt: String,
@@ -72,7 +77,7 @@ pub fn generate_streaming(
     }
     let device = device::parse(&a.device)?;
     let checkpoint = super::checkpoint_arg(&a.checkpoint)?;
-    let (config, params) = load_model(&checkpoint, &device)?;
+    let (config, params) = load_model(&checkpoint, a.weights, &device)?;
     let run = run_dir_of(&checkpoint).context("checkpoint path has no run directory above it")?;
     let tok = frugal_data::tokenizer::load(&run.join("tokenizer.json"))?;
     let prompt = frugal_data::tokenizer::encode(&tok, &a.prompt)?;

@@ -1,0 +1,118 @@
+//! `--weights ema | swa | swa:K` on `eval`, `generate` and `export hf`: the
+//! averages a run kept beside its checkpoints, read back as models. `eval`
+//! must give the losses the run itself logged for them at that step.
+
+mod common;
+use candle_core::Device;
+use common::*;
+use std::path::Path;
+
+fn eval(run: &Path, step: u64, weights: &str) -> f64 {
+    let out = run_ok(
+        frugal()
+            .arg("eval")
+            .arg("--checkpoint")
+            .arg(run.join(format!("checkpoints/step-{step:07}")))
+            .args(["--weights", weights]),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["weights"], weights);
+    v["val_loss"].as_f64().unwrap()
+}
+
+#[test]
+fn averaged_weights_evaluate_to_the_losses_their_run_logged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = tiny_dataset(tmp.path());
+    let cfg = tiny_config(tmp.path(), &ds, 12);
+    let run = tmp.path().join("run");
+    // EMA from the end of warmup (step 5); SWA windows of 4 steps, a
+    // snapshot every step; evaluations at steps 5, 10 and 12.
+    run_ok(
+        frugal()
+            .arg("train")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&run)
+            .arg("--quiet")
+            .args(["--set", "averaging.ema.decay=0.9"])
+            .args(["--set", "averaging.swa.interval=1"])
+            .args(["--set", "averaging.swa.horizon=4"]),
+    );
+    let metrics: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let logged = |step: u64, key: &str| {
+        metrics
+            .iter()
+            .find(|m| m["step"] == step && m[key].is_number())
+            .unwrap_or_else(|| panic!("no {key} at step {step}"))[key]
+            .as_f64()
+            .unwrap()
+    };
+    // Step 10 is inside an SWA window (the checkpoint holds its running
+    // sum); step 12 ends one (saved whole under RUN/swa/).
+    for step in [10, 12] {
+        for (weights, key) in [
+            ("raw", "val_loss"),
+            ("ema", "val_loss_ema"),
+            ("swa", "val_loss_swa"),
+        ] {
+            let (got, want) = (eval(&run, step, weights), logged(step, key));
+            assert!(
+                (got - want).abs() <= 1e-6 * want,
+                "step {step} {weights}: eval {got} vs logged {want}"
+            );
+        }
+    }
+    let raw = eval(&run, 12, "raw");
+    assert!((eval(&run, 12, "ema") - raw).abs() > 1e-4, "EMA is not raw");
+    let last_window = eval(&run, 12, "swa:1");
+    assert_eq!(last_window, eval(&run, 12, "swa"));
+    let two = eval(&run, 12, "swa:2");
+    assert!(two.is_finite() && two != last_window, "{two} {last_window}");
+
+    let eval_cmd = |step: u64, weights: &str| {
+        let mut c = frugal();
+        c.arg("eval")
+            .arg("--checkpoint")
+            .arg(run.join(format!("checkpoints/step-{step:07}")))
+            .args(["--weights", weights]);
+        c
+    };
+    fails_with(&mut eval_cmd(10, "swa:3"), "has 2 SWA windows, 3 requested");
+    fails_with(&mut eval_cmd(3, "ema"), "has no EMA weights at step 3");
+    fails_with(&mut eval_cmd(12, "mean"), "expected raw, ema, swa or swa:K");
+
+    // export writes the average, generate runs on it.
+    let hf = tmp.path().join("hf-ema");
+    run_ok(
+        frugal()
+            .args(["export", "hf", "--weights", "ema", "--checkpoint"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&hf),
+    );
+    let exported = candle_core::safetensors::load(hf.join("model.safetensors"), &Device::Cpu);
+    let ema = candle_core::safetensors::load(
+        run.join("checkpoints/step-0000012/ema.safetensors"),
+        &Device::Cpu,
+    );
+    let (exported, ema) = (exported.unwrap(), ema.unwrap());
+    assert_eq!(exported.len(), ema.len());
+    for (name, t) in &ema {
+        let e = &exported[name];
+        let gap = (e - t).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(gap.to_scalar::<f32>().unwrap(), 0.0, "{name}");
+    }
+    let out = run_ok(
+        frugal()
+            .args(["generate", "--weights", "swa:2", "--prompt", "The king"])
+            .arg("--checkpoint")
+            .arg(&run),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("The king"));
+}
