@@ -171,10 +171,11 @@ def save_expected(out, ids, logits, text):
     save_tensors(out, {"input_ids": ids, "logits": logits}, text)
 
 
-def save_tensors(out, tensors, text):
-    """OUT/expected.safetensors: `tensors`, with `text` and the versions and
-    command that made them. scripts/rope_scaling_fixture.py and
-    scripts/qwen3_fixture.py use it too."""
+def save_tensors(out, tensors, text, extra=None):
+    """OUT/expected.safetensors: `tensors`, with `text`, the versions and
+    command that made them, and `extra` (a dict) if given.
+    scripts/rope_scaling_fixture.py, scripts/qwen3_fixture.py and
+    scripts/gguf_export_fixture.py use it too."""
     import torch
     import transformers
     from safetensors.torch import save_file
@@ -184,6 +185,7 @@ def save_tensors(out, tensors, text):
         "torch": torch.__version__,
         "text": text,
         "command": " ".join(sys.argv),
+        **(extra or {}),
     }
     # One key: safetensors writes several in hash order, which changes from
     # run to run, and the file should regenerate byte-identical.

@@ -61,6 +61,7 @@ fn train_eval_generate_export_and_errors() {
     for f in ["config.json", "model.safetensors", "tokenizer.json"] {
         assert!(hf.join(f).exists(), "{f}");
     }
+    check_gguf_export(tmp.path(), &ckpt);
 
     // Same run directory, different model: refused.
     fails_with(
@@ -122,6 +123,51 @@ fn check_context_and_run_dirs(run: &Path, ckpt: &Path, loss: f64) {
             .arg("--out")
             .arg(run.with_file_name("branch")),
         "is a run directory, not a checkpoint; pass one of its checkpoints (",
+    );
+}
+
+/// `export gguf` writes the checkpoint and its run's tokenizer as one file
+/// that reads back (through the GGUF reader prolong's scorer uses) as the
+/// same weights and a tokenizer that gives the same ids.
+fn check_gguf_export(tmp: &Path, ckpt: &Path) {
+    use candle_core::Device;
+    let gguf = tmp.join("tiny.gguf");
+    run_ok(
+        frugal()
+            .args(["export", "gguf", "--checkpoint"])
+            .arg(ckpt)
+            .arg("--out")
+            .arg(&gguf),
+    );
+    let g = frugal_model::gguf::load_gguf(&gguf, &Device::Cpu).unwrap();
+    let (config, params) = frugal_train::checkpoint::load_model(ckpt, &Device::Cpu).unwrap();
+    assert_eq!(
+        (g.config.vocab_size, g.config.d_model),
+        (config.vocab_size, config.d_model)
+    );
+    for (name, t) in params.tensors() {
+        let gap = (&g.tensors[&name] - &t)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert_eq!(gap.to_scalar::<f32>().unwrap(), 0.0, "{name}");
+    }
+    let from_gguf = frugal_prolong::model::gguf_tokenizer(&g.tokenizer).unwrap();
+    let run_tok = frugal_data::tokenizer::load(&ckpt.join("../../tokenizer.json")).unwrap();
+    let text = "The king's 3 daughters — naïve, 1200 years!\n\n\tExeunt<|endoftext|>Act II";
+    let ids = |t| frugal_data::tokenizer::encode(t, text).unwrap();
+    assert_eq!(ids(&from_gguf), ids(&run_tok));
+
+    let q8 = tmp.join("tiny-q8.gguf");
+    fails_with(
+        frugal()
+            .args(["export", "gguf", "--dtype", "q4_k", "--checkpoint"])
+            .arg(ckpt)
+            .arg("--out")
+            .arg(&q8),
+        "expected f32, f16 or q8_0",
     );
 }
 

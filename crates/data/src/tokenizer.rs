@@ -121,6 +121,91 @@ pub fn eot_id(tokenizer: &Tokenizer) -> Result<u32> {
         })
 }
 
+/// A byte-level BPE vocabulary as the flat lists llama.cpp's GGUF metadata
+/// holds (`tokenizer.ggml.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BpeVocabulary {
+    /// Every token, by id.
+    pub tokens: Vec<String>,
+    /// Merge rules in rank order, as `"left right"`.
+    pub merges: Vec<String>,
+    /// Whether each token is a special (added) token such as [`EOT`].
+    pub special: Vec<bool>,
+}
+
+/// The vocabulary of a byte-level BPE tokenizer with GPT-2's pre-tokenizer
+/// and no normalizer, what [`train_bpe`] makes. Other tokenizers are refused:
+/// llama.cpp's `gpt2` tokenizer would split their text otherwise.
+pub fn bpe_vocabulary(tokenizer: &Tokenizer) -> Result<BpeVocabulary> {
+    let text = tokenizer.to_string(false).map_err(Error::tokenizer)?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(Error::tokenizer)?;
+    let refuse = |why: &str| {
+        Error::Tokenizer(format!(
+            "only a byte-level BPE with GPT-2's pre-tokenizer (what `frugal tokenizer train` \
+             makes) can be written as a GGUF vocabulary: {why}"
+        ))
+    };
+    let (model, pre) = (&json["model"], &json["pre_tokenizer"]);
+    if model["type"] != "BPE" {
+        return Err(refuse("the model is not BPE"));
+    }
+    let gpt2 =
+        pre["type"] == "ByteLevel" && pre["use_regex"] != false && pre["add_prefix_space"] != true;
+    if !gpt2 {
+        return Err(refuse("the pre-tokenizer is not GPT-2's byte-level one"));
+    }
+    if !json["normalizer"].is_null() {
+        return Err(refuse("it has a normalizer"));
+    }
+    let mut by_id: Vec<Option<(String, bool)>> = Vec::new();
+    let mut put = |token: &str, id: Option<u64>, special: bool| -> Result<()> {
+        let Some(id) = id.map(|i| i as usize) else {
+            return Err(refuse(&format!("token {token:?} has no id")));
+        };
+        if by_id.len() <= id {
+            by_id.resize(id + 1, None);
+        }
+        let special = special || by_id[id].as_ref().is_some_and(|t| t.1);
+        by_id[id] = Some((token.to_string(), special));
+        Ok(())
+    };
+    for (token, id) in model["vocab"].as_object().into_iter().flatten() {
+        put(token, id.as_u64(), false)?;
+    }
+    for added in json["added_tokens"].as_array().into_iter().flatten() {
+        let content = added["content"].as_str().unwrap_or_default();
+        put(content, added["id"].as_u64(), added["special"] == true)?;
+    }
+    let mut vocab = BpeVocabulary {
+        tokens: Vec::new(),
+        merges: Vec::new(),
+        special: Vec::new(),
+    };
+    for (id, entry) in by_id.into_iter().enumerate() {
+        let Some((token, special)) = entry else {
+            return Err(refuse(&format!("no token has id {id}")));
+        };
+        vocab.tokens.push(token);
+        vocab.special.push(special);
+    }
+    // `"a b"`, or `["a", "b"]` as tokenizers writes them since 0.20.
+    for merge in model["merges"].as_array().into_iter().flatten() {
+        let rule = match (merge.as_str(), merge.as_array()) {
+            (Some(rule), _) => rule.to_string(),
+            (_, Some(pair)) if pair.len() == 2 => {
+                format!(
+                    "{} {}",
+                    pair[0].as_str().unwrap_or_default(),
+                    pair[1].as_str().unwrap_or_default()
+                )
+            }
+            _ => return Err(refuse(&format!("unreadable merge {merge}"))),
+        };
+        vocab.merges.push(rule);
+    }
+    Ok(vocab)
+}
+
 /// Vocabulary size including added tokens: what a model's embedding needs.
 pub fn vocab_size(tokenizer: &Tokenizer) -> usize {
     tokenizer.get_vocab_size(true)

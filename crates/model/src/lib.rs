@@ -19,6 +19,7 @@
 //! * [`rope`]: RoPE frequencies, plain or Llama 3.1-scaled, as pure functions.
 //! * [`hf`]: Hugging Face `config.json` for export.
 //! * [`gguf`]: llama.cpp GGUF files, dequantised to f32 under HF names.
+//! * [`gguf_export`]: the inverse, a model written as a llama.cpp GGUF file.
 
 pub mod config;
 pub mod cuda_device;
@@ -35,6 +36,7 @@ mod fused_cuda;
 pub mod fused_head;
 pub mod fused_linear;
 pub mod gguf;
+pub mod gguf_export;
 pub mod hf;
 pub mod llama;
 pub mod params;

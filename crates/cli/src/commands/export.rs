@@ -1,7 +1,11 @@
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::{Args, Subcommand};
+use frugal_data::tokenizer::Tokenizer;
+use frugal_model::gguf::GgufTokenizer;
+use frugal_model::gguf_export::{gguf_bytes, GgufWeights};
 use frugal_model::hf::to_hf_config;
+use frugal_model::{LlamaConfig, ParamStore};
 use frugal_train::checkpoint::run_dir_of;
 use frugal_train::weights::{load_model, WeightChoice};
 use std::path::PathBuf;
@@ -10,10 +14,13 @@ use std::path::PathBuf;
 pub enum ExportCommand {
     /// A Hugging Face Llama directory (config.json, model.safetensors, tokenizer.json).
     Hf(HfArgs),
+    /// A GGUF file for llama.cpp (architecture llama, the tokenizer in its metadata).
+    Gguf(GgufArgs),
 }
 
+/// The model to export.
 #[derive(Args)]
-pub struct HfArgs {
+pub struct Source {
     /// A checkpoint directory (RUN_DIR/checkpoints/step-NNNNNNN), or a run
     /// directory for its latest checkpoint.
     #[arg(long)]
@@ -22,7 +29,25 @@ pub struct HfArgs {
     /// or swa:K (the mean of the last K finished SWA windows).
     #[arg(long, default_value = "raw", value_name = "raw|ema|swa|swa:K")]
     pub weights: WeightChoice,
+}
+
+#[derive(Args)]
+pub struct HfArgs {
+    #[command(flatten)]
+    pub source: Source,
     /// Directory to write config.json, model.safetensors and tokenizer.json into.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct GgufArgs {
+    #[command(flatten)]
+    pub source: Source,
+    /// Type of the weight matrices (the norms stay f32).
+    #[arg(long, default_value = "f32", value_name = "f32|f16|q8_0")]
+    pub dtype: GgufWeights,
+    /// The .gguf file to write.
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -30,15 +55,59 @@ pub struct HfArgs {
 pub fn run(c: ExportCommand) -> Result<()> {
     match c {
         ExportCommand::Hf(a) => export_hf(&a),
+        ExportCommand::Gguf(a) => export_gguf(&a),
     }
 }
 
-fn export_hf(a: &HfArgs) -> Result<()> {
-    let checkpoint = super::checkpoint_arg(&a.checkpoint)?;
-    let (config, params) = load_model(&checkpoint, a.weights, &Device::Cpu)?;
+/// The model, its run's tokenizer, and that tokenizer's path.
+fn load(s: &Source) -> Result<(LlamaConfig, ParamStore, Tokenizer, PathBuf)> {
+    let checkpoint = super::checkpoint_arg(&s.checkpoint)?;
+    let (config, params) = load_model(&checkpoint, s.weights, &Device::Cpu)?;
     let run = run_dir_of(&checkpoint).context("checkpoint path has no run directory above it")?;
     let tok_path = run.join("tokenizer.json");
     let tok = frugal_data::tokenizer::load(&tok_path)?;
+    Ok((config, params, tok, tok_path))
+}
+
+fn export_gguf(a: &GgufArgs) -> Result<()> {
+    let (config, params, tok, _) = load(&a.source)?;
+    let vocab = frugal_data::tokenizer::bpe_vocabulary(&tok)?;
+    let eot = frugal_data::tokenizer::eot_id(&tok).ok();
+    let tokenizer = GgufTokenizer {
+        model: "gpt2".into(),
+        tokens: vocab.tokens,
+        merges: vocab.merges,
+        // llama.cpp's token types: 1 normal, 3 control.
+        token_types: vocab
+            .special
+            .iter()
+            .map(|&s| if s { 3 } else { 1 })
+            .collect(),
+        pre: "gpt-2".into(),
+        bos: eot,
+        eos: eot,
+        unk: None,
+    };
+    let name = a
+        .source
+        .checkpoint
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "frugal".into());
+    let bytes = gguf_bytes(&config, &params.tensors(), &tokenizer, a.dtype, &name)?;
+    frugal_data::atomic::write_bytes(&a.out, &bytes)?;
+    println!(
+        "wrote {} ({} parameters, {:.1} MB)",
+        a.out.display(),
+        config.param_count(),
+        bytes.len() as f64 / 1e6
+    );
+    Ok(())
+}
+
+fn export_hf(a: &HfArgs) -> Result<()> {
+    let (config, params, tok, tok_path) = load(&a.source)?;
     let eot = frugal_data::tokenizer::eot_id(&tok).ok();
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let hf = to_hf_config(&config, eot, eot)?;

@@ -83,3 +83,29 @@ fn loading_drops_truncation_so_documents_stay_whole() {
     let loaded = tokenizer::load(&out).unwrap();
     assert!(tokenizer::encode(&loaded, &texts[0]).unwrap().len() > 100);
 }
+
+#[test]
+fn a_trained_bpe_flattens_into_a_gguf_vocabulary() {
+    let dir = tempfile::tempdir().unwrap();
+    let texts: Vec<String> = scenes().into_iter().map(|d| d.text).collect();
+    let tok = tokenizer::train_bpe(&texts, 600, &dir.path().join("tok.json")).unwrap();
+    let v = tokenizer::bpe_vocabulary(&tok).unwrap();
+    assert_eq!(v.tokens.len(), tokenizer::vocab_size(&tok));
+    for (id, token) in v.tokens.iter().enumerate() {
+        assert_eq!(tok.token_to_id(token), Some(id as u32), "{token:?}");
+    }
+    assert_eq!(v.special.iter().filter(|&&s| s).count(), 1);
+    assert!(v.special[0] && v.tokens[0] == EOT);
+    // Every merge joins two tokens into a third, in rank order.
+    assert_eq!(v.merges.len(), v.tokens.len() - 257);
+    for m in &v.merges {
+        let (a, b) = m.split_once(' ').unwrap();
+        assert!(tok.token_to_id(&format!("{a}{b}")).is_some(), "{m}");
+    }
+
+    // Another pre-tokenizer would split text otherwise in llama.cpp: refused.
+    let mut other = tok.clone();
+    other.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::whitespace::Whitespace {}));
+    let e = tokenizer::bpe_vocabulary(&other).unwrap_err().to_string();
+    assert!(e.contains("pre-tokenizer is not GPT-2's"), "{e}");
+}
