@@ -23,22 +23,19 @@ fn eval(run: &Path, step: u64, weights: &str) -> f64 {
 #[test]
 fn averaged_weights_evaluate_to_the_losses_their_run_logged() {
     let tmp = tempfile::tempdir().unwrap();
-    let ds = tiny_dataset(tmp.path());
-    let cfg = tiny_config(tmp.path(), &ds, 12);
-    let run = tmp.path().join("run");
     // EMA from the end of warmup (step 5); SWA windows of 4 steps, a
     // snapshot every step; evaluations at steps 5, 10 and 12.
-    run_ok(
-        frugal()
-            .arg("train")
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--out")
-            .arg(&run)
-            .arg("--quiet")
-            .args(["--set", "averaging.ema.decay=0.9"])
-            .args(["--set", "averaging.swa.interval=1"])
-            .args(["--set", "averaging.swa.horizon=4"]),
+    let (run, _) = train_tiny_with(
+        tmp.path(),
+        12,
+        &[
+            "--set",
+            "averaging.ema.decay=0.9",
+            "--set",
+            "averaging.swa.interval=1",
+            "--set",
+            "averaging.swa.horizon=4",
+        ],
     );
     let metrics: Vec<serde_json::Value> = std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()

@@ -110,6 +110,11 @@ pub fn fails_with(cmd: &mut std::process::Command, needle: &str) {
 /// Trains the nano model of [`tiny_config`] for `steps` steps into
 /// `dir/run` (tokenizer `dir/tok.json`); returns the training output.
 pub fn train_tiny(dir: &Path, steps: u64) -> (PathBuf, Output) {
+    train_tiny_with(dir, steps, &[])
+}
+
+/// [`train_tiny`] with more arguments for `frugal train` (`--set ...`).
+pub fn train_tiny_with(dir: &Path, steps: u64, extra: &[&str]) -> (PathBuf, Output) {
     let ds = tiny_dataset(dir);
     let cfg = tiny_config(dir, &ds, steps);
     let run = dir.join("run");
@@ -120,7 +125,8 @@ pub fn train_tiny(dir: &Path, steps: u64) -> (PathBuf, Output) {
             .arg(&cfg)
             .arg("--out")
             .arg(&run)
-            .arg("--quiet"),
+            .arg("--quiet")
+            .args(extra),
     );
     (run, out)
 }
