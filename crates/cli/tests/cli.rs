@@ -160,6 +160,28 @@ fn check_gguf_export(tmp: &Path, ckpt: &Path) {
     let ids = |t| frugal_data::tokenizer::encode(t, text).unwrap();
     assert_eq!(ids(&from_gguf), ids(&run_tok));
 
+    // generate --model on the file writes what it writes from the checkpoint.
+    let greedy = |source: &str, path: &Path| {
+        let out = run_ok(frugal().arg("generate").arg(source).arg(path).args([
+            "--prompt",
+            "The king",
+            "--max-tokens",
+            "12",
+            "--temperature",
+            "0",
+        ]));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = greedy("--model", &gguf);
+    assert!(text.len() > "The king\n".len(), "{text:?}");
+    assert_eq!(text, greedy("--checkpoint", ckpt));
+    fails_with(
+        frugal()
+            .args(["generate", "--prompt", "x", "--weights", "ema", "--model"])
+            .arg(&gguf),
+        "not --model's",
+    );
+
     let q8 = tmp.join("tiny-q8.gguf");
     fails_with(
         frugal()

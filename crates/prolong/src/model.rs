@@ -20,6 +20,10 @@ pub struct Scorer {
     pub tokenizer: Tokenizer,
     /// What was loaded, for records and logs.
     pub source: String,
+    /// The token the model ends a text with, where its files say: a GGUF's
+    /// `tokenizer.ggml.eos_token_id`, config.json's `eos_token_id` (the first
+    /// of a list), or a frugal run's end-of-text token.
+    pub eos: Option<u32>,
 }
 
 impl std::fmt::Debug for Scorer {
@@ -54,6 +58,7 @@ pub fn load_scorer(path: &Path, tokenizer: Option<&Path>, device: &Device) -> Re
             model,
             tokenizer: tok,
             source,
+            eos: g.tokenizer.eos,
         });
     }
     if !path.is_dir() {
@@ -94,9 +99,11 @@ pub fn load_scorer(path: &Path, tokenizer: Option<&Path>, device: &Device) -> Re
             frugal_train::checkpoint::load_model(&dir, device).map_err(|e| err(&dir, e))?;
         let model = Llama::new(&config, &params)?.detached();
         let run = frugal_train::checkpoint::run_dir_of(&dir);
+        let tokenizer = find_tok(&[Some(&dir), dir.parent(), run.as_deref()])?;
         return Ok(Scorer {
             model,
-            tokenizer: find_tok(&[Some(&dir), dir.parent(), run.as_deref()])?,
+            eos: frugal_data::tokenizer::eot_id(&tokenizer).ok(),
+            tokenizer,
             source: dir.display().to_string(),
         });
     }
@@ -109,7 +116,17 @@ pub fn load_scorer(path: &Path, tokenizer: Option<&Path>, device: &Device) -> Re
         model,
         tokenizer: find_tok(&[Some(path), path.parent()])?,
         source,
+        eos: config_eos(path),
     })
+}
+
+/// config.json's `eos_token_id`: one id, or the first of a list.
+fn config_eos(dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let eos = &json["eos_token_id"];
+    let id = eos.as_u64().or_else(|| eos.get(0)?.as_u64())?;
+    u32::try_from(id).ok()
 }
 
 fn load_tokenizer(path: &Path) -> Result<Tokenizer> {

@@ -226,3 +226,20 @@ fn parquet_output_resumes_through_its_journal() {
     assert_eq!((s.already_done, s.scored), (6, 0));
     assert_eq!(by_id(read_records(&out).unwrap()), want);
 }
+
+/// The scorer carries the end-of-sequence id its files state (generation
+/// stops there): config.json's `eos_token_id`, the first of a list.
+#[test]
+fn scorer_takes_its_eos_from_config_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(tiny_scorer(tmp.path()).eos, None);
+    let cfg = tmp.path().join("model/config.json");
+    for (eos, want) in [(serde_json::json!([5, 7]), 5), (serde_json::json!(9), 9)] {
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+        json["eos_token_id"] = eos;
+        std::fs::write(&cfg, json.to_string()).unwrap();
+        let s = load_scorer(&tmp.path().join("model"), None, &Device::Cpu).unwrap();
+        assert_eq!(s.eos, Some(want));
+    }
+}

@@ -71,7 +71,8 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         .1;
     for prompt in ["ROMEO:", "The President"] {
         let text = generate(&GenerateArgs {
-            checkpoint: ckpt.clone(),
+            checkpoint: Some(ckpt.clone()),
+            model: None,
             prompt: prompt.into(),
             max_tokens: 60,
             temperature: 0.8,

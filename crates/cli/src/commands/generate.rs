@@ -1,7 +1,8 @@
 use crate::device;
 use anyhow::{bail, Context, Result};
-use candle_core::{Tensor, D};
+use candle_core::{Device, Tensor, D};
 use clap::Args;
+use frugal_data::tokenizer::Tokenizer;
 use frugal_model::llama::KvCache;
 use frugal_model::Llama;
 use frugal_train::checkpoint::run_dir_of;
@@ -14,10 +15,14 @@ use std::path::PathBuf;
 pub struct GenerateArgs {
     /// A checkpoint directory (RUN_DIR/checkpoints/step-NNNNNNN), or a run
     /// directory for its latest checkpoint.
+    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    pub checkpoint: Option<PathBuf>,
+    /// Instead of a checkpoint: a GGUF file (Llama, Qwen2 or Qwen3) or a
+    /// Hugging Face directory, with the tokenizer it carries.
     #[arg(long)]
-    pub checkpoint: PathBuf,
-    /// Which weights: raw (trained), ema, swa (the SWA window at this step)
-    /// or swa:K (the mean of the last K finished SWA windows).
+    pub model: Option<PathBuf>,
+    /// Which weights of a checkpoint: raw (trained), ema, swa (the SWA window
+    /// at this step) or swa:K (the mean of the last K finished SWA windows).
     #[arg(long, default_value = "raw", value_name = "raw|ema|swa|swa:K")]
     pub weights: WeightChoice,
     /// Text to continue.
@@ -76,15 +81,13 @@ pub fn generate_streaming(
         );
     }
     let device = device::parse(&a.device)?;
-    let checkpoint = super::checkpoint_arg(&a.checkpoint)?;
-    let (config, params) = load_model(&checkpoint, a.weights, &device)?;
-    let run = run_dir_of(&checkpoint).context("checkpoint path has no run directory above it")?;
-    let tok = frugal_data::tokenizer::load(&run.join("tokenizer.json"))?;
+    let (model, tok, eos) = load(a, &device)?;
+    let model = model.with_precision(a.dtype.unwrap_or_default());
+    let config = &model.config;
     let prompt = frugal_data::tokenizer::encode(&tok, &a.prompt)?;
     if prompt.is_empty() {
         bail!("the prompt is empty after tokenisation");
     }
-    let model = Llama::new(&config, &params)?.with_precision(a.dtype.unwrap_or_default());
     let room = config.max_seq_len.saturating_sub(prompt.len());
     if room == 0 {
         bail!(
@@ -102,10 +105,7 @@ pub fn generate_streaming(
             config.max_seq_len
         );
     }
-    let eot = match a.ignore_eot {
-        true => None,
-        false => frugal_data::tokenizer::eot_id(&tok).ok(),
-    };
+    let eot = if a.ignore_eot { None } else { eos };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
     let mut cache = KvCache::default();
     let next = |input: &[u32]| -> Result<u32> {
@@ -125,6 +125,27 @@ pub fn generate_streaming(
     Ok(text)
 }
 
+/// The model, cut off from autograd (a KV cache would otherwise keep every
+/// step's graph alive), its tokenizer (a checkpoint's run's, or the one a
+/// GGUF file or Hugging Face directory carries) and its end-of-text token.
+fn load(a: &GenerateArgs, device: &Device) -> Result<(Llama, Tokenizer, Option<u32>)> {
+    let Some(path) = &a.checkpoint else {
+        let path = a.model.as_ref().context("give --checkpoint or --model")?;
+        if a.weights != WeightChoice::Raw {
+            bail!("--weights chooses among a frugal checkpoint's averages, not --model's");
+        }
+        let s = frugal_prolong::model::load_scorer(path, None, device)?;
+        let eos = s.eos.or(frugal_data::tokenizer::eot_id(&s.tokenizer).ok());
+        return Ok((s.model, s.tokenizer, eos));
+    };
+    let checkpoint = super::checkpoint_arg(path)?;
+    let (config, params) = load_model(&checkpoint, a.weights, device)?;
+    let run = run_dir_of(&checkpoint).context("checkpoint path has no run directory above it")?;
+    let tok = frugal_data::tokenizer::load(&run.join("tokenizer.json"))?;
+    let eos = frugal_data::tokenizer::eot_id(&tok).ok();
+    Ok((Llama::new(&config, &params)?.detached(), tok, eos))
+}
+
 /// Extends `prompt` by up to `budget` tokens from `next` (given the tokens
 /// not yet fed to the model), stopping before `eot`; gives the text and
 /// whether `eot` ended it. The text is shown as
@@ -132,7 +153,7 @@ pub fn generate_streaming(
 /// shown and does not end inside a character (byte-level tokens can split
 /// one; the decoder shows the half as U+FFFD).
 fn continue_text(
-    tok: &frugal_data::tokenizer::Tokenizer,
+    tok: &Tokenizer,
     prompt: Vec<u32>,
     budget: usize,
     eot: Option<u32>,
