@@ -159,6 +159,18 @@ fn mean(xs: &[f64]) -> f64 {
     xs.iter().sum::<f64>() / xs.len() as f64
 }
 
+/// A standard error for reports: `e` to `precision` digits (in scientific
+/// notation with `sci`), or "unbounded" when it is not finite, which is what
+/// an overflowing coefficient in some resample gives (`B = exp(b)` with `b`
+/// in the hundreds: the data do not pin the parameter down).
+pub fn show_error(e: f64, precision: usize, sci: bool) -> String {
+    match (e.is_finite(), sci) {
+        (false, _) => "unbounded".into(),
+        (true, true) => format!("{e:.precision$e}"),
+        (true, false) => format!("{e:.precision$}"),
+    }
+}
+
 /// Sample standard deviation (n - 1 denominator).
 fn std_dev(xs: &[f64]) -> f64 {
     let m = mean(xs);
@@ -169,6 +181,15 @@ fn std_dev(xs: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_that_overflowed_read_unbounded() {
+        assert_eq!(show_error(0.01234, 3, false), "0.012");
+        assert_eq!(show_error(12345.0, 2, true), "1.23e4");
+        assert_eq!(show_error(f64::NAN, 3, false), "unbounded");
+        assert_eq!(show_error(f64::INFINITY, 3, true), "unbounded");
+        assert!(!std_dev(&[1.0, f64::INFINITY, 2.0]).is_finite());
+    }
 
     #[test]
     fn std_dev_matches_definition() {

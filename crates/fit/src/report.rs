@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::allocation::{AllocationPoint, ComputeOptimal};
 use crate::approach2::{fit_approach2, Approach2Fit, IsoFlopOptions};
 use crate::approach3::{fit_approach3, Approach3Fit, FitOptions};
-use crate::bootstrap::{bootstrap, Bootstrap, BootstrapOptions};
+use crate::bootstrap::{bootstrap, show_error, Bootstrap, BootstrapOptions};
 use crate::data::{exclude_top_loss, Observation};
 use crate::error::{FitError, Result};
 
@@ -106,7 +106,7 @@ impl fmt::Display for FitReport {
         )?;
         let se = self.bootstrap.as_ref().map(|b| b.standard_errors);
         let row = |f: &mut fmt::Formatter<'_>, name: &str, v: f64, e: Option<f64>| match e {
-            Some(e) => writeln!(f, "  {name:<6} {v:>12.4} ± {e:.4}"),
+            Some(e) => writeln!(f, "  {name:<6} {v:>12.4} ± {}", show_error(e, 4, false)),
             None => writeln!(f, "  {name:<6} {v:>12.4}"),
         };
         row(f, "E", law.e, se.map(|s| s.e))?;
@@ -132,7 +132,9 @@ impl fmt::Display for FitReport {
                     f,
                     "Compute-optimal allocation: N* = G (C/6)^a, D* = (C/6)/N*"
                 )?;
-                let se_a = se.map_or(String::new(), |s| format!(" ± {:.4}", s.a_exponent));
+                let se_a = se.map_or(String::new(), |s| {
+                    format!(" ± {}", show_error(s.a_exponent, 4, false))
+                });
                 writeln!(f, "  a = {:.4}{se_a}, b = {:.4}, G = {:.4e}", c.a, c.b, c.g)?;
                 for p in &self.allocation_examples {
                     writeln!(

@@ -5,6 +5,7 @@ use crate::plan::{Family, Plan};
 use crate::results::{self, FamilyFit, Results, Source};
 use crate::spec::FitSpec;
 use crate::{Result, StudyError};
+use frugal_fit::bootstrap::show_error;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -178,14 +179,14 @@ fn fit_section(s: &mut String, f: &FamilyFit) {
         let e = &b.standard_errors;
         let _ = writeln!(
             s,
-            "Bootstrap ({} of {} resamples converged) standard errors: E {:.3}, A {:.3e}, B {:.3e}, α {:.3}, β {:.3}. The law plot shades the 90 % band of the resampled laws.\n",
+            "Bootstrap ({} of {} resamples converged) standard errors: E {}, A {}, B {}, α {}, β {}. The law plot shades the 90 % band of the resampled laws.\n",
             b.successful,
             b.successful + b.failed,
-            e.e,
-            e.a,
-            e.b,
-            e.alpha,
-            e.beta
+            show_error(e.e, 3, false),
+            show_error(e.a, 3, true),
+            show_error(e.b, 3, true),
+            show_error(e.alpha, 3, false),
+            show_error(e.beta, 3, false)
         );
     }
     if let Some(h) = &f.held_out {

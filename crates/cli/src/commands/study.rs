@@ -202,23 +202,43 @@ lr = 8e-3
 [fit]
 include_swa = true
 [base]
-data = { dataset = "set with --set data.dataset=DIR" }
+data = { dataset = "DATASET" }
 train = { seq_len = 64, batch_size = 8, log_every = 8 }
 schedule = { warmup_steps = 8 }
 eval = { every = 16, batches = 4 }
 checkpoint = { every = 64 }
 "#;
 
+/// The demo's spec with `dataset` written in, so that `frugal study status |
+/// report --spec` on the demo's files work without a --set.
+fn demo_spec(dataset: &Path) -> String {
+    let quoted = toml::Value::String(dataset.display().to_string()).to_string();
+    DEMO_SPEC.replace("\"DATASET\"", &quoted)
+}
+
 /// Runs the demo study in `dir` on `dataset`; returns the report's path.
 pub fn demo(dir: &Path, dataset: &Path) -> Result<PathBuf> {
     let spec = dir.join("study-demo.toml");
-    std::fs::write(&spec, DEMO_SPEC)?;
+    std::fs::write(&spec, demo_spec(dataset))?;
     let a = StudyArgs {
         spec,
         out: dir.join("study-demo"),
-        overrides: vec![format!("data.dataset={:?}", dataset.display().to_string())],
+        overrides: Vec::new(),
     };
     print!("{}", load_plan(&a)?.describe());
     run_study(&a, 2, Some(1))?;
     report(&a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_spec_names_its_dataset() {
+        let dataset = Path::new("/tmp/a \"quoted\" dir\\with\\backslashes");
+        let spec = frugal_study::spec::StudySpec::from_toml(&demo_spec(dataset)).unwrap();
+        let data = spec.base["data"]["dataset"].as_str().unwrap();
+        assert_eq!(Path::new(data), dataset);
+    }
 }
