@@ -37,7 +37,7 @@ enum Command {
     Cooldown(commands::cooldown::CooldownArgs),
     /// Validation loss and perplexity of a checkpoint.
     Eval(commands::eval::EvalArgs),
-    /// Sample text from a checkpoint.
+    /// Sample text from a checkpoint, or from a GGUF file or Hugging Face model (--model).
     Generate(commands::generate::GenerateArgs),
     /// Export a checkpoint to another format.
     #[command(subcommand)]

@@ -148,10 +148,10 @@ fn load(a: &GenerateArgs, device: &Device) -> Result<(Llama, Tokenizer, Option<u
 
 /// Extends `prompt` by up to `budget` tokens from `next` (given the tokens
 /// not yet fed to the model), stopping before `eot`; gives the text and
-/// whether `eot` ended it. The text is shown as
-/// it grows: a piece is emitted once the decoded text extends what was
-/// shown and does not end inside a character (byte-level tokens can split
-/// one; the decoder shows the half as U+FFFD).
+/// whether `eot` ended it. The text is shown as it grows: a piece is
+/// emitted once the decoded text extends what was shown and does not end
+/// inside a character (byte-level tokens can split one; the decoder shows
+/// the half as U+FFFD).
 fn continue_text(
     tok: &Tokenizer,
     prompt: Vec<u32>,
