@@ -170,46 +170,8 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<GgufModel> {
         tensors.insert(hf, t);
         Ok(())
     };
-    load(
-        "token_embd.weight",
-        "model.embed_tokens.weight".into(),
-        None,
-    )?;
-    load("output_norm.weight", "model.norm.weight".into(), None)?;
-    if !tied {
-        load("output.weight", "lm_head.weight".into(), None)?;
-    }
-    let permuted = |heads: usize| kind.permuted_qk().then_some(heads);
-    for i in 0..config.n_layers {
-        let g = |s: &str| format!("blk.{i}.{s}.weight");
-        let h = |s: &str| format!("model.layers.{i}.{s}.weight");
-        load(&g("attn_norm"), h("input_layernorm"), None)?;
-        load(
-            &g("attn_q"),
-            h("self_attn.q_proj"),
-            permuted(config.n_heads),
-        )?;
-        load(
-            &g("attn_k"),
-            h("self_attn.k_proj"),
-            permuted(config.n_kv_heads),
-        )?;
-        load(&g("attn_v"), h("self_attn.v_proj"), None)?;
-        if kind.qkv_bias() {
-            for p in ["q", "k", "v"] {
-                let name = format!("model.layers.{i}.self_attn.{p}_proj.bias");
-                load(&format!("blk.{i}.attn_{p}.bias"), name, None)?;
-            }
-        }
-        if kind.qk_norm() {
-            load(&g("attn_q_norm"), h("self_attn.q_norm"), None)?;
-            load(&g("attn_k_norm"), h("self_attn.k_norm"), None)?;
-        }
-        load(&g("attn_output"), h("self_attn.o_proj"), None)?;
-        load(&g("ffn_norm"), h("post_attention_layernorm"), None)?;
-        load(&g("ffn_gate"), h("mlp.gate_proj"), None)?;
-        load(&g("ffn_up"), h("mlp.up_proj"), None)?;
-        load(&g("ffn_down"), h("mlp.down_proj"), None)?;
+    for name in tensor_names(&config, kind.permuted_qk()) {
+        load(&name.gguf, name.hf, name.rope_heads)?;
     }
     Ok(GgufModel {
         config,
@@ -325,20 +287,100 @@ fn refuse_unsupported(path: &Path, content: &Content, arch: &str, head_dim: usiz
     Ok(())
 }
 
+/// One tensor of a GGUF file and the Hugging Face parameter it holds.
+pub(crate) struct TensorName {
+    pub gguf: String,
+    pub hf: String,
+    /// For q and k where llama.cpp's converter permuted their rows: the
+    /// heads to [`permute`] / [`unpermute`] over.
+    pub rope_heads: Option<usize>,
+}
+
+/// The tensors of `c` as llama.cpp's converter names and orders them, with
+/// q/k biases and norms where the config has them, and no `output.weight`
+/// for a tied head. The reader and [`crate::gguf_export`] share it.
+pub(crate) fn tensor_names(c: &LlamaConfig, permuted_qk: bool) -> Vec<TensorName> {
+    let name = |gguf: String, hf: String, rope_heads: Option<usize>| TensorName {
+        gguf,
+        hf,
+        rope_heads,
+    };
+    let permuted = |heads: usize| permuted_qk.then_some(heads);
+    let mut out = vec![name(
+        "token_embd.weight".into(),
+        "model.embed_tokens.weight".into(),
+        None,
+    )];
+    for i in 0..c.n_layers {
+        let pair = |g: &str, h: &str, heads: Option<usize>| {
+            name(
+                format!("blk.{i}.{g}.weight"),
+                format!("model.layers.{i}.{h}.weight"),
+                heads,
+            )
+        };
+        out.push(pair("attn_norm", "input_layernorm", None));
+        out.push(pair("attn_q", "self_attn.q_proj", permuted(c.n_heads)));
+        out.push(pair("attn_k", "self_attn.k_proj", permuted(c.n_kv_heads)));
+        out.push(pair("attn_v", "self_attn.v_proj", None));
+        if c.qkv_bias {
+            for p in ["q", "k", "v"] {
+                out.push(name(
+                    format!("blk.{i}.attn_{p}.bias"),
+                    format!("model.layers.{i}.self_attn.{p}_proj.bias"),
+                    None,
+                ));
+            }
+        }
+        if c.qk_norm {
+            out.push(pair("attn_q_norm", "self_attn.q_norm", None));
+            out.push(pair("attn_k_norm", "self_attn.k_norm", None));
+        }
+        out.push(pair("attn_output", "self_attn.o_proj", None));
+        out.push(pair("ffn_norm", "post_attention_layernorm", None));
+        out.push(pair("ffn_gate", "mlp.gate_proj", None));
+        out.push(pair("ffn_up", "mlp.up_proj", None));
+        out.push(pair("ffn_down", "mlp.down_proj", None));
+    }
+    out.push(name(
+        "output_norm.weight".into(),
+        "model.norm.weight".into(),
+        None,
+    ));
+    if !c.tie_embeddings {
+        out.push(name("output.weight".into(), "lm_head.weight".into(), None));
+    }
+    out
+}
+
 /// Undoes llama.cpp's converter, which reorders each head's q/k rows from
 /// Hugging Face's half-split RoPE layout (`rotate_half`) to the interleaved
 /// one llama.cpp computes with: rows `[h, 2, hd/2]` became `[h, hd/2, 2]`.
 pub fn unpermute(w: &Tensor, heads: usize) -> Result<Tensor> {
+    reorder_head_rows(w, heads, true)
+}
+
+/// llama.cpp's converter's `permute`, the inverse of [`unpermute`]: each
+/// head's rows from `[h, 2, hd/2]` to `[h, hd/2, 2]`.
+pub fn permute(w: &Tensor, heads: usize) -> Result<Tensor> {
+    reorder_head_rows(w, heads, false)
+}
+
+/// Each head's rows viewed as `[hd/2, 2]` (`interleaved`) or `[2, hd/2]`,
+/// transposed.
+fn reorder_head_rows(w: &Tensor, heads: usize, interleaved: bool) -> Result<Tensor> {
     let (rows, cols) = w.dims2()?;
     if heads == 0 || rows % (2 * heads) != 0 {
         return Err(ModelError::InvalidConfig(format!(
             "cannot split {rows} rows into {heads} RoPE heads"
         )));
     }
-    Ok(w.reshape((heads, rows / heads / 2, 2, cols))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((rows, cols))?)
+    let half = rows / heads / 2;
+    let view = match interleaved {
+        true => w.reshape((heads, half, 2, cols))?,
+        false => w.reshape((heads, 2, half, cols))?,
+    };
+    Ok(view.transpose(1, 2)?.contiguous()?.reshape((rows, cols))?)
 }
 
 fn read_tokenizer(md: &HashMap<String, Value>, arch: Arch) -> GgufTokenizer {
@@ -402,5 +444,9 @@ mod tests {
         let back = unpermute(&t, heads).unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(back, rows);
         assert!(unpermute(&t, 5).is_err());
+        // The export's permute is the converter's.
+        let plain = Tensor::from_vec(rows.concat(), (heads * hd, cols), &Device::Cpu).unwrap();
+        assert_eq!(permute(&plain, heads).unwrap().to_vec2::<f32>().unwrap(), permuted);
+        assert!(permute(&plain, 5).is_err());
     }
 }

@@ -3,10 +3,11 @@
 //! Face Llama: its tensor names, q and k rows permuted for llama.cpp's
 //! interleaved RoPE, no `output.weight` when the head is tied, 1-D tensors
 //! (the norms) always in f32, and the hyperparameters and the tokenizer as
-//! metadata. [`crate::gguf::load_gguf`] reads such files back.
+//! metadata. [`crate::gguf::load_gguf`] reads such files back, through the
+//! same table of tensor names ([`crate::gguf::tensor_names`]).
 
 use crate::config::LlamaConfig;
-use crate::gguf::GgufTokenizer;
+use crate::gguf::{permute, tensor_names, GgufTokenizer};
 use crate::{ModelError, Result};
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -56,22 +57,6 @@ impl FromStr for GgufWeights {
     }
 }
 
-/// llama.cpp's converter's `permute`: each head's rows from Hugging Face's
-/// half-split RoPE layout `[h, 2, hd/2]` to the interleaved `[h, hd/2, 2]`
-/// ([`crate::gguf::unpermute`] is its inverse).
-pub fn permute(w: &Tensor, heads: usize) -> Result<Tensor> {
-    let (rows, cols) = w.dims2()?;
-    if heads == 0 || rows % (2 * heads) != 0 {
-        return Err(ModelError::InvalidConfig(format!(
-            "cannot split {rows} rows into {heads} RoPE heads"
-        )));
-    }
-    Ok(w.reshape((heads, 2, rows / heads / 2, cols))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((rows, cols))?)
-}
-
 /// The GGUF file of a Llama (`tensors` under Hugging Face names, as
 /// [`crate::ParamStore::tensors`] gives them) with `tokenizer`, named `name`.
 pub fn gguf_bytes(
@@ -84,12 +69,13 @@ pub fn gguf_bytes(
     refuse_unexportable(config)?;
     let metadata = metadata(config, tokenizer, weights, name);
     let mut qtensors = Vec::new();
-    let mut add = |gguf: String, hf: String, permute_heads: Option<usize>| -> Result<()> {
+    for entry in tensor_names(config, true) {
+        let hf = &entry.hf;
         let t = tensors
-            .get(&hf)
+            .get(hf)
             .ok_or_else(|| ModelError::InvalidConfig(format!("no tensor '{hf}' to export")))?;
         let mut t = t.to_dtype(candle_core::DType::F32)?;
-        if let Some(heads) = permute_heads {
+        if let Some(heads) = entry.rope_heads {
             t = permute(&t, heads)?;
         }
         let dtype = if t.rank() == 1 {
@@ -100,34 +86,7 @@ pub fn gguf_bytes(
         let q = QTensor::quantize(&t, dtype).map_err(|e| {
             ModelError::InvalidConfig(format!("'{hf}' {:?} as {dtype:?}: {e}", t.dims()))
         })?;
-        qtensors.push((gguf, q));
-        Ok(())
-    };
-    add(
-        "token_embd.weight".into(),
-        "model.embed_tokens.weight".into(),
-        None,
-    )?;
-    for i in 0..config.n_layers {
-        let g = |s: &str| format!("blk.{i}.{s}.weight");
-        let h = |s: &str| format!("model.layers.{i}.{s}.weight");
-        add(g("attn_norm"), h("input_layernorm"), None)?;
-        add(g("attn_q"), h("self_attn.q_proj"), Some(config.n_heads))?;
-        add(g("attn_k"), h("self_attn.k_proj"), Some(config.n_kv_heads))?;
-        add(g("attn_v"), h("self_attn.v_proj"), None)?;
-        add(g("attn_output"), h("self_attn.o_proj"), None)?;
-        add(g("ffn_norm"), h("post_attention_layernorm"), None)?;
-        add(g("ffn_gate"), h("mlp.gate_proj"), None)?;
-        add(g("ffn_up"), h("mlp.up_proj"), None)?;
-        add(g("ffn_down"), h("mlp.down_proj"), None)?;
-    }
-    add(
-        "output_norm.weight".into(),
-        "model.norm.weight".into(),
-        None,
-    )?;
-    if !config.tie_embeddings {
-        add("output.weight".into(), "lm_head.weight".into(), None)?;
+        qtensors.push((entry.gguf, q));
     }
     let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let qt: Vec<(&str, &QTensor)> = qtensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
