@@ -146,13 +146,8 @@ fn check_gguf_export(tmp: &Path, ckpt: &Path) {
         (config.vocab_size, config.d_model)
     );
     for (name, t) in params.tensors() {
-        let gap = (&g.tensors[&name] - &t)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
-        assert_eq!(gap.to_scalar::<f32>().unwrap(), 0.0, "{name}");
+        let gap = frugal_model::fused_check::max_abs_gap(&g.tensors[&name], &t).unwrap();
+        assert_eq!(gap, 0.0, "{name}");
     }
     let from_gguf = frugal_prolong::model::gguf_tokenizer(&g.tokenizer).unwrap();
     let run_tok = frugal_data::tokenizer::load(&ckpt.join("../../tokenizer.json")).unwrap();

@@ -446,7 +446,10 @@ mod tests {
         assert!(unpermute(&t, 5).is_err());
         // The export's permute is the converter's.
         let plain = Tensor::from_vec(rows.concat(), (heads * hd, cols), &Device::Cpu).unwrap();
-        assert_eq!(permute(&plain, heads).unwrap().to_vec2::<f32>().unwrap(), permuted);
+        assert_eq!(
+            permute(&plain, heads).unwrap().to_vec2::<f32>().unwrap(),
+            permuted
+        );
         assert!(permute(&plain, 5).is_err());
     }
 }

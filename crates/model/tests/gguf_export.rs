@@ -4,6 +4,7 @@
 //! tensors and tokenizer, and in f32 the same logits to the bit.
 
 use candle_core::{DType, Device, Tensor};
+use frugal_model::fused_check::max_abs_gap;
 use frugal_model::gguf::{load_gguf, GgufTokenizer};
 use frugal_model::gguf_export::{gguf_bytes, GgufWeights};
 use frugal_model::{Llama, LlamaConfig, ParamStore};
@@ -57,14 +58,7 @@ fn write_and_load(
 }
 
 fn max_gap(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap()
+    max_abs_gap(a, b).unwrap()
 }
 
 fn logits(c: &LlamaConfig, t: HashMap<String, Tensor>) -> Tensor {
