@@ -90,7 +90,12 @@ fn score_to_parquet_then_select_with_texts() {
     // The run directory stands for its latest checkpoint, and the tokenizer
     // `frugal train` keeps there is found without --tokenizer: the same scores.
     let again = tmp.path().join("again.jsonl");
-    run_ok(&mut score_with(&run, None, &again));
+    let out = run_ok(&mut score_with(&run, None, &again));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("scorer: ") && err.contains("step-0000002"),
+        "{err}"
+    );
     let by_id = |text: &str| -> Vec<(String, Option<f64>)> {
         let mut v: Vec<(String, Option<f64>)> = text
             .lines()

@@ -64,19 +64,18 @@ pub fn load_scorer(path: &Path, tokenizer: Option<&Path>, device: &Device) -> Re
     if !path.is_dir() {
         return Err(err(path, "no such model file or directory"));
     }
-    let checkpoint = if path.join("state.json").is_file() {
-        Some(path.to_path_buf())
-    } else if path.join("config.json").is_file() {
+    let hf_dir = path.join("config.json").is_file() && !path.join("state.json").is_file();
+    let checkpoint = if hf_dir {
         None
     } else {
-        let latest = frugal_train::checkpoint::latest(path).map_err(|e| err(path, e))?;
-        let Some((_, dir)) = latest else {
-            return Err(err(
+        // A checkpoint, or a run directory for its latest one.
+        let (dir, _) = frugal_train::checkpoint::resolve(path).map_err(|_| {
+            err(
                 path,
                 "neither a Hugging Face directory (config.json), a frugal checkpoint \
                  (state.json) nor a frugal run directory with checkpoints",
-            ));
-        };
+            )
+        })?;
         Some(dir)
     };
     let find_tok = |dirs: &[Option<&Path>]| -> Result<Tokenizer> {

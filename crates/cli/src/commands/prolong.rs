@@ -223,6 +223,8 @@ fn run_score(a: &ScoreArgs) -> Result<()> {
     let mut scorer = load_scorer(&model, a.tokenizer.as_deref(), &device)
         .with_context(|| format!("loading {}", model.display()))?;
     scorer.model = scorer.model.with_precision(a.dtype);
+    // Which checkpoint a run directory stood for, or which default file.
+    eprintln!("scorer: {}", scorer.source);
     let opt = ScoreOptions {
         chunk_size: a.chunk_size,
         window: a.window,
