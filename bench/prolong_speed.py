@@ -42,13 +42,11 @@ def main():
     import torch
 
     torch.set_num_threads(a.threads)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     ref = pc.import_reference(a.ref)
     gdir, gname = os.path.split(os.path.abspath(a.gguf))
-    tok = AutoTokenizer.from_pretrained(gdir, gguf_file=gname, use_fast=True)
-    tok.add_bos_token = False
-    tok.add_eos_token = False
+    tok, _ = pc.gguf_tokenizer(a.gguf)
     model = AutoModelForCausalLM.from_pretrained(gdir, gguf_file=gname, torch_dtype=torch.float32)
     model.eval()
     ref.model, ref.device = model, torch.device("cpu")

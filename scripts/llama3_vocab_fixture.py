@@ -25,8 +25,6 @@ import os
 import sys
 from pathlib import Path
 
-import tiktoken
-
 from llama3_fixture import LLAMA3_PROBES
 from qwen2_gguf_fixture import PROBES
 
@@ -44,6 +42,8 @@ OTHER = [
 
 
 def main(llama_models, out):
+    import tiktoken  # here, so that other fixture scripts can import the texts alone
+
     sys.path.insert(0, llama_models)
     from llama_models.llama3.tokenizer import Tokenizer
 
@@ -57,6 +57,11 @@ def main(llama_models, out):
         for t in texts
     ]
     made_by = f"llama-models 0.3.0 llama_models/llama3/tokenizer.py, tiktoken {tiktoken.__version__}"
+    write_fixture(out, made_by, rows)
+
+
+def write_fixture(out, made_by, rows):
+    """The fixture file: who made the ids, then one text per line."""
     with open(out, "w", encoding="utf-8") as f:
         f.write('{"tokenizer": ' + json.dumps(made_by) + ',\n "texts": [\n')
         f.write(",\n".join("  " + json.dumps(r, ensure_ascii=False) for r in rows))

@@ -5,7 +5,10 @@ argument) on real long documents and record what frugal must reproduce.
 The reference's own functions are imported from the checkout (nothing of it is
 copied here) and run on the CPU in f32 with the SmolLM2 GGUF scorer, without
 BOS, with transformers' fast GGUF tokenizer and a pair batch of 32 (see
-../shared/docs/data-and-gpu.md). Seeds as in run.py: one `set_seed(11)` at the
+../shared/docs/data-and-gpu.md). For a `smollm` vocabulary (SmolLM2) the
+tokenizer's pre-tokenizer is set to SmolLM2's own (`smollm_pre_tokenizer`):
+transformers' GGUF converter gives it GPT-2's, which llama.cpp and SmolLM2's
+`tokenizer.json` do not use. Seeds as in run.py: one `set_seed(11)` at the
 start, then the reference's `random.sample` calls per document.
 
 The fixture holds, per document: the text, its chunk token ids, the sampled
@@ -60,6 +63,45 @@ def import_reference(checkout):
     return ref
 
 
+def gguf_pre(path):
+    """`tokenizer.ggml.pre` of a GGUF file ('' where absent)."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(path).fields.get("tokenizer.ggml.pre")
+    return bytes(field.parts[field.data[0]]).decode() if field else ""
+
+
+def smollm_pre_tokenizer():
+    """What SmolLM2's `tokenizer.json` states and llama.cpp runs for
+    `tokenizer.ggml.pre = smollm`: every digit its own piece, then GPT-2's
+    byte-level split. transformers' GGUF converter keeps only the second, so
+    a run of spaces before a digit (indentation, aligned tables) is split
+    into one-space tokens SmolLM2 never saw in training."""
+    from tokenizers import pre_tokenizers as pt
+
+    return pt.Sequence([
+        pt.Digits(individual_digits=True),
+        pt.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+    ])
+
+
+def gguf_tokenizer(path):
+    """transformers' fast tokenizer of a GGUF file as run.py uses it (no
+    BOS/EOS; transformers' GGUF loader turns BOS on), with SmolLM2's own
+    pre-tokenizer for a `smollm` vocabulary; and `tokenizer.ggml.pre`."""
+    from transformers import AutoTokenizer
+
+    gdir, gname = os.path.split(os.path.abspath(path))
+    tok = AutoTokenizer.from_pretrained(gdir, gguf_file=gname, use_fast=True)
+    tok.add_bos_token = False
+    tok.add_eos_token = False
+    pre = gguf_pre(path)
+    if pre == "smollm":
+        tok.backend_tokenizer.pre_tokenizer = smollm_pre_tokenizer()
+    print(f"tokenizer.ggml.pre = {pre!r}", file=sys.stderr, flush=True)
+    return tok, pre
+
+
 def documents(n, max_chars, min_chars):
     """Real long documents: Vim's help files (on every machine with vim),
     each cut at a line boundary to about `max_chars` characters so that the
@@ -94,15 +136,12 @@ def main():
     import torch
 
     torch.set_num_threads(a.threads)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     ref = import_reference(a.ref)
 
     gdir, gname = os.path.split(os.path.abspath(a.gguf))
-    tok = AutoTokenizer.from_pretrained(gdir, gguf_file=gname, use_fast=True)
-    # As run.py: no BOS/EOS (transformers' GGUF loader turns BOS on).
-    tok.add_bos_token = False
-    tok.add_eos_token = False
+    tok, pre = gguf_tokenizer(a.gguf)
     model = AutoModelForCausalLM.from_pretrained(
         gdir, gguf_file=gname, torch_dtype=torch.float32
     )
@@ -125,6 +164,7 @@ def main():
         "threshold": 0.1,
         "sample_size": a.sample_size,
         "pair_batch": 32,
+        "pre_tokenizer": pre,
         "docs": [],
     }
     done = {}

@@ -176,6 +176,29 @@ fn check_gguf_export(tmp: &Path, ckpt: &Path) {
             .arg(&gguf),
         "not --model's",
     );
+    // --tokenizer stands in for the file's own (here: the same BPE).
+    let with_tokenizer = run_ok(
+        frugal()
+            .args(["generate", "--prompt", "The king", "--max-tokens", "12"])
+            .args(["--temperature", "0", "--model"])
+            .arg(&gguf)
+            .arg("--tokenizer")
+            .arg(ckpt.join("../../tokenizer.json")),
+    );
+    assert_eq!(String::from_utf8(with_tokenizer.stdout).unwrap(), text);
+    fails_with(
+        frugal()
+            .args([
+                "generate",
+                "--prompt",
+                "x",
+                "--tokenizer",
+                "t.json",
+                "--checkpoint",
+            ])
+            .arg(ckpt),
+        "--model",
+    );
 
     let q8 = tmp.join("tiny-q8.gguf");
     fails_with(

@@ -9,6 +9,7 @@ use std::path::Path;
 use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::unicode::NFC;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::SplitDelimiterBehavior;
@@ -146,8 +147,14 @@ const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L
 /// `tokenizer.ggml.pre` by llama.cpp's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pre {
-    /// GPT-2's pattern, what transformers' GGUF converter gives the rest.
+    /// GPT-2's pattern (what transformers' GGUF converter gives every file).
     Gpt2,
+    /// Every digit its own piece, then GPT-2's pattern: SmolLM2's
+    /// `tokenizer.json` (`Digits` then `ByteLevel`), llama.cpp's `smollm`.
+    /// transformers' GGUF converter gives these vocabularies GPT-2's pattern
+    /// alone, which splits a run of spaces before a digit into one-space
+    /// tokens the model never saw.
+    Smollm,
     /// NFC, then [`QWEN2_SPLIT`].
     Qwen2,
     /// [`LLAMA3_SPLIT`], and whole pieces found in the vocabulary taken as
@@ -156,12 +163,27 @@ enum Pre {
 }
 
 impl Pre {
-    fn of(pre: &str) -> Self {
-        match pre {
+    /// The pre-tokenizer llama.cpp runs for `pre`, by llama.cpp's grouping of
+    /// names (`llama-vocab.cpp`); `None` for a name frugal does not build,
+    /// rather than a guess that would give other ids than the model's.
+    fn of(pre: &str) -> Option<Self> {
+        Some(match pre {
+            // Absent (files from before llama.cpp wrote it): what
+            // transformers' converter gives every file.
+            "" => Self::Gpt2,
+            "gpt-2" | "phi-2" | "mpt" | "olmo" | "jais" | "trillion" | "granite-docling"
+            | "gigachat" | "a.x-4.0" | "mellum" | "exaone4" | "modern-bert" | "roberta-bpe"
+            | "jina-es" | "jina-de" | "jina-v1-en" | "jina-v2-es" | "jina-v2-de"
+            | "jina-v2-code" => Self::Gpt2,
+            // NFC is Qwen2's own normalizer; llama.cpp's other names for
+            // Qwen2's split may not share it, so they are not guessed.
             "qwen2" | "deepseek-r1-qwen" => Self::Qwen2,
-            "llama3" | "llama-v3" | "llama-bpe" => Self::Llama3,
-            _ => Self::Gpt2,
-        }
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral"
+            | "midm-2.0" | "lfm2" | "jina-v5-nano" => Self::Llama3,
+            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone"
+            | "minerva-7b" | "mellum2" => Self::Smollm,
+            _ => return None,
+        })
     }
 }
 
@@ -169,9 +191,9 @@ impl Pre {
 /// the ids the model was trained on: control tokens are special tokens, and
 /// the pre-tokenizer is [`Pre`]'s. For GPT-2 and Qwen2 vocabularies this is
 /// the tokenizer transformers' GGUF converter builds. For Llama 3's
-/// (`llama-bpe`) it is Llama 3's own, as llama.cpp runs it; transformers'
-/// converter gives those GPT-2's pattern instead, which splits digits and
-/// contractions differently.
+/// (`llama-bpe`) and SmolLM2's (`smollm`) it is the model's own, as
+/// llama.cpp runs it; transformers' converter gives those GPT-2's pattern
+/// instead, which splits digits, whitespace and contractions differently.
 pub fn gguf_tokenizer(g: &GgufTokenizer) -> std::result::Result<Tokenizer, String> {
     if g.model != "gpt2" {
         return Err(format!(
@@ -179,7 +201,14 @@ pub fn gguf_tokenizer(g: &GgufTokenizer) -> std::result::Result<Tokenizer, Strin
             g.model
         ));
     }
-    let pre = Pre::of(&g.pre);
+    let pre = Pre::of(&g.pre).ok_or_else(|| {
+        format!(
+            "GGUF pre-tokenizer '{}' (tokenizer.ggml.pre) is not one frugal builds \
+             (it builds GPT-2's, Qwen2's, Llama 3's and SmolLM2's splits); \
+             pass --tokenizer with the model's tokenizer.json",
+            g.pre
+        )
+    })?;
     let vocab: tokenizers::models::bpe::Vocab = g
         .tokens
         .iter()
@@ -218,6 +247,12 @@ pub fn gguf_tokenizer(g: &GgufTokenizer) -> std::result::Result<Tokenizer, Strin
         Pre::Gpt2 => {
             tok.with_pre_tokenizer(Some(ByteLevel::new(false, false, true)));
         }
+        Pre::Smollm => {
+            tok.with_pre_tokenizer(Some(Sequence::new(vec![
+                Digits::new(true).into(),
+                ByteLevel::new(false, true, true).into(),
+            ])));
+        }
         Pre::Qwen2 => {
             tok.with_normalizer(Some(NFC));
             tok.with_pre_tokenizer(Some(split(QWEN2_SPLIT)?));
@@ -236,4 +271,46 @@ pub fn gguf_tokenizer(g: &GgufTokenizer) -> std::result::Result<Tokenizer, Strin
         .collect();
     tok.add_special_tokens(&special);
     Ok(tok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A byte-level vocabulary of the letters and digits of "a 12", with
+    /// merges for "ĠĠ" and "12", under the pre-tokenizer `pre`.
+    fn vocab(pre: &str) -> GgufTokenizer {
+        let tokens = ["a", "Ġ", "1", "2", "ĠĠ", "12"];
+        GgufTokenizer {
+            model: "gpt2".into(),
+            tokens: tokens.iter().map(|t| t.to_string()).collect(),
+            merges: vec!["Ġ Ġ".into(), "1 2".into()],
+            token_types: vec![1; tokens.len()],
+            pre: pre.into(),
+            ..Default::default()
+        }
+    }
+
+    fn ids(pre: &str, text: &str) -> Vec<u32> {
+        let tok = gguf_tokenizer(&vocab(pre)).unwrap();
+        tok.encode(text, false).unwrap().get_ids().to_vec()
+    }
+
+    #[test]
+    fn each_family_splits_digits_and_spaces_its_own_way() {
+        // GPT-2: " 12" is one piece, so "12" merges and the spaces do not.
+        assert_eq!(ids("gpt-2", "a  12"), [0, 1, 1, 5]);
+        assert_eq!(ids("", "a  12"), [0, 1, 1, 5]);
+        // SmolLM2: digits first, so "  " is one piece and "12" is not.
+        assert_eq!(ids("smollm", "a  12"), [0, 4, 2, 3]);
+        assert_eq!(ids("starcoder", "a  12"), [0, 4, 2, 3]);
+        // Llama 3: digits in runs of up to three, spaces apart.
+        assert_eq!(ids("falcon3", "a  12"), [0, 1, 1, 5]);
+    }
+
+    #[test]
+    fn an_unknown_pre_tokenizer_is_refused_with_the_way_out() {
+        let e = gguf_tokenizer(&vocab("tekken")).unwrap_err();
+        assert!(e.contains("'tekken'") && e.contains("--tokenizer"), "{e}");
+    }
 }

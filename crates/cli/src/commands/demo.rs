@@ -73,6 +73,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         let text = generate(&GenerateArgs {
             checkpoint: Some(ckpt.clone()),
             model: None,
+            tokenizer: None,
             prompt: prompt.into(),
             max_tokens: 60,
             temperature: 0.8,

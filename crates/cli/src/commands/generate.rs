@@ -21,6 +21,10 @@ pub struct GenerateArgs {
     /// Hugging Face directory, with the tokenizer it carries.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// With --model: a tokenizer.json to use instead of the one the model
+    /// carries (for a GGUF whose pre-tokenizer frugal does not build).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
     /// Which weights of a checkpoint: raw (trained), ema, swa (the SWA window
     /// at this step) or swa:K (the mean of the last K finished SWA windows).
     #[arg(long, default_value = "raw", value_name = "raw|ema|swa|swa:K")]
@@ -134,10 +138,13 @@ fn load(a: &GenerateArgs, device: &Device) -> Result<(Llama, Tokenizer, Option<u
         if a.weights != WeightChoice::Raw {
             bail!("--weights chooses among a frugal checkpoint's averages, not --model's");
         }
-        let s = frugal_prolong::model::load_scorer(path, None, device)?;
+        let s = frugal_prolong::model::load_scorer(path, a.tokenizer.as_deref(), device)?;
         let eos = s.eos.or(frugal_data::tokenizer::eot_id(&s.tokenizer).ok());
         return Ok((s.model, s.tokenizer, eos));
     };
+    if a.tokenizer.is_some() {
+        bail!("--tokenizer replaces a --model's tokenizer; a checkpoint uses its run's");
+    }
     let checkpoint = super::checkpoint_arg(path)?;
     let (config, params) = load_model(&checkpoint, a.weights, device)?;
     let run = run_dir_of(&checkpoint).context("checkpoint path has no run directory above it")?;
