@@ -17,6 +17,9 @@ pub enum ProlongError {
     },
     #[error("invalid option: {0}")]
     Options(String),
+    /// An output's recorded settings (`OUTPUT.settings.json`) against a run's.
+    #[error("{0}")]
+    Settings(String),
 }
 
 impl ProlongError {

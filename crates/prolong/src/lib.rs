@@ -8,6 +8,7 @@
 //! * [`input`]: documents from JSONL/text/directories, bad records kept as errors.
 //! * [`run`]: the resumable, sharded scoring loop and its output records.
 //! * [`merge`]: checks sharded outputs and merges them, each document once.
+//! * [`settings`]: what an output was scored with, so runs and shards do not mix.
 //! * [`select`]: keep the top documents by score.
 //! * [`heatmap`]: PNG heatmaps of the normalised ΔPPL (DST) matrix.
 
@@ -23,6 +24,7 @@ pub mod parquet_out;
 pub mod run;
 pub mod sampling;
 pub mod select;
+pub mod settings;
 
 pub use error::ProlongError;
 

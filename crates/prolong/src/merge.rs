@@ -181,6 +181,9 @@ pub fn merge(
             bad.join("; ")
         )));
     }
+    // Shards scored with other settings would mix two kinds of score.
+    let paths: Vec<PathBuf> = checks.iter().map(|c| c.path.clone()).collect();
+    let agreed = crate::settings::agreed(&paths)?;
     // Each kept line, by the input position of its id.
     let pos: HashMap<&str, usize> = e
         .order
@@ -233,6 +236,9 @@ pub fn merge(
     std::fs::rename(&tmp, output).map_err(|e| ProlongError::io(output, e))?;
     if let Some(d) = output.parent().and_then(|d| std::fs::File::open(d).ok()) {
         let _ = d.sync_all();
+    }
+    if let Some(s) = agreed {
+        crate::settings::write(output, &s)?;
     }
     Ok(MergeSummary {
         documents: e.order.len(),

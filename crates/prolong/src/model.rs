@@ -19,7 +19,9 @@ use tokenizers::{AddedToken, Tokenizer};
 pub struct Scorer {
     pub model: Llama,
     pub tokenizer: Tokenizer,
-    /// What was loaded, for records and logs.
+    /// What was loaded, for records and logs: the model's absolute path (a
+    /// run directory as the checkpoint it stood for), and the `tokenizer`
+    /// that replaced its own, if any.
     pub source: String,
     /// The token the model ends a text with, where its files say: a GGUF's
     /// `tokenizer.ggml.eos_token_id`, config.json's `eos_token_id` (the first
@@ -46,7 +48,28 @@ fn err(path: &Path, m: impl std::fmt::Display) -> ProlongError {
 /// else a `tokenizer.json` in the directory, its parent, or a checkpoint's run
 /// directory (where `frugal train` keeps it).
 pub fn load_scorer(path: &Path, tokenizer: Option<&Path>, device: &Device) -> Result<Scorer> {
-    let source = path.display().to_string();
+    let mut scorer = load_model_and_tokenizer(path, tokenizer, device)?;
+    if let Some(t) = tokenizer {
+        scorer.source = format!("{} with tokenizer {}", scorer.source, absolute(t));
+    }
+    Ok(scorer)
+}
+
+/// `path` made absolute with symbolic links resolved, where it exists: the
+/// same model named two ways is one [`Scorer::source`].
+fn absolute(path: &Path) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+fn load_model_and_tokenizer(
+    path: &Path,
+    tokenizer: Option<&Path>,
+    device: &Device,
+) -> Result<Scorer> {
+    let source = absolute(path);
     if path.is_file() {
         let g = load_gguf(path, device)?;
         let tok = match tokenizer {
@@ -104,7 +127,7 @@ pub fn load_scorer(path: &Path, tokenizer: Option<&Path>, device: &Device) -> Re
             model,
             eos: frugal_data::tokenizer::eot_id(&tokenizer).ok(),
             tokenizer,
-            source: dir.display().to_string(),
+            source: absolute(&dir),
         });
     }
     // Llama, Qwen2 or Qwen3; parts frugal's model lacks are refused there

@@ -11,6 +11,7 @@ use crate::lds::{lds, LdsParams, PairPpl};
 use crate::model::Scorer;
 use crate::sampling::{chunks, doc_rng, pairs, FewPairs};
 use crate::select::{jsonl_bytes, read_records, write_records};
+use crate::settings::{self, ScoreSettings};
 use crate::{ProlongError, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -171,6 +172,15 @@ pub fn score(
     opt: &ScoreOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Summary> {
+    opt.validate()?;
+    if opt.chunk_size + opt.chunk_size > scorer.model.config.max_seq_len {
+        return Err(ProlongError::Options(format!(
+            "two chunks of {} exceed the model's context {}",
+            opt.chunk_size, scorer.model.config.max_seq_len
+        )));
+    }
+    // Before anything is written: a resumed run must score as it was begun.
+    settings::claim(output, &ScoreSettings::of(scorer, opt))?;
     if !crate::select::is_parquet(output) {
         return score_jsonl(scorer, inputs, output, opt, progress);
     }
@@ -199,13 +209,6 @@ fn score_jsonl(
     opt: &ScoreOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Summary> {
-    opt.validate()?;
-    if opt.chunk_size + opt.chunk_size > scorer.model.config.max_seq_len {
-        return Err(ProlongError::Options(format!(
-            "two chunks of {} exceed the model's context {}",
-            opt.chunk_size, scorer.model.config.max_seq_len
-        )));
-    }
     let done = recover_output(output)?;
     let mut out = std::fs::OpenOptions::new()
         .create(true)

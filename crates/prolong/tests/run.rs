@@ -162,6 +162,106 @@ fn errors_resume_and_shards() {
     assert_eq!(all, want);
 }
 
+/// A run resuming into an output must score as it was begun: its settings
+/// are recorded beside it, another chunk size or scorer is refused before
+/// anything is written, and what does not change scores (batching, the
+/// device) may change. A merge refuses shards scored differently.
+#[test]
+fn resuming_with_other_settings_is_refused() {
+    use frugal_prolong::merge::{merge, shard_path};
+    use frugal_prolong::settings::{read, settings_path};
+    let tmp = tempfile::tempdir().unwrap();
+    let scorer = tiny_scorer(tmp.path());
+    let input = tmp.path().join("in.jsonl");
+    let docs: String = (0..4)
+        .map(|s| {
+            serde_json::json!({ "id": format!("d{s}"), "text": words(s, 120) }).to_string() + "\n"
+        })
+        .collect();
+    std::fs::write(&input, docs).unwrap();
+    let opt = ScoreOptions {
+        chunk_size: 16,
+        window: 256,
+        sample_pairs: 10,
+        input: frugal_prolong::input::InputOptions {
+            id_field: Some("id".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let out = tmp.path().join("scores.jsonl");
+    let run = |o: &ScoreOptions, s: &Scorer, out: &Path| {
+        score(s, std::slice::from_ref(&input), out, o, &mut |_| {})
+    };
+    run(&opt, &scorer, &out).unwrap();
+    let recorded = read(&out).unwrap().unwrap();
+    assert_eq!(
+        (recorded.chunk_size, recorded.precision.as_str()),
+        (16, "f32")
+    );
+    assert!(recorded.scorer.ends_with("model"), "{}", recorded.scorer);
+
+    // Another chunk size: refused, naming the field, output untouched.
+    let before = std::fs::read(&out).unwrap();
+    let other = ScoreOptions {
+        chunk_size: 8,
+        ..opt.clone()
+    };
+    let err = run(&other, &scorer, &out).unwrap_err().to_string();
+    assert!(err.contains("chunk_size 16 (now 8)"), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+
+    // Another scorer (the same model under a replaced tokenizer).
+    let model_dir = tmp.path().join("model");
+    let retok = load_scorer(
+        &model_dir,
+        Some(&model_dir.join("tokenizer.json")),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let err = run(&opt, &retok, &out).unwrap_err().to_string();
+    assert!(
+        err.contains("scorer") && err.contains("with tokenizer"),
+        "{err}"
+    );
+
+    // Batching is not a setting: the re-run resumes (nothing left to do).
+    let mut batched = opt.clone();
+    batched.group_chunks = 3;
+    assert_eq!(run(&batched, &scorer, &out).unwrap().already_done, 4);
+
+    // An output from before settings were recorded adopts the run's.
+    std::fs::remove_file(settings_path(&out)).unwrap();
+    run(&opt, &scorer, &out).unwrap();
+    assert_eq!(read(&out).unwrap().unwrap(), recorded);
+
+    // Shards scored differently are not merged.
+    let merged = tmp.path().join("merged.jsonl");
+    for (i, o) in [(0, &opt), (1, &other)] {
+        let o = ScoreOptions {
+            shard: (i, 2),
+            ..o.clone()
+        };
+        run(&o, &scorer, &shard_path(&merged, i, 2)).unwrap();
+    }
+    let err = merge(std::slice::from_ref(&input), &opt.input, &merged, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("chunk_size 16 (now 8)"), "{err}");
+    assert!(!merged.exists());
+    // Re-run the odd shard into a fresh file with the common settings.
+    let odd = shard_path(&merged, 1, 2);
+    std::fs::remove_file(&odd).unwrap();
+    std::fs::remove_file(settings_path(&odd)).unwrap();
+    let o = ScoreOptions {
+        shard: (1, 2),
+        ..opt.clone()
+    };
+    run(&o, &scorer, &odd).unwrap();
+    merge(std::slice::from_ref(&input), &opt.input, &merged, 2).unwrap();
+    assert_eq!(read(&merged).unwrap().unwrap(), recorded);
+}
+
 /// `--output OUT.parquet`: records go to a JSONL journal while running
 /// (resumable after a kill like any JSONL output) and become one Parquet
 /// file at the end; a re-run over the finished file scores nothing again.

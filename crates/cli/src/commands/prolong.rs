@@ -358,6 +358,7 @@ pub fn demo(dir: &std::path::Path) -> Result<()> {
     std::fs::write(&input, lines).with_context(|| format!("writing {}", input.display()))?;
     let output = dir.join("prolong-demo-scores.jsonl");
     let _ = std::fs::remove_file(&output);
+    let _ = std::fs::remove_file(frugal_prolong::settings::settings_path(&output));
     let model = default_model()?;
     let scorer = load_scorer(&model, None, &Device::Cpu)?;
     let opt = ScoreOptions {
