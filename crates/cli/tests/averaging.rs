@@ -1,6 +1,7 @@
-//! `--weights ema | swa | swa:K` on `eval`, `generate` and `export hf`: the
-//! averages a run kept beside its checkpoints, read back as models. `eval`
-//! must give the losses the run itself logged for them at that step.
+//! `--weights ema | swa | swa:K` on `eval`, `generate`, `export hf` and
+//! `prolong score`: the averages a run kept beside its checkpoints, read back
+//! as models. `eval` must give the losses the run itself logged for them at
+//! that step.
 
 mod common;
 use candle_core::Device;
@@ -111,4 +112,54 @@ fn averaged_weights_evaluate_to_the_losses_their_run_logged() {
             .arg(&run),
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("The king"));
+
+    // prolong score --weights ema on the run scores as the exported EMA does
+    // (same scores to the bit), and names the weights.
+    let hamlet = std::fs::read_to_string(fixture_texts().join("hamlet_acts_1-3.txt")).unwrap();
+    let docs: String = hamlet
+        .split("\n\n")
+        .collect::<Vec<_>>()
+        .chunks(30)
+        .take(3)
+        .map(|c| serde_json::json!({ "text": c.join("\n\n") }).to_string() + "\n")
+        .collect();
+    let input = tmp.path().join("docs.jsonl");
+    std::fs::write(&input, docs).unwrap();
+    let score = |model: &Path, weights: &str, out: &str| {
+        let mut c = frugal();
+        c.args(["prolong", "score", "--model"])
+            .arg(model)
+            .args(["--weights", weights, "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(tmp.path().join(out))
+            .args([
+                "--chunk-size",
+                "16",
+                "--window",
+                "128",
+                "--sample-pairs",
+                "-1",
+            ]);
+        c
+    };
+    let lds = |out: &str| -> Vec<f64> {
+        std::fs::read_to_string(tmp.path().join(out))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["lds"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let err = run_ok(&mut score(&run, "ema", "ema.jsonl")).stderr;
+    assert!(String::from_utf8_lossy(&err).contains("(ema weights)"));
+    run_ok(&mut score(&hf, "raw", "hf.jsonl"));
+    run_ok(&mut score(&run, "raw", "raw.jsonl"));
+    assert_eq!(lds("ema.jsonl").len(), 3);
+    assert_eq!(lds("ema.jsonl"), lds("hf.jsonl"));
+    assert_ne!(lds("ema.jsonl"), lds("raw.jsonl"));
+    fails_with(&mut score(&hf, "ema", "x.jsonl"), "not one");
 }

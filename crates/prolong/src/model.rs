@@ -5,6 +5,7 @@ use crate::{ProlongError, Result};
 use candle_core::Device;
 use frugal_model::gguf::{load_gguf, GgufTokenizer};
 use frugal_model::{Llama, ParamStore};
+use frugal_train::weights::WeightChoice;
 use std::path::Path;
 use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::unicode::NFC;
@@ -48,7 +49,22 @@ fn err(path: &Path, m: impl std::fmt::Display) -> ProlongError {
 /// else a `tokenizer.json` in the directory, its parent, or a checkpoint's run
 /// directory (where `frugal train` keeps it).
 pub fn load_scorer(path: &Path, tokenizer: Option<&Path>, device: &Device) -> Result<Scorer> {
-    let mut scorer = load_model_and_tokenizer(path, tokenizer, device)?;
+    load_scorer_weights(path, tokenizer, WeightChoice::Raw, device)
+}
+
+/// [`load_scorer`] with a frugal checkpoint's weight average instead of its
+/// trained weights (`frugal_train::weights`); anything but
+/// [`WeightChoice::Raw`] is refused for a GGUF file or Hugging Face directory.
+pub fn load_scorer_weights(
+    path: &Path,
+    tokenizer: Option<&Path>,
+    weights: WeightChoice,
+    device: &Device,
+) -> Result<Scorer> {
+    let mut scorer = load_model_and_tokenizer(path, tokenizer, weights, device)?;
+    if weights != WeightChoice::Raw {
+        scorer.source = format!("{} ({weights} weights)", scorer.source);
+    }
     if let Some(t) = tokenizer {
         scorer.source = format!("{} with tokenizer {}", scorer.source, absolute(t));
     }
@@ -67,9 +83,19 @@ fn absolute(path: &Path) -> String {
 fn load_model_and_tokenizer(
     path: &Path,
     tokenizer: Option<&Path>,
+    weights: WeightChoice,
     device: &Device,
 ) -> Result<Scorer> {
     let source = absolute(path);
+    let hf_dir = path.join("config.json").is_file() && !path.join("state.json").is_file();
+    if weights != WeightChoice::Raw && (path.is_file() || hf_dir) {
+        return Err(err(
+            path,
+            format!(
+                "--weights {weights} chooses among a frugal checkpoint's averages; this is not one"
+            ),
+        ));
+    }
     if path.is_file() {
         let g = load_gguf(path, device)?;
         let tok = match tokenizer {
@@ -88,7 +114,6 @@ fn load_model_and_tokenizer(
     if !path.is_dir() {
         return Err(err(path, "no such model file or directory"));
     }
-    let hf_dir = path.join("config.json").is_file() && !path.join("state.json").is_file();
     let checkpoint = if hf_dir {
         None
     } else {
@@ -119,7 +144,7 @@ fn load_model_and_tokenizer(
     };
     if let Some(dir) = checkpoint {
         let (config, params) =
-            frugal_train::checkpoint::load_model(&dir, device).map_err(|e| err(&dir, e))?;
+            frugal_train::weights::load_model(&dir, weights, device).map_err(|e| err(&dir, e))?;
         let model = Llama::new(&config, &params)?.detached();
         let run = frugal_train::checkpoint::run_dir_of(&dir);
         let tokenizer = find_tok(&[Some(&dir), dir.parent(), run.as_deref()])?;

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, Subcommand, ValueEnum};
 use frugal_prolong::input::InputOptions;
-use frugal_prolong::model::load_scorer;
+use frugal_prolong::model::{load_scorer, load_scorer_weights};
 use frugal_prolong::run::{score, Distance, Heatmaps, ScoreOptions};
 use frugal_prolong::select::{fill_text, read_scores, select, write_records, Keep};
 use std::path::PathBuf;
@@ -48,6 +48,10 @@ pub struct ScoreArgs {
     /// tokenizer.json overriding the model's own.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// Which weights of a frugal checkpoint: raw (trained), ema, swa (the SWA
+    /// window at this step) or swa:K (the mean of the last K finished windows).
+    #[arg(long, default_value = "raw", value_name = "raw|ema|swa|swa:K")]
+    pub weights: frugal_train::weights::WeightChoice,
     /// .jsonl, .parquet, text files or directories of them.
     #[arg(long, required = true, num_args = 1..)]
     pub input: Vec<PathBuf>,
@@ -220,7 +224,7 @@ fn run_score(a: &ScoreArgs) -> Result<()> {
         None => default_model()?,
     };
     let device = crate::device::parse(&a.device)?;
-    let mut scorer = load_scorer(&model, a.tokenizer.as_deref(), &device)
+    let mut scorer = load_scorer_weights(&model, a.tokenizer.as_deref(), a.weights, &device)
         .with_context(|| format!("loading {}", model.display()))?;
     scorer.model = scorer.model.with_precision(a.dtype);
     // Which checkpoint a run directory stood for, or which default file.
