@@ -20,9 +20,10 @@ use tokenizers::{AddedToken, Tokenizer};
 pub struct Scorer {
     pub model: Llama,
     pub tokenizer: Tokenizer,
-    /// What was loaded, for records and logs: the model's absolute path (a
-    /// run directory as the checkpoint it stood for), and the `tokenizer`
-    /// that replaced its own, if any.
+    /// What was loaded, for records, logs and an output's settings: the
+    /// model's absolute path (a run directory as the checkpoint it stood
+    /// for), the weight average read instead of the trained weights, and the
+    /// `tokenizer` that replaced its own, if any.
     pub source: String,
     /// The token the model ends a text with, where its files say: a GGUF's
     /// `tokenizer.ggml.eos_token_id`, config.json's `eos_token_id` (the first
