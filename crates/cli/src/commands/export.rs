@@ -6,8 +6,7 @@ use frugal_model::gguf::GgufTokenizer;
 use frugal_model::gguf_export::{gguf_bytes, GgufWeights};
 use frugal_model::hf::to_hf_config;
 use frugal_model::{LlamaConfig, ParamStore};
-use frugal_train::checkpoint::run_dir_of;
-use frugal_train::weights::{load_model, WeightChoice};
+use frugal_train::weights::WeightChoice;
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -61,12 +60,7 @@ pub fn run(c: ExportCommand) -> Result<()> {
 
 /// The model, its run's tokenizer, and that tokenizer's path.
 fn load(s: &Source) -> Result<(LlamaConfig, ParamStore, Tokenizer, PathBuf)> {
-    let checkpoint = super::checkpoint_arg(&s.checkpoint)?;
-    let (config, params) = load_model(&checkpoint, s.weights, &Device::Cpu)?;
-    let run = run_dir_of(&checkpoint).context("checkpoint path has no run directory above it")?;
-    let tok_path = run.join("tokenizer.json");
-    let tok = frugal_data::tokenizer::load(&tok_path)?;
-    Ok((config, params, tok, tok_path))
+    super::load_checkpoint(&s.checkpoint, s.weights, &Device::Cpu)
 }
 
 fn export_gguf(a: &GgufArgs) -> Result<()> {

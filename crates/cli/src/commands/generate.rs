@@ -5,8 +5,7 @@ use clap::Args;
 use frugal_data::tokenizer::Tokenizer;
 use frugal_model::llama::KvCache;
 use frugal_model::Llama;
-use frugal_train::checkpoint::run_dir_of;
-use frugal_train::weights::{load_model, WeightChoice};
+use frugal_train::weights::WeightChoice;
 use rand::{Rng, SeedableRng};
 use std::io::Write;
 use std::path::PathBuf;
@@ -145,10 +144,7 @@ fn load(a: &GenerateArgs, device: &Device) -> Result<(Llama, Tokenizer, Option<u
     if a.tokenizer.is_some() {
         bail!("--tokenizer replaces a --model's tokenizer; a checkpoint uses its run's");
     }
-    let checkpoint = super::checkpoint_arg(path)?;
-    let (config, params) = load_model(&checkpoint, a.weights, device)?;
-    let run = run_dir_of(&checkpoint).context("checkpoint path has no run directory above it")?;
-    let tok = frugal_data::tokenizer::load(&run.join("tokenizer.json"))?;
+    let (config, params, tok, _) = super::load_checkpoint(path, a.weights, device)?;
     let eos = frugal_data::tokenizer::eot_id(&tok).ok();
     Ok((Llama::new(&config, &params)?.detached(), tok, eos))
 }

@@ -28,3 +28,25 @@ pub fn checkpoint_arg(path: &std::path::Path) -> anyhow::Result<std::path::PathB
     }
     Ok(dir)
 }
+
+/// A `--checkpoint` argument's model (see [`checkpoint_arg`]) with the chosen
+/// weights, its run's tokenizer, and that tokenizer's path.
+pub fn load_checkpoint(
+    path: &std::path::Path,
+    weights: frugal_train::weights::WeightChoice,
+    device: &candle_core::Device,
+) -> anyhow::Result<(
+    frugal_model::LlamaConfig,
+    frugal_model::ParamStore,
+    frugal_data::tokenizer::Tokenizer,
+    std::path::PathBuf,
+)> {
+    use anyhow::Context;
+    let checkpoint = checkpoint_arg(path)?;
+    let (config, params) = frugal_train::weights::load_model(&checkpoint, weights, device)?;
+    let run = frugal_train::checkpoint::run_dir_of(&checkpoint)
+        .context("checkpoint path has no run directory above it")?;
+    let tok_path = run.join("tokenizer.json");
+    let tok = frugal_data::tokenizer::load(&tok_path)?;
+    Ok((config, params, tok, tok_path))
+}
